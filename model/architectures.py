@@ -1,0 +1,72 @@
+"""Defines the model architectures: the tutorials' MLP and the default CNN, both with scaling and augmentation inside."""
+
+import keras
+from keras import layers
+
+from model.vocabulary import IMAGE_SHAPE, NUM_CLASSES
+
+
+def augmentation(seed: int) -> keras.Sequential:
+    """Random shift, rotation, zoom and horizontal flip; Keras runs these layers only while training."""
+    return keras.Sequential(
+        [
+            layers.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=seed),
+            layers.RandomRotation(0.04, fill_mode="constant", seed=seed + 1),
+            layers.RandomZoom(0.08, fill_mode="constant", seed=seed + 2),
+            layers.RandomFlip("horizontal", seed=seed + 3),
+        ],
+        name="augmentation",
+    )
+
+
+def _stem(augment: bool, seed: int):
+    """Input uint8-valued pixels (N, 28, 28) -> floats in [0, 1] (N, 28, 28, 1), augmented when asked."""
+    inputs = keras.Input(shape=IMAGE_SHAPE, name="pixels")
+    # Scaling lives in the model so the saved file carries it and scoring feeds raw 0-255 pixels.
+    x = layers.Rescaling(1.0 / 255, name="scale_to_unit")(inputs)
+    x = layers.Reshape(IMAGE_SHAPE + (1,), name="add_channel")(x)  # (N, 28, 28, 1)
+    if augment:
+        x = augmentation(seed)(x)
+    return inputs, x
+
+
+def build_mlp(augment: bool = False, seed: int = 0, hidden_units: int = 128) -> keras.Model:
+    """The classic TensorFlow 2 tutorial model: Flatten -> Dense 128 relu -> Dense 10."""
+    inputs, x = _stem(augment, seed)
+    x = layers.Flatten(name="flatten")(x)  # (N, 784)
+    x = layers.Dense(hidden_units, activation="relu", name="hidden")(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="mlp")
+
+
+def build_cnn(augment: bool = False, seed: int = 0, dropout_rate: float = 0.4) -> keras.Model:
+    """The default model: two conv blocks with batch normalisation and a small dense head (~420k parameters)."""
+    inputs, x = _stem(augment, seed)
+    x = _conv_block(x, 32, "conv1")  # (N, 14, 14, 32)
+    x = _conv_block(x, 64, "conv2")  # (N, 7, 7, 64)
+    x = layers.Flatten(name="flatten")(x)  # (N, 3136)
+    x = layers.Dropout(dropout_rate, seed=seed, name="dropout1")(x)
+    x = layers.Dense(128, activation="relu", name="dense")(x)  # (N, 128)
+    x = layers.Dropout(dropout_rate, seed=seed + 1, name="dropout2")(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="cnn")
+
+
+def _conv_block(x, filters: int, name: str):
+    """3x3 same-padding convolution, batch normalisation, relu, then 2x2 max pooling: halves height and width."""
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name)(x)
+    x = layers.BatchNormalization(name=f"{name}_norm")(x)
+    x = layers.Activation("relu", name=f"{name}_relu")(x)
+    return layers.MaxPooling2D(name=f"{name}_pool")(x)
+
+
+ARCHITECTURES = {"mlp": build_mlp, "cnn": build_cnn}
+
+
+def build(name: str, augment: bool = False, seed: int = 0) -> keras.Model:
+    """Builds the named architecture, compiled for sparse integer labels."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}: use one of {', '.join(sorted(ARCHITECTURES))}")
+    model = ARCHITECTURES[name](augment=augment, seed=seed)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model

@@ -1,0 +1,82 @@
+"""Evaluates a saved model on the Fashion-MNIST test split: metrics as JSON and the figures as PNG.
+
+    python -m model.evaluate --model model/artifacts/fashion_cnn.keras --output-dir reports/
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from model import data, model_files
+from model.vocabulary import CLASS_NAMES, DEFAULT_DATA_DIR, NUM_CLASSES
+
+
+def metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """Accuracy, log loss, per-class precision and recall, and the confusion matrix (rows true, columns predicted)."""
+    predicted = probabilities.argmax(axis=1)
+    matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    true_positives = np.diag(matrix)
+    precision = true_positives / np.maximum(matrix.sum(axis=0), 1)
+    recall = true_positives / np.maximum(matrix.sum(axis=1), 1)
+    picked = probabilities[np.arange(len(labels)), labels]
+    return {
+        "examples": int(len(labels)),
+        "accuracy": float((predicted == labels).mean()),
+        "loss": float(-np.log(np.clip(picked, 1e-7, 1.0)).mean()),
+        "per_class": {
+            name: {"precision": float(precision[i]), "recall": float(recall[i]), "support": int(matrix[i].sum())}
+            for i, name in enumerate(CLASS_NAMES)
+        },
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def evaluate(model_path: str, data_dir: str, output_dir: str, history_path: str = None) -> dict:
+    """Scores the test split, writes metrics.json and the figures into output_dir, returns the metrics."""
+    loaded = model_files.load(model_path)
+    test_set = data.load_split("test", data_dir)
+    probabilities = loaded.model.predict(test_set.images, batch_size=1024, verbose=0)
+    result = {"model": model_path, "model_version": loaded.version, **metrics(test_set.labels, probabilities)}
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as stream:
+        json.dump(result, stream, indent=2)
+    _draw_figures(test_set, probabilities, result, output_dir, history_path)
+    return result
+
+
+def _draw_figures(test_set, probabilities, result, output_dir, history_path) -> None:
+    from model import plots
+
+    plots.confusion_matrix(result["confusion_matrix"], os.path.join(output_dir, "confusion_matrix.png"))
+    plots.prediction_grid(test_set.images, test_set.labels, probabilities, os.path.join(output_dir, "predictions.png"))
+    if history_path:
+        with open(history_path, encoding="utf-8") as stream:
+            history = json.load(stream)
+        plots.training_curves(history.get("history", history), os.path.join(output_dir, "training_curves.png"))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="fmnist-evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=model_files.DEFAULT_MODEL_PATH)
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    parser.add_argument("--output-dir", default="reports")
+    parser.add_argument("--history", default=None, help="a run's state.json (or history JSON) to draw training curves")
+    args = parser.parse_args(argv)
+    try:
+        result = evaluate(args.model, args.data_dir, args.output_dir, args.history)
+    except (data.DatasetError, model_files.ModelFileError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"test accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} on {result['examples']} images")
+    for name, scores in result["per_class"].items():
+        print(f"  {name:12s} precision {scores['precision']:.3f}  recall {scores['recall']:.3f}")
+    print(f"wrote {args.output_dir}/metrics.json, confusion_matrix.png, predictions.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Saves and loads a trained model as a `.keras` file with its model card (`.json`) beside it, and checks they agree."""
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.vocabulary import CLASS_NAMES, IMAGE_SHAPE, PREPROCESSING_VERSION
+
+CARD_FORMAT = 1
+ARTIFACTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "artifacts")
+DEFAULT_MODEL_PATH = os.path.join(ARTIFACTS_DIR, "fashion_cnn.keras")
+
+
+class ModelFileError(ValueError):
+    """A model file or its card is missing, unreadable, or they disagree."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A Keras model with its card; `version` names this exact model (card version + content hash)."""
+
+    model: object
+    card: dict
+
+    @property
+    def version(self) -> str:
+        return model_version(self.card)
+
+
+def card_path_for(model_path: str) -> str:
+    """The card lives beside the model: fashion_cnn.keras -> fashion_cnn.json."""
+    return os.path.splitext(model_path)[0] + ".json"
+
+
+def model_version(card: dict) -> str:
+    """A short, stable name for one model: its card version and the first 12 hex digits of its content hash."""
+    return f"{card['version']}+{card['content_sha256'][:12]}"
+
+
+def content_sha256(model) -> str:
+    """Hashes the architecture and every weight, so the same trained model hashes the same however it was saved."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(model.get_config(), sort_keys=True, default=str).encode())
+    for variable in model.weights:
+        value = np.ascontiguousarray(np.asarray(variable))
+        digest.update(f"{variable.path}|{value.dtype}|{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def save(model, path: str, card_fields: dict) -> dict:
+    """Writes `path` (.keras) and its card; the card gets the fields every loader checks, plus card_fields."""
+    import keras
+    import tensorflow as tf
+
+    if not path.endswith(".keras"):
+        raise ValueError(f"{path}: the model file name must end in .keras")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    card = {
+        "card_format": CARD_FORMAT,
+        "version": "1.0.0",
+        **card_fields,
+        "class_names": list(CLASS_NAMES),
+        "preprocessing_version": PREPROCESSING_VERSION,
+        "input_shape": list(IMAGE_SHAPE),
+        "input_dtype": "uint8 values 0-255 (scaled to [0, 1] inside the model)",
+        "parameter_count": int(model.count_params()),
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "content_sha256": content_sha256(model),
+    }
+    model.save(path)
+    write_json_atomically(card_path_for(path), card)
+    return card
+
+
+def load(path: str, compile: bool = False) -> LoadedModel:
+    """Loads a model in Keras safe mode and checks that its card describes it; raises ModelFileError if not."""
+    card = read_card(path)
+    import keras
+
+    try:
+        model = keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a bad file; all mean the same thing to the user.
+        raise ModelFileError(f"{path}: cannot load the Keras model ({type(error).__name__}: {error})") from error
+    check_agrees(model, card, path)
+    return LoadedModel(model, card)
+
+
+def read_card(path: str) -> dict:
+    """Reads and sanity-checks the card beside a model file."""
+    if not os.path.isfile(path):
+        raise ModelFileError(f"model file {path} not found; pass --model with the path of a trained .keras file")
+    card_path = card_path_for(path)
+    try:
+        with open(card_path, encoding="utf-8") as stream:
+            card = json.load(stream)
+    except FileNotFoundError as error:
+        raise ModelFileError(f"model card {card_path} not found; every model needs the card `train` writes") from error
+    except json.JSONDecodeError as error:
+        raise ModelFileError(f"model card {card_path} is not valid JSON: {error}") from error
+    missing = {"version", "class_names", "input_shape", "preprocessing_version", "content_sha256"} - set(card)
+    if missing:
+        raise ModelFileError(f"model card {card_path} lacks {', '.join(sorted(missing))}")
+    return card
+
+
+def check_agrees(model, card: dict, path: str) -> None:
+    """Raises ModelFileError when the model and its card (or this code's vocabulary) disagree."""
+    problems = []
+    if tuple(card["class_names"]) != CLASS_NAMES:
+        problems.append(f"card class names {card['class_names']} differ from {list(CLASS_NAMES)}")
+    if tuple(card["input_shape"]) != IMAGE_SHAPE or tuple(model.input_shape[1:]) != IMAGE_SHAPE:
+        problems.append(f"input shape {model.input_shape[1:]} (card {card['input_shape']}), expected {IMAGE_SHAPE}")
+    if tuple(model.output_shape[1:]) != (len(CLASS_NAMES),):
+        problems.append(f"output shape {model.output_shape[1:]}, expected ({len(CLASS_NAMES)},)")
+    if card["preprocessing_version"] != PREPROCESSING_VERSION:
+        problems.append(f"trained with preprocessing {card['preprocessing_version']}, this code has {PREPROCESSING_VERSION}")
+    if not problems and content_sha256(model) != card["content_sha256"]:
+        problems.append("the weights do not match the card's content_sha256 (the card belongs to another model)")
+    if problems:
+        raise ModelFileError(f"{path}: " + "; ".join(problems))
+
+
+def write_json_atomically(path: str, payload: dict) -> None:
+    """Writes JSON to a temporary file and renames it, so readers never see half a file."""
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as stream:
+        json.dump(payload, stream, indent=2, sort_keys=False)
+        stream.write("\n")
+    os.replace(temporary, path)

@@ -1,0 +1,66 @@
+"""Classifies a user's own photos: the top labels with probabilities for each file, through the shared preprocessing.
+
+    python -m model.predict my_shoe.jpg my_shirt.png --top 3
+"""
+
+import argparse
+import sys
+
+import numpy as np
+
+from model import model_files, preprocessing
+from model.vocabulary import CLASS_NAMES, IMAGE_SHAPE
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def read_inputs(paths, max_pixels: int):
+    """Returns (good paths, uint8[N, 28, 28] images, {path: error message}) so one bad file stops nothing."""
+    good, images, failures = [], [], {}
+    for path in paths:
+        try:
+            with open(path, "rb") as stream:
+                images.append(preprocessing.to_model_input(stream.read(), max_pixels=max_pixels))
+            good.append(path)
+        except preprocessing.ImageDecodeError as error:
+            failures[path] = f"{error.reason}: {error}"
+        except OSError as error:
+            failures[path] = f"cannot read: {error.strerror or error}"
+    stacked = np.stack(images) if images else np.empty((0,) + IMAGE_SHAPE, dtype=np.uint8)
+    return good, stacked, failures
+
+
+def top_labels(probabilities: np.ndarray, count: int) -> list:
+    """[(class name, probability), ...] best first."""
+    order = np.argsort(-probabilities, kind="stable")[:count]
+    return [(CLASS_NAMES[i], float(probabilities[i])) for i in order]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="fmnist-predict", description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, WebP, BMP, TIFF, GIF)")
+    parser.add_argument("--model", default=model_files.DEFAULT_MODEL_PATH)
+    parser.add_argument("--top", type=int, default=3, choices=range(1, len(CLASS_NAMES) + 1), metavar="1-10")
+    parser.add_argument("--max-pixels", type=int, default=preprocessing.DEFAULT_MAX_PIXELS)
+    args = parser.parse_args(argv)
+    try:
+        loaded = model_files.load(args.model)
+    except model_files.ModelFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    good, images, failures = read_inputs(args.images, args.max_pixels)
+    probabilities = loaded.model.predict(images, verbose=0) if len(good) else []
+    answers = dict(zip(good, probabilities))
+    for path in args.images:
+        if path in answers:
+            ranked = ", ".join(f"{name} {100 * p:.1f}%" for name, p in top_labels(answers[path], args.top))
+            print(f"{path}: {ranked}")
+        else:
+            print(f"{path}: error: {failures[path]}")
+    if failures:
+        print(f"{len(failures)} of {len(args.images)} files could not be classified", file=sys.stderr)
+    return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

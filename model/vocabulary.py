@@ -1,0 +1,56 @@
+"""Defines the names and shapes every other module agrees on: classes, image shape, record keys."""
+
+# Fashion-MNIST's ten classes, in label-index order (Xiao et al. 2017).
+CLASS_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+NUM_CLASSES = len(CLASS_NAMES)
+
+# One image as the model sees it: height, width; grey, one byte per pixel, item bright on a dark background.
+IMAGE_HEIGHT = 28
+IMAGE_WIDTH = 28
+IMAGE_SHAPE = (IMAGE_HEIGHT, IMAGE_WIDTH)
+IMAGE_PIXELS = IMAGE_HEIGHT * IMAGE_WIDTH
+
+# Bumped whenever preprocessing.to_model_input changes its output for any input; stored in every model card.
+PREPROCESSING_VERSION = "fmnist-catalogue-v1"
+
+# tf.train.Example feature names used by the TFRecord source and sample files.
+RECORD_KEY_IMAGE = "image/encoded"
+RECORD_KEY_FILENAME = "image/filename"
+RECORD_KEY_LABEL = "image/class/label"
+
+# The four IDX files of the dataset, by split.
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
+DATASET_INSTALL_HINT = "sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist"
+
+
+def class_index(name_or_index: str) -> int:
+    """Returns the label index for a class name ("Ankle boot"), a folder-safe name ("ankle_boot") or an index ("9")."""
+    text = name_or_index.strip()
+    if text.isdigit() and int(text) < NUM_CLASSES:
+        return int(text)
+    wanted = _folded(text)
+    for index, name in enumerate(CLASS_NAMES):
+        if _folded(name) == wanted:
+            return index
+    raise ValueError(
+        f"unknown class {name_or_index!r}: use an index 0-{NUM_CLASSES - 1} or one of {', '.join(CLASS_NAMES)}"
+    )
+
+
+def _folded(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())

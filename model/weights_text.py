@@ -1,0 +1,45 @@
+"""Writes every trainable variable of a saved model (name, shape, values) to a readable text file.
+
+    python -m model.weights_text --model model/artifacts/fashion_cnn.keras --output weights.txt
+"""
+
+import argparse
+import sys
+
+import numpy as np
+
+from model import model_files
+
+
+def write_weights(model, path: str) -> int:
+    """Writes one block per trainable variable; returns how many values were written."""
+    written = 0
+    with open(path, "w", encoding="utf-8") as stream:
+        stream.write(f"# {model.name}: {len(model.trainable_weights)} trainable variables\n")
+        for variable in model.trainable_weights:
+            values = np.asarray(variable)
+            stream.write(f"\n## {variable.path} shape={list(values.shape)} dtype={values.dtype}\n")
+            # Full precision and no '...' elision, so the file can be read back or diffed exactly.
+            stream.write(np.array2string(values, threshold=sys.maxsize, max_line_width=120, precision=8, separator=", "))
+            stream.write("\n")
+            written += values.size
+    return written
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="fmnist-weights", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=model_files.DEFAULT_MODEL_PATH)
+    parser.add_argument("--output", default="weights.txt")
+    args = parser.parse_args(argv)
+    try:
+        loaded = model_files.load(args.model)
+    except model_files.ModelFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    count = write_weights(loaded.model, args.output)
+    print(f"wrote {count} values of {len(loaded.model.trainable_weights)} variables to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

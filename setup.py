@@ -1,0 +1,37 @@
+"""Packages the scorer (pipeline/) and the training side (model/) with the shipped default model.
+
+Workers on a cluster get the code through `--setup_file ./setup.py`, so the model files ride along as package data.
+"""
+
+from setuptools import setup
+
+setup(
+    name="fashion-scorer",
+    version="0.1.0",
+    description="Batch image scoring on Apache Beam with a Fashion-MNIST Keras classifier",
+    python_requires=">=3.10,<3.13",
+    packages=["model", "pipeline"],
+    package_data={"model": ["artifacts/*.keras", "artifacts/*.json"]},
+    include_package_data=True,
+    # Tested ranges; constraints.txt pins the exact versions the tests ran with.
+    install_requires=[
+        "tensorflow-cpu>=2.21,<2.22",
+        "keras>=3.10,<4",
+        "apache-beam>=2.77,<2.78",
+        "numpy>=1.26,<3",
+        "pillow>=10.3,<13",
+        "pyarrow>=16,<26",
+    ],
+    extras_require={
+        "test": ["pytest>=8,<10"],
+        "figures": ["matplotlib>=3.8,<4"],
+    },
+    entry_points={
+        "console_scripts": [
+            "fmnist-train=model.train:main",
+            "fmnist-evaluate=model.evaluate:main",
+            "fmnist-predict=model.predict:main",
+            "fmnist-weights=model.weights_text:main",
+        ],
+    },
+)

@@ -1,0 +1,92 @@
+"""Tests that a model and its card round-trip, and that a card that does not describe its model is refused."""
+
+import json
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+from model import model_files
+from model.vocabulary import CLASS_NAMES, IMAGE_SHAPE, PREPROCESSING_VERSION
+
+
+def test_card_round_trips_with_training_facts(tiny_model_path):
+    loaded = model_files.load(tiny_model_path)
+    card = loaded.card
+    assert card["class_names"] == list(CLASS_NAMES)
+    assert card["input_shape"] == list(IMAGE_SHAPE)
+    assert card["preprocessing_version"] == PREPROCESSING_VERSION
+    assert card["parameter_count"] == loaded.model.count_params()
+    assert card["architecture"] == "mlp" and card["training_config"]["epochs"] == 2
+    assert "--architecture mlp" in card["training_command"]
+    assert set(card["dataset_files"]) == {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                                         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}
+    assert 0.0 < card["test_metrics"]["accuracy"] <= 1.0 and card["test_metrics"]["examples"] == 1000
+    assert card["content_sha256"] == model_files.content_sha256(loaded.model)
+    assert loaded.version == f"{card['version']}+{card['content_sha256'][:12]}"
+    assert card["tensorflow_version"] and card["keras_version"] == keras.__version__
+
+
+def test_saving_again_gives_the_same_content_hash(tiny_model_path, tmp_path):
+    loaded = model_files.load(tiny_model_path)
+    again = model_files.save(loaded.model, str(tmp_path / "again.keras"), {"name": "again"})
+    assert again["content_sha256"] == loaded.card["content_sha256"]
+    reloaded = model_files.load(str(tmp_path / "again.keras"))
+    pixels = np.random.default_rng(0).integers(0, 256, (4,) + IMAGE_SHAPE, dtype=np.uint8)
+    np.testing.assert_array_equal(reloaded.model.predict(pixels, verbose=0), loaded.model.predict(pixels, verbose=0))
+
+
+def _copy_model(tiny_model_path, tmp_path):
+    target = str(tmp_path / "copy.keras")
+    shutil.copy(tiny_model_path, target)
+    shutil.copy(model_files.card_path_for(tiny_model_path), model_files.card_path_for(target))
+    return target
+
+
+def _edit_card(path, **changes):
+    card_path = model_files.card_path_for(path)
+    with open(card_path) as stream:
+        card = json.load(stream)
+    card.update(changes)
+    with open(card_path, "w") as stream:
+        json.dump(card, stream)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"content_sha256": "0" * 64}, "do not match the card's content_sha256"),
+    ({"class_names": list(reversed(CLASS_NAMES))}, "class names"),
+    ({"preprocessing_version": "something-else"}, "trained with preprocessing"),
+    ({"input_shape": [32, 32]}, "input shape"),
+])
+def test_card_that_disagrees_is_refused(tiny_model_path, tmp_path, changes, message):
+    path = _copy_model(tiny_model_path, tmp_path)
+    _edit_card(path, **changes)
+    with pytest.raises(model_files.ModelFileError, match=message):
+        model_files.load(path)
+
+
+def test_missing_model_and_missing_card_say_what_to_do(tiny_model_path, tmp_path):
+    with pytest.raises(model_files.ModelFileError, match="not found; pass --model"):
+        model_files.load(str(tmp_path / "nowhere.keras"))
+    lonely = str(tmp_path / "lonely.keras")
+    shutil.copy(tiny_model_path, lonely)
+    with pytest.raises(model_files.ModelFileError, match="model card .* not found"):
+        model_files.load(lonely)
+
+
+def test_not_a_keras_file_is_a_clear_error(tiny_model_path, tmp_path):
+    path = _copy_model(tiny_model_path, tmp_path)
+    with open(path, "wb") as stream:
+        stream.write(b"this is not a zip archive")
+    with pytest.raises(model_files.ModelFileError, match="cannot load the Keras model"):
+        model_files.load(path)
+
+
+def test_lambda_layers_are_refused_by_safe_mode(tmp_path):
+    inputs = keras.Input(shape=IMAGE_SHAPE)
+    outputs = keras.layers.Dense(len(CLASS_NAMES))(keras.layers.Lambda(lambda x: x * 2)(keras.layers.Flatten()(inputs)))
+    path = str(tmp_path / "lambda.keras")
+    model_files.save(keras.Model(inputs, outputs), path, {"name": "unsafe"})
+    with pytest.raises(model_files.ModelFileError, match="cannot load"):
+        model_files.load(path)

@@ -1,0 +1,326 @@
+"""Tests the shared preprocessing on real Fashion-MNIST test images rendered as files of every kind it must accept."""
+
+import io
+import pickle
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model import vocabulary
+from model.preprocessing import (
+    ImageDecodeError,
+    ImageTooLargeError,
+    NotAnImageError,
+    TruncatedImageError,
+    UnsupportedImageError,
+    image_to_model_input,
+    to_model_input,
+)
+
+WHITE = (255, 255, 255)
+# A garment colour for the catalogue photos: channel factors applied to the item's ink, so the background stays white.
+TINT = np.array([1.0, 0.85, 0.6])
+
+
+@pytest.fixture(scope="module")
+def fashion(test_split) -> np.ndarray:
+    """The real Fashion-MNIST test images, uint8 of shape (10000, 28, 28)."""
+    return test_split.images
+
+
+def encode(image: Image.Image, file_format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, file_format, **options)
+    return buffer.getvalue()
+
+
+def catalogue_image(item: np.ndarray, index: int) -> Image.Image:
+    """Renders a 28x28 item as a shop photo: coloured ink on white, ten times larger, off-centre in a wide frame."""
+    ink = np.rint(item[..., None] * TINT).astype(np.uint8)
+    large = Image.fromarray(255 - ink, "RGB").resize((280, 280), Image.Resampling.BICUBIC)
+    left, top, right, bottom = 20 + 7 * (index % 5), 10 + 11 * (index % 4), 60 + 13 * (index % 3), 30 + 5 * (index % 6)
+    photo = Image.new("RGB", (280 + left + right, 280 + top + bottom), WHITE)
+    photo.paste(large, (left, top))
+    return photo
+
+
+def difference_and_correlation(result: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
+    result, expected = result.astype(np.float64).ravel(), expected.astype(np.float64).ravel()
+    return float(np.abs(result - expected).mean()), float(np.corrcoef(result, expected)[0, 1])
+
+
+def assert_model_input(result: np.ndarray) -> None:
+    assert result.dtype == np.uint8 and result.shape == vocabulary.IMAGE_SHAPE
+    assert result.flags.c_contiguous and result.flags.writeable
+
+
+def bilevel_png(width: int, height: int) -> bytes:
+    """Writes a valid all-black 1-bit PNG by hand, so even a 20000x20000 file costs kilobytes and no pixel memory."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    row = bytes(1 + (width + 7) // 8)  # Filter type 0, then the packed bits of one row.
+    packer = zlib.compressobj(1)
+    pixels = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+# Fashion-MNIST-like 28x28 images pass through bit for bit.
+
+
+def test_fashion_mnist_pngs_pass_through_unchanged(fashion):
+    for item in fashion[:100]:
+        result = to_model_input(encode(Image.fromarray(item, "L"), "PNG"))
+        assert_model_input(result)
+        assert np.array_equal(result, item)
+
+
+def test_grey_rgb_png_passes_through_unchanged(fashion):
+    for item in fashion[100:120]:
+        result = to_model_input(encode(Image.fromarray(np.dstack([item] * 3), "RGB"), "PNG"))
+        assert_model_input(result)
+        assert np.array_equal(result, item)
+
+
+def test_light_28x28_image_is_converted_not_passed_through(fashion):
+    # Measured: mean correlation 0.991, worst 0.780 (an item whose faint edge is trimmed, so it is scaled up a little).
+    correlations = []
+    for item in fashion[:50]:
+        result = to_model_input(encode(Image.fromarray(255 - item, "L"), "PNG"))
+        assert result[0, 0] == 0
+        correlations.append(difference_and_correlation(result, item)[1])
+    assert np.mean(correlations) > 0.95 and min(correlations) > 0.7
+
+
+# Catalogue photos come back close to the Fashion-MNIST image they were made from.
+
+
+def test_catalogue_photo_round_trip(fashion):
+    # Measured over these 50 images: mean difference 16.4 (worst 32.8), mean correlation 0.944 (worst 0.857). The same
+    # results moved one pixel diagonally score 26.8 and 0.78; without negation the correlation is -0.94, without
+    # trimming 0.50, so each of those mistakes fails these bounds.
+    differences, correlations = [], []
+    for index, item in enumerate(fashion[:50]):
+        result = to_model_input(encode(catalogue_image(item, index), "JPEG", quality=90))
+        assert_model_input(result)
+        difference, correlation = difference_and_correlation(result, item)
+        differences.append(difference)
+        correlations.append(correlation)
+    assert np.mean(differences) < 20 and max(differences) < 40
+    assert np.mean(correlations) > 0.92 and min(correlations) > 0.8
+
+
+def test_white_background_photo_comes_out_dark_and_centred():
+    # A dark grey upright bar, far off-centre in a wide white JPEG.
+    photo = Image.new("RGB", (640, 400), WHITE)
+    photo.paste((70, 40, 40), (420, 90, 480, 240))
+    result = to_model_input(encode(photo, "JPEG", quality=90)).astype(np.float64)
+    assert result[[0, 0, -1, -1], [0, -1, 0, -1]].max() <= 3
+    assert np.count_nonzero((result > 128).any(axis=1)) == vocabulary.IMAGE_HEIGHT  # The long edge fills the frame.
+    rows, columns = np.indices(result.shape)
+    centre = ((vocabulary.IMAGE_HEIGHT - 1) / 2, (vocabulary.IMAGE_WIDTH - 1) / 2)
+    mass = ((rows * result).sum() / result.sum(), (columns * result).sum() / result.sum())
+    assert abs(mass[0] - centre[0]) <= 2 and abs(mass[1] - centre[1]) <= 2
+
+
+def test_dark_background_photo_is_not_negated(fashion):
+    for item in fashion[:10]:
+        photo = Image.new("L", (120, 100), 0)
+        photo.paste(Image.fromarray(item, "L").resize((84, 84), Image.Resampling.BICUBIC), (30, 4))
+        result = to_model_input(encode(photo, "PNG"))
+        assert result[0, 0] == 0 and difference_and_correlation(result, item)[1] > 0.8
+
+
+# EXIF orientation.
+
+
+@pytest.mark.parametrize("orientation, turned", [(6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270)])
+def test_exif_orientation_is_applied(fashion, orientation, turned):
+    upright = catalogue_image(fashion[3], 3)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    sideways = upright.transpose(turned)
+    expected = to_model_input(encode(upright, "PNG"))
+    assert np.array_equal(to_model_input(encode(sideways, "PNG", exif=exif)), expected)
+    jpeg = to_model_input(encode(sideways, "JPEG", quality=90, exif=exif))
+    assert difference_and_correlation(jpeg, expected)[0] < 3
+    # Without the tag the same pixels give something else, so the tag is what put the photo upright.
+    assert difference_and_correlation(to_model_input(encode(sideways, "PNG")), expected)[0] > 20
+
+
+def test_exif_orientation_applies_to_pass_through(fashion):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sideways = Image.fromarray(fashion[0], "L").transpose(Image.Transpose.ROTATE_90)
+    assert np.array_equal(to_model_input(encode(sideways, "PNG", exif=exif)), fashion[0])
+
+
+# Transparency is white.
+
+
+def transparent_versions(item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Returns the item at catalogue size as dark ink, and the mask of where that ink is."""
+    large = np.asarray(Image.fromarray(item, "L").resize((84, 84), Image.Resampling.BICUBIC))
+    return 255 - large, large > 8
+
+
+def test_rgba_transparent_background_counts_as_white(fashion):
+    for item in fashion[:5]:
+        ink, opaque = transparent_versions(item)
+        colour = np.rint(ink[..., None] * TINT).astype(np.uint8)
+        hidden_black = np.where(opaque[..., None], colour, 0).astype(np.uint8)
+        rgba = np.dstack([hidden_black, np.where(opaque, 255, 0).astype(np.uint8)])
+        on_white = np.where(opaque[..., None], colour, 255).astype(np.uint8)
+        result = to_model_input(encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+        assert np.array_equal(result, to_model_input(encode(Image.fromarray(on_white, "RGB"), "PNG")))
+        assert result[0, 0] == 0 and difference_and_correlation(result, item)[1] > 0.8
+
+
+def test_la_transparent_background_counts_as_white(fashion):
+    ink, opaque = transparent_versions(fashion[7])
+    la = np.dstack([np.where(opaque, ink, 0), np.where(opaque, 255, 0)]).astype(np.uint8)
+    result = to_model_input(encode(Image.fromarray(la, "LA"), "PNG"))
+    assert np.array_equal(result, to_model_input(encode(Image.fromarray(np.where(opaque, ink, 255)), "PNG")))
+    assert result[0, 0] == 0
+
+
+def test_palette_transparency_counts_as_white(fashion):
+    ink, opaque = transparent_versions(fashion[8])
+    # Grey levels 0..254 map to themselves; index 255 is the background, black in the palette but transparent.
+    indices = np.where(opaque, np.minimum(ink, 254), 255).astype(np.uint8)
+    palette = [level for grey in range(255) for level in (grey, grey, grey)]
+    transparent = Image.fromarray(indices, "P")
+    transparent.putpalette(palette + [0, 0, 0])
+    white = Image.fromarray(indices, "P")
+    white.putpalette(palette + list(WHITE))
+    result = to_model_input(encode(transparent, "PNG", transparency=255))
+    assert np.array_equal(result, to_model_input(encode(white, "PNG")))
+    assert result[0, 0] == 0
+
+
+# 16-bit grey keeps its high byte.
+
+
+@pytest.mark.parametrize("file_format", ["PNG", "TIFF", "PPM"])
+def test_sixteen_bit_grey_keeps_the_high_byte(fashion, file_format):
+    noise = np.random.default_rng(5).integers(0, 256, size=vocabulary.IMAGE_SHAPE, dtype=np.uint16)
+    for item in fashion[:10]:
+        deep = (item.astype(np.uint16) << 8) | noise
+        assert np.array_equal(to_model_input(encode(Image.fromarray(deep), file_format)), item)
+
+
+def test_sixteen_bit_photo_matches_its_eight_bit_version(fashion):
+    ink, _ = transparent_versions(fashion[9])
+    deep = (ink.astype(np.uint16) << 8) | 0xFF
+    eight_bit = to_model_input(encode(Image.fromarray(ink, "L"), "PNG"))
+    assert np.array_equal(to_model_input(encode(Image.fromarray(deep), "PNG")), eight_bit)
+
+
+# Decompression bombs are refused before their pixels are decoded.
+
+
+def test_max_pixels_argument_is_enforced(fashion):
+    data = encode(Image.fromarray(fashion[0], "L"), "PNG")
+    with pytest.raises(ImageTooLargeError, match="too large"):
+        to_model_input(data, max_pixels=vocabulary.IMAGE_PIXELS - 1)
+    assert np.array_equal(to_model_input(data, max_pixels=vocabulary.IMAGE_PIXELS), fashion[0])
+
+
+@pytest.mark.parametrize("side", [8_000, 20_000])
+def test_huge_image_is_refused_with_the_default_limit(side):
+    # 8000x8000 is over our default limit only; 20000x20000 is over Pillow's own bomb limit too.
+    limit_before = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(ImageTooLargeError, match="too large") as raised:
+        to_model_input(bilevel_png(side, side))
+    assert raised.value.reason == "too large"
+    assert Image.MAX_IMAGE_PIXELS == limit_before
+
+
+# Broken input raises typed errors.
+
+
+@pytest.mark.parametrize("file_format", ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"])
+def test_file_cut_in_half_is_truncated(fashion, file_format):
+    data = encode(catalogue_image(fashion[1], 1).convert("L"), file_format)
+    with pytest.raises(TruncatedImageError, match="^truncated: ") as raised:
+        to_model_input(data[: len(data) // 2])
+    assert raised.value.reason == "truncated"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", np.random.default_rng(7).bytes(3000), b"id,label\n1,Trouser\n" * 20, b"\x89PNG\r\n\x1a\n"],
+    ids=["empty", "random", "text", "signature only"],
+)
+def test_non_images_are_not_images(data):
+    with pytest.raises(NotAnImageError, match="^not an image: ") as raised:
+        to_model_input(data)
+    assert raised.value.reason == "not an image"
+
+
+def test_error_types_and_reasons():
+    expected = {
+        NotAnImageError: "not an image",
+        TruncatedImageError: "truncated",
+        ImageTooLargeError: "too large",
+        UnsupportedImageError: "unsupported",
+    }
+    for error_type, reason in expected.items():
+        assert issubclass(error_type, ImageDecodeError) and issubclass(error_type, ValueError)
+        error = error_type("something specific")
+        assert error.reason == reason and str(error) == f"{reason}: something specific"
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is error_type and str(copy) == str(error)
+
+
+def test_image_without_pixels_is_unsupported():
+    with pytest.raises(UnsupportedImageError, match="no pixels"):
+        image_to_model_input(Image.new("L", (0, 5)))
+
+
+# Other formats and modes.
+
+
+@pytest.mark.parametrize(
+    "file_format, options",
+    [("BMP", {}), ("TIFF", {}), ("TIFF", {"compression": "tiff_lzw"}), ("WEBP", {"lossless": True}), ("GIF", {})],
+)
+def test_other_formats_pass_through_unchanged(fashion, file_format, options):
+    for item in fashion[:10]:
+        assert np.array_equal(to_model_input(encode(Image.fromarray(item, "L"), file_format, **options)), item)
+
+
+def test_bilevel_image_passes_through_as_black_and_white(fashion):
+    bilevel = Image.fromarray(fashion[0], "L").convert("1", dither=Image.Dither.NONE)
+    result = to_model_input(encode(bilevel, "PNG"))
+    assert_model_input(result)
+    assert np.array_equal(result, np.where(fashion[0] >= 128, 255, 0))
+
+
+def test_cmyk_and_palette_photos_match_the_rgb_photo(fashion):
+    photo = catalogue_image(fashion[2], 2)
+    expected = to_model_input(encode(photo, "PNG"))
+    for data in (encode(photo.convert("CMYK"), "JPEG", quality=95), encode(photo.quantize(64), "PNG")):
+        result = to_model_input(data)
+        assert_model_input(result)
+        assert difference_and_correlation(result, expected)[1] > 0.97
+
+
+def test_opened_image_gives_the_same_result_as_bytes(fashion):
+    data = encode(catalogue_image(fashion[4], 4), "JPEG", quality=90)
+    assert np.array_equal(image_to_model_input(Image.open(io.BytesIO(data))), to_model_input(data))
+
+
+# Determinism.
+
+
+def test_same_bytes_give_the_same_array(fashion):
+    data = encode(catalogue_image(fashion[5], 5), "JPEG", quality=90)
+    first = to_model_input(data)
+    to_model_input(encode(catalogue_image(fashion[6], 6), "WEBP"))
+    assert np.array_equal(first, to_model_input(data))
