@@ -32,6 +32,7 @@ setup(
             "fmnist-evaluate=model.evaluate:main",
             "fmnist-predict=model.predict:main",
             "fmnist-weights=model.weights_text:main",
+            "fashion-score=pipeline.score:main",
         ],
     },
 )

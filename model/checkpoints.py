@@ -46,7 +46,7 @@ class Run:
             return build_model(), dict(self.state)
         with open(os.path.join(self.run_dir, _CONFIG), encoding="utf-8") as stream:
             saved = json.load(stream)
-        changed = sorted(k for k in set(saved) | set(self.config) if k != "epochs" and saved.get(k) != self.config.get(k))
+        changed = sorted(k for k in set(saved) | set(self.config) if saved.get(k) != self.config.get(k))
         if changed:
             details = ", ".join(f"{k}: {saved.get(k)!r} -> {self.config.get(k)!r}" for k in changed)
             raise ValueError(

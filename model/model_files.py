@@ -102,23 +102,29 @@ def read_card(path: str) -> dict:
         raise ModelFileError(f"model card {card_path} not found; every model needs the card `train` writes") from error
     except json.JSONDecodeError as error:
         raise ModelFileError(f"model card {card_path} is not valid JSON: {error}") from error
+    validate_card(card, card_path)
+    return card
+
+
+def validate_card(card: dict, card_path: str) -> None:
+    """Raises ModelFileError unless the card has the fields loaders need and fits this code's classes and preprocessing."""
     missing = {"version", "class_names", "input_shape", "preprocessing_version", "content_sha256"} - set(card)
     if missing:
         raise ModelFileError(f"model card {card_path} lacks {', '.join(sorted(missing))}")
-    return card
+    if tuple(card["class_names"]) != CLASS_NAMES:
+        raise ModelFileError(f"model card {card_path}: class names {card['class_names']} differ from {list(CLASS_NAMES)}")
+    if card["preprocessing_version"] != PREPROCESSING_VERSION:
+        raise ModelFileError(f"model card {card_path}: trained with preprocessing {card['preprocessing_version']!r}, "
+                             f"this code has {PREPROCESSING_VERSION!r}")
 
 
 def check_agrees(model, card: dict, path: str) -> None:
     """Raises ModelFileError when the model and its card (or this code's vocabulary) disagree."""
     problems = []
-    if tuple(card["class_names"]) != CLASS_NAMES:
-        problems.append(f"card class names {card['class_names']} differ from {list(CLASS_NAMES)}")
     if tuple(card["input_shape"]) != IMAGE_SHAPE or tuple(model.input_shape[1:]) != IMAGE_SHAPE:
         problems.append(f"input shape {model.input_shape[1:]} (card {card['input_shape']}), expected {IMAGE_SHAPE}")
     if tuple(model.output_shape[1:]) != (len(CLASS_NAMES),):
         problems.append(f"output shape {model.output_shape[1:]}, expected ({len(CLASS_NAMES)},)")
-    if card["preprocessing_version"] != PREPROCESSING_VERSION:
-        problems.append(f"trained with preprocessing {card['preprocessing_version']}, this code has {PREPROCESSING_VERSION}")
     if not problems and content_sha256(model) != card["content_sha256"]:
         problems.append("the weights do not match the card's content_sha256 (the card belongs to another model)")
     if problems:

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 from model import data, model_files
+from model.cli_types import positive_int
 from model.architectures import ARCHITECTURES
 from model.vocabulary import DEFAULT_DATA_DIR, IDX_FILES
 
@@ -27,15 +28,18 @@ class TrainConfig:
     validation_split: float = 0.1
     seed: int = 42
     augment: bool = False
+    learning_rate: float = 1e-3
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="fmnist-train", description=__doc__.splitlines()[0])
     parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default=TrainConfig.architecture)
-    parser.add_argument("--epochs", type=_positive_int, default=TrainConfig.epochs)
-    parser.add_argument("--batch-size", type=_positive_int, default=TrainConfig.batch_size)
+    parser.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs)
+    parser.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size)
     parser.add_argument("--validation-split", type=float, default=TrainConfig.validation_split,
                         help="fraction of the 60,000 training images held out for validation (0 <= x < 1)")
+    parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate,
+                        help="Adam's starting rate; it decays along a cosine to zero by the last epoch")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--augment", action="store_true", help="random shift, rotation, zoom and flip while training")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder with the four Fashion-MNIST IDX files")
@@ -46,13 +50,6 @@ def parse_args(argv):
     if not 0 <= args.validation_split < 1:
         parser.error("--validation-split must be at least 0 and below 1, e.g. 0.1")
     return args
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
-    return value
 
 
 def split_train_validation(train: data.LabelledImages, fraction: float, seed: int):
@@ -74,7 +71,7 @@ def train(config: TrainConfig, data_dir: str, run_dir: str, verbose="auto") -> d
         data.load_split("train", data_dir), config.validation_split, config.seed)
     keras.utils.set_random_seed(config.seed)
     run = checkpoints.Run(run_dir, dataclasses.asdict(config))
-    model, state = run.resume_or_start(lambda: _build(config))
+    model, state = run.resume_or_start(lambda: _build(config, len(train_set.labels)))
     if state["epochs_done"] >= config.epochs:
         print(f"{run_dir}: all {config.epochs} epochs already done; nothing to train")
         return state
@@ -91,10 +88,18 @@ def train(config: TrainConfig, data_dir: str, run_dir: str, verbose="auto") -> d
     return run.read_state()
 
 
-def _build(config: TrainConfig):
+def _build(config: TrainConfig, train_examples: int):
+    """A new model compiled with Adam on a cosine schedule; a resumed run gets both back from its checkpoint."""
+    import keras
+
     from model import architectures
 
-    return architectures.build(config.architecture, augment=config.augment, seed=config.seed)
+    model = architectures.build(config.architecture, augment=config.augment, seed=config.seed)
+    steps = config.epochs * -(-train_examples // config.batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
 
 
 def export(run_dir: str, export_path: str, config: TrainConfig, data_dir: str, command: str) -> dict:
@@ -120,7 +125,8 @@ def export(run_dir: str, export_path: str, config: TrainConfig, data_dir: str, c
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    config = TrainConfig(args.architecture, args.epochs, args.batch_size, args.validation_split, args.seed, args.augment)
+    config = TrainConfig(args.architecture, args.epochs, args.batch_size, args.validation_split, args.seed, args.augment,
+                         args.learning_rate)
     run_dir = args.run_dir or os.path.join("runs", config.architecture)
     export_path = args.export or os.path.join(run_dir, "model.keras")
     try:

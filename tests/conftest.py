@@ -55,3 +55,28 @@ def tiny_model_path(small_data_dir, tmp_path_factory) -> str:
                        "--run-dir", str(folder / "run"), "--export", export, "--verbose", "0"])
     assert code == 0
     return export
+
+
+SHIPPED_MODEL = os.path.join(REPO_ROOT, "model", "artifacts", "fashion_cnn.keras")
+SAMPLE_INPUTS = os.path.join(REPO_ROOT, "sample_inputs")
+
+
+@pytest.fixture(scope="session")
+def shipped_model() -> str:
+    if not os.path.isfile(SHIPPED_MODEL):
+        pytest.fail(f"the shipped model {SHIPPED_MODEL} is missing; train it with `make train-default`")
+    return SHIPPED_MODEL
+
+
+def local_pipeline(*args):
+    """A TestPipeline on the offline Python runner (Beam's DirectRunner would first try to download Prism)."""
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    return TestPipeline(runner="FnApiRunner", argv=list(args), blocking=True)
+
+
+def read_rows(folder: str) -> list:
+    """All rows of a Parquet folder as dicts, sorted by key, read with pyarrow."""
+    import pyarrow.parquet as pq
+
+    return sorted(pq.read_table(folder).to_pylist(), key=lambda row: row["key"])

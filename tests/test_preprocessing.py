@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import vocabulary
+from model import samples, vocabulary
 from model.preprocessing import (
     ImageDecodeError,
     ImageTooLargeError,
@@ -22,7 +22,7 @@ from model.preprocessing import (
 
 WHITE = (255, 255, 255)
 # A garment colour for the catalogue photos: channel factors applied to the item's ink, so the background stays white.
-TINT = np.array([1.0, 0.85, 0.6])
+TINT = np.array(samples.CATALOGUE_TINT)
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +38,7 @@ def encode(image: Image.Image, file_format: str, **options) -> bytes:
 
 
 def catalogue_image(item: np.ndarray, index: int) -> Image.Image:
-    """Renders a 28x28 item as a shop photo: coloured ink on white, ten times larger, off-centre in a wide frame."""
-    ink = np.rint(item[..., None] * TINT).astype(np.uint8)
-    large = Image.fromarray(255 - ink, "RGB").resize((280, 280), Image.Resampling.BICUBIC)
-    left, top, right, bottom = 20 + 7 * (index % 5), 10 + 11 * (index % 4), 60 + 13 * (index % 3), 30 + 5 * (index % 6)
-    photo = Image.new("RGB", (280 + left + right, 280 + top + bottom), WHITE)
-    photo.paste(large, (left, top))
-    return photo
+    return samples.catalogue_photo(item, index, TINT)
 
 
 def difference_and_correlation(result: np.ndarray, expected: np.ndarray) -> tuple[float, float]:

@@ -60,7 +60,7 @@ def test_resume_with_other_settings_is_refused(small_data_dir, tmp_path):
     assert train.main(["--architecture", "mlp", "--epochs", "1", "--data-dir", small_data_dir, "--run-dir", run_dir,
                        "--verbose", "0"]) == 0
     with pytest.raises(ValueError, match=r"other settings \(batch_size: 128 -> 32\)"):
-        train.train(train.TrainConfig(architecture="mlp", epochs=2, batch_size=32), small_data_dir, run_dir, verbose=0)
+        train.train(train.TrainConfig(architecture="mlp", epochs=1, batch_size=32), small_data_dir, run_dir, verbose=0)
 
 
 def test_finished_run_is_not_trained_again(small_data_dir, tmp_path, capsys):

@@ -1,0 +1,112 @@
+"""Benchmarks the scoring pipeline against the hand-written baseline on real test images written as PNG files.
+
+    python bench/benchmark.py                      # 10,000 images
+    python bench/benchmark.py --images 100000      # the test set repeated to 100,000 files
+    python bench/benchmark.py --images 100000 --workers 1 2
+
+Every way runs as a fresh process, so the numbers include Python start-up and imports; peak RSS is summed over the
+process and its children (the pipeline's worker processes), sampled from /proc.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+
+
+def prepare_images(count: int, cache: str) -> str:
+    """Writes `count` PNGs (the 10,000 test images, repeated) once, and reuses them on later runs."""
+    folder = os.path.join(cache, f"png-{count}")
+    done = os.path.join(folder, ".complete")
+    if os.path.exists(done):
+        return folder
+    from model import data, samples
+
+    test = data.load_split("test")
+    shutil.rmtree(folder, ignore_errors=True)
+    for start in range(0, count, len(test.labels)):
+        indices = range(start, min(start + len(test.labels), count))
+        sub = os.path.join(folder, f"{start // len(test.labels):03d}")
+        samples.write_pngs(test.images[[i % len(test.labels) for i in indices]], sub, [f"{i:07d}.png" for i in indices])
+    open(done, "w").close()
+    return folder
+
+
+def _tree_rss_bytes(pid: int) -> int:
+    """Resident memory of a process and all its descendants, from /proc."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            with open(f"/proc/{current}/status") as stream:
+                total += next(int(line.split()[1]) * 1024 for line in stream if line.startswith("VmRSS:"))
+            with open(f"/proc/{current}/task/{current}/children") as stream:
+                stack.extend(int(child) for child in stream.read().split())
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
+def measure(command: list) -> tuple:
+    """Runs a command; returns (seconds, peak summed RSS in bytes)."""
+    started = time.monotonic()
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = [0]
+
+    def sample():
+        while process.poll() is None:
+            peak[0] = max(peak[0], _tree_rss_bytes(process.pid))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = process.communicate()
+    seconds = time.monotonic() - started
+    sampler.join()
+    if process.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{stderr.decode()[-3000:]}")
+    return seconds, peak[0]
+
+
+def ways(folder: str, out: str, workers: list) -> dict:
+    pipeline = [sys.executable, "-m", "pipeline.score", "--input", folder, "--progress_seconds", "0"]
+    found = {"baseline (PIL decode all + one predict)": [sys.executable, os.path.join(HERE, "baseline.py"), folder,
+                                                          os.path.join(out, "baseline.parquet")]}
+    for count in workers:
+        mode = ["--direct_running_mode=in_memory"] if count == 1 else [
+            "--direct_running_mode=multi_processing", f"--direct_num_workers={count}"]
+        found[f"pipeline, {count} worker{'s' if count > 1 else ''}"] = pipeline + [
+            "--output", os.path.join(out, f"pipeline-{count}")] + mode
+    return found
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1])
+    parser.add_argument("--cache", default="/tmp/fashion-bench")
+    args = parser.parse_args(argv)
+    folder = prepare_images(args.images, args.cache)
+    out = os.path.join(args.cache, "out")
+    os.makedirs(out, exist_ok=True)
+    results = {}
+    print(f"{args.images:,} PNG files, {os.cpu_count()} cores")
+    for name, command in ways(folder, out, args.workers).items():
+        seconds, rss = measure(command)
+        results[name] = args.images / seconds
+        print(f"{name:42s} {seconds:7.2f} s  {args.images / seconds:8,.0f} img/s  peak RSS {rss / 2**30:5.2f} GiB",
+              flush=True)
+    baseline = next(iter(results.values()))
+    for name, rate in list(results.items())[1:]:
+        print(f"{name}: {rate / baseline:.2f}x the baseline")
+
+
+if __name__ == "__main__":
+    main()

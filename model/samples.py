@@ -1,0 +1,69 @@
+"""Renders real Fashion-MNIST images as the files users score: PNGs, catalogue-style photos and TFRecords."""
+
+import io
+import os
+
+import numpy as np
+from PIL import Image
+
+from model.vocabulary import CLASS_NAMES, RECORD_KEY_FILENAME, RECORD_KEY_IMAGE, RECORD_KEY_LABEL
+
+# A garment colour: channel factors applied to the item's ink, so the photo's background stays white.
+CATALOGUE_TINT = (1.0, 0.85, 0.6)
+WHITE = (255, 255, 255)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def write_pngs(images: np.ndarray, folder: str, names) -> list:
+    """Writes uint8[N, 28, 28] images as grey PNGs named by `names`; returns their paths."""
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for image, name in zip(images, names):
+        path = os.path.join(folder, name)
+        with open(path, "wb") as stream:
+            stream.write(png_bytes(image))
+        paths.append(path)
+    return paths
+
+
+def catalogue_photo(item: np.ndarray, index: int, tint=CATALOGUE_TINT) -> Image.Image:
+    """Renders a 28x28 item as a shop photo: coloured ink on white, ten times larger, off-centre in a wide frame."""
+    ink = np.rint(item[..., None] * np.asarray(tint)).astype(np.uint8)
+    large = Image.fromarray(255 - ink, "RGB").resize((280, 280), Image.Resampling.BICUBIC)
+    left, top, right, bottom = 20 + 7 * (index % 5), 10 + 11 * (index % 4), 60 + 13 * (index % 3), 30 + 5 * (index % 6)
+    photo = Image.new("RGB", (280 + left + right, 280 + top + bottom), WHITE)
+    photo.paste(large, (left, top))
+    return photo
+
+
+def example_bytes(image_value: bytes, filename: str = None, label: int = None) -> bytes:
+    """A serialized tf.train.Example with the image bytes, and optionally the file name and label."""
+    import tensorflow as tf
+
+    feature = {RECORD_KEY_IMAGE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_value]))}
+    if filename is not None:
+        feature[RECORD_KEY_FILENAME] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[filename.encode()]))
+    if label is not None:
+        feature[RECORD_KEY_LABEL] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def write_tfrecord(path: str, serialized_examples) -> str:
+    import tensorflow as tf
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for record in serialized_examples:
+            writer.write(record)
+    return path
+
+
+def file_name(index: int, label: int, suffix: str = ".png") -> str:
+    """test-00042-ankle-boot.png: the test-set index and class, readable and unique."""
+    slug = CLASS_NAMES[label].lower().replace("/", "-").replace(" ", "-")
+    return f"test-{index:05d}-{slug}{suffix}"

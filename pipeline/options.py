@@ -1,0 +1,88 @@
+"""Defines the scorer's typed configuration: argparse for our flags, the rest goes to Beam's PipelineOptions."""
+
+import argparse
+import dataclasses
+
+from model import preprocessing
+from model.cli_types import positive_int, probability
+from model.model_files import DEFAULT_MODEL_PATH
+from model.vocabulary import RECORD_KEY_FILENAME, RECORD_KEY_IMAGE
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreConfig:
+    """What one scoring run reads, writes and how it batches."""
+
+    output: str
+    inputs: tuple = ()
+    input_tfrecords: tuple = ()
+    model: str = DEFAULT_MODEL_PATH
+    image_feature: str = RECORD_KEY_IMAGE
+    key_feature: str = RECORD_KEY_FILENAME
+    min_batch_size: int = 64
+    max_batch_size: int = 1024
+    max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS
+    low_confidence: float = 0.5
+    files_per_chunk: int = 256
+    progress_seconds: float = 10.0
+    share_model: bool = False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fashion-score",
+        description="Score images with the Fashion-MNIST classifier on Apache Beam; writes Parquet, errors and a "
+                    "manifest. Flags not listed here (--runner, --direct_num_workers, ...) go to Beam.")
+    inputs = parser.add_argument_group("input (exactly one kind)")
+    inputs.add_argument("--input", nargs="+", default=[], metavar="GLOB_OR_DIR",
+                        help="image files: globs or folders (recursive) on any Beam filesystem")
+    inputs.add_argument("--input_tfrecords", nargs="+", default=[], metavar="GLOB",
+                        help="TFRecord files of tf.train.Example")
+    inputs.add_argument("--image_feature", default=RECORD_KEY_IMAGE, help="Example feature with the image bytes "
+                        "(encoded image, or 784 raw uint8 pixels)")
+    inputs.add_argument("--key_feature", default=RECORD_KEY_FILENAME,
+                        help="Example feature used as the key; records without it get PATH:INDEX")
+    parser.add_argument("--output", required=True, help="folder for scores/, errors/, manifest.json and _SUCCESS")
+    parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help="a .keras file with its .json card beside it, "
+                        "on any Beam filesystem (default: the shipped model)")
+    parser.add_argument("--min_batch_size", type=positive_int, default=ScoreConfig.min_batch_size)
+    parser.add_argument("--max_batch_size", type=positive_int, default=ScoreConfig.max_batch_size)
+    parser.add_argument("--max_pixels", type=positive_int, default=ScoreConfig.max_pixels,
+                        help="largest source image (width x height) decoded; larger ones are errors")
+    parser.add_argument("--low_confidence", type=probability, default=ScoreConfig.low_confidence,
+                        help="predictions below this confidence are counted per class in the manifest")
+    parser.add_argument("--files_per_chunk", type=positive_int, default=ScoreConfig.files_per_chunk,
+                        help="matched files handed to a worker at a time")
+    parser.add_argument("--progress_seconds", type=float, default=ScoreConfig.progress_seconds,
+                        help="seconds between progress lines per worker (0: none)")
+    parser.add_argument("--share_model", action="store_true",
+                        help="one model copy per machine shared by its worker processes (large models)")
+    return parser
+
+
+def parse(argv) -> tuple:
+    """Returns (ScoreConfig, the arguments left for Beam). Flag mistakes exit with status 2 and a message."""
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    if bool(args.input) == bool(args.input_tfrecords):
+        parser.error("give exactly one kind of input: --input (image files or folders) or --input_tfrecords")
+    if args.min_batch_size > args.max_batch_size:
+        parser.error(f"--min_batch_size {args.min_batch_size} is above --max_batch_size {args.max_batch_size}")
+    unknown = unknown_beam_flags(beam_args)
+    if unknown:
+        parser.error(f"unrecognised arguments: {' '.join(unknown)} (neither the scorer's nor Beam's; see --help)")
+    fields = {f.name for f in dataclasses.fields(ScoreConfig)}
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    config = ScoreConfig(**{**values, "inputs": tuple(args.input), "input_tfrecords": tuple(args.input_tfrecords)})
+    return config, beam_args
+
+
+def unknown_beam_flags(beam_args) -> list:
+    """The arguments no Beam PipelineOptions class defines; Beam itself would only log and drop them."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    parser = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
+    for options_class in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        options_class._add_argparse_args(parser)  # The same registry PipelineOptions.get_all_options reads.
+    _, unknown = parser.parse_known_args(beam_args)
+    return unknown

@@ -1,0 +1,93 @@
+"""The scoring job: `build(pipeline, config, ...)` wires the graph; `run(argv)` is the CLI around it.
+
+    python -m pipeline.score --input sample_inputs/images --output /tmp/scores
+"""
+
+import logging
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from pipeline import options, preflight, publish, sinks, sources
+from pipeline.model_handler import KerasModelHandler
+from pipeline.scoring import ScoreImages
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT = 0, 1, 2, 3
+
+
+def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, version: str, folder: str) -> None:
+    """Adds the scoring graph to `pipeline`, writing scores/, errors/ and the counts file under `folder`."""
+    records, read_errors, matched = _read(pipeline, config)
+    handler = KerasModelHandler(config.model, config.min_batch_size, config.max_batch_size, config.share_model)
+    batches, score_errors = records | "Score" >> ScoreImages(handler, config.max_pixels, config.progress_seconds)
+    errors = (read_errors, score_errors) | "AllErrors" >> beam.Flatten()
+    _ = batches | "WriteScores" >> sinks.WriteScores(beam.io.filesystems.FileSystems.join(folder, "scores"), card,
+                                                     version)
+    _ = errors | "WriteErrors" >> sinks.WriteErrors(beam.io.filesystems.FileSystems.join(folder, "errors"))
+    counts = (
+        matched,
+        batches | "CountScored" >> beam.FlatMap(sinks.batch_counts, config.low_confidence),
+        errors | "CountFailed" >> beam.FlatMap(sinks.error_counts),
+    ) | "AllCounts" >> beam.Flatten()
+    _ = counts | "WriteCounts" >> sinks.WriteCounts(beam.io.filesystems.FileSystems.join(folder, publish.COUNTS))
+
+
+def _read(pipeline, config):
+    """Returns (records, read error rows, ('matched', n) pairs) for the configured kind of input."""
+    if config.inputs:
+        return pipeline | "ReadImages" >> sources.ReadImageFiles(config.inputs, config.files_per_chunk)
+    return pipeline | "ReadTFRecords" >> sources.ReadTFRecords(
+        config.input_tfrecords, config.image_feature, config.key_feature)
+
+
+def pipeline_options(beam_args) -> PipelineOptions:
+    """Beam options; without --runner, or with DirectRunner, local runs use the Python FnApiRunner, offline."""
+    beam_options = PipelineOptions(beam_args)
+    standard = beam_options.view_as(StandardOptions)
+    if standard.runner in (None, "DirectRunner", "direct"):
+        # Beam 2.77's DirectRunner first tries to download the Prism runner; this machine and many CI hosts are
+        # offline, and the Python runner gives the same results deterministically.
+        standard.runner = "FnApiRunner"
+        beam_options.view_as(DirectOptions).direct_num_workers = beam_options.view_as(DirectOptions).direct_num_workers or 1
+    return beam_options
+
+
+class _KnownNoise(logging.Filter):
+    """Drops two warnings Beam 2.77 logs on every run here that say nothing about the user's job."""
+
+    MESSAGES = ("apitools not found", "Resource module is not available")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.MESSAGES)
+
+
+def run(argv=None) -> int:
+    """The CLI: checks everything it can before starting, runs the pipeline, publishes, prints a summary."""
+    logging.getLogger().addFilter(_KnownNoise())
+    config, beam_args = options.parse(sys.argv[1:] if argv is None else argv)
+    try:
+        checked = preflight.check(config)
+    except preflight.NoInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_NO_INPUT
+    except preflight.PreflightError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    beam_options = pipeline_options(beam_args)
+    run_info = publish.start_run(config, beam_options, checked)
+    started = time.monotonic()
+    with beam.Pipeline(options=beam_options) as pipeline:
+        build(pipeline, config, checked.card, checked.version, run_info.staging)
+    manifest = publish.finish_run(run_info, time.monotonic() - started)
+    print(publish.summary(manifest))
+    return EXIT_OK if manifest["counts"]["invariant_holds"] else EXIT_FAILED
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

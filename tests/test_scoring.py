@@ -1,0 +1,94 @@
+"""Tests decoding, batch-failure isolation in the model handler, and the Arrow rows, with real images."""
+
+import os
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from model import model_files, samples
+from model.vocabulary import CLASS_NAMES
+from pipeline import sinks
+from pipeline.model_handler import MODEL_CALL_ROWS, KerasModelHandler, predict_fixed_rows, predict_isolating_failures
+from pipeline.scoring import ScoreImages
+from tests.conftest import local_pipeline
+
+POISON = 255  # a pixel value in the top-left corner that the fake model below refuses
+
+
+class _ModelThatFailsOnPoison:
+    """Stands in for a Keras model that cannot score some records: any block holding a poisoned row fails."""
+
+    def __init__(self, real_model):
+        self.real_model = real_model
+
+    def predict_on_batch(self, pixels):
+        if (pixels[:, 0, 0] == POISON).any():
+            raise ValueError("poisoned record")
+        return self.real_model.predict_on_batch(pixels)
+
+
+class _PoisonAwareHandler(KerasModelHandler):
+    def load_model(self):
+        loaded = super().load_model()
+        return model_files.LoadedModel(_ModelThatFailsOnPoison(loaded.model), loaded.card)
+
+
+def test_isolation_fails_only_the_bad_records(tiny_model_path, test_split):
+    model = model_files.load(tiny_model_path).model
+    pixels = test_split.images[:700].copy()
+    pixels[[3, 400, 401], 0, 0] = POISON
+    probabilities, failed = predict_isolating_failures(_ModelThatFailsOnPoison(model), pixels)
+    assert sorted(failed) == [3, 400, 401] and all("poisoned" in str(e) for e in failed.values())
+    good = [i for i in range(700) if i not in failed]
+    np.testing.assert_allclose(probabilities[good], predict_fixed_rows(model, pixels[good]), rtol=0, atol=1e-6)
+
+
+def test_fixed_row_calls_make_results_independent_of_batching(tiny_model_path, test_split):
+    model = model_files.load(tiny_model_path).model
+    whole = predict_fixed_rows(model, test_split.images[:600])
+    pieces = np.concatenate([predict_fixed_rows(model, test_split.images[i:min(i + 37, 600)]) for i in range(0, 600, 37)])
+    np.testing.assert_array_equal(whole, pieces)
+    assert whole.dtype == np.float32 and whole.shape == (600, 10) and MODEL_CALL_ROWS > 37
+
+
+def test_score_images_keeps_every_good_neighbour_of_a_bad_record(tiny_model_path, test_split):
+    images = test_split.images[:40].copy()
+    images[[5, 17], 0, 0] = POISON
+    records = [(f"img{i:02d}", samples.png_bytes(img)) for i, img in enumerate(images)]
+    cut_photo = samples.png_bytes(np.asarray(samples.catalogue_photo(test_split.images[50], 0).convert("L")))
+    records += [("broken.png", cut_photo[: len(cut_photo) // 2]), ("notes.jpg", b"hello")]
+    handler = _PoisonAwareHandler(tiny_model_path, min_batch_size=64, max_batch_size=64)
+    with local_pipeline() as pipeline:
+        batches, errors = pipeline | beam.Create(records) | ScoreImages(handler, max_pixels=10_000_000)
+        keys = batches | beam.FlatMap(lambda batch: batch.keys)
+        expected_keys = [f"img{i:02d}" for i in range(40) if i not in (5, 17)]
+        assert_that(keys, equal_to(expected_keys), label="scored")
+        assert_that(errors | beam.Map(lambda r: (r["key"], r["stage"], r["error_type"])), equal_to([
+            ("img05", "predict", "ValueError"), ("img17", "predict", "ValueError"),
+            ("broken.png", "decode", "truncated"), ("notes.jpg", "decode", "not an image")]), label="errors")
+
+
+def test_rows_follow_the_output_contract(tiny_model_path, test_split):
+    loaded = model_files.load(tiny_model_path)
+    probabilities = predict_fixed_rows(loaded.model, test_split.images[:5])
+    from pipeline.model_handler import ScoredBatch
+
+    table = sinks.to_table(ScoredBatch([f"k{i}" for i in range(5)], probabilities, []),
+                           sinks.scores_schema(loaded.card), loaded.version)
+    assert table.schema.field("probabilities").type == pa.list_(pa.float32())
+    assert table.schema.field("label_index").type == pa.int32()
+    rows = table.to_pylist()
+    for row, expected in zip(rows, probabilities):
+        assert row["label_index"] == int(np.argmax(expected)) and row["label"] == CLASS_NAMES[row["label_index"]]
+        assert row["confidence"] == pytest.approx(float(expected.max()), abs=0) and len(row["probabilities"]) == 10
+        np.testing.assert_array_equal(np.array(row["probabilities"], dtype=np.float32), expected)
+        assert row["model_version"] == loaded.version
+    assert table.schema.metadata[b"class_names"].decode().count('"') == 20
+
+
+def test_nest_counts():
+    assert sinks.nest_counts({"class/Bag": 3, "scored": 9, "failed_by_type/truncated": 1}) == {
+        "class": {"Bag": 3}, "scored": 9, "failed_by_type": {"truncated": 1}}

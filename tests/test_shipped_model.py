@@ -1,0 +1,51 @@
+"""Tests the shipped default model on the real 10,000 test images, and that catalogue photos keep their labels."""
+
+import io
+
+import numpy as np
+import pytest
+
+from model import model_files, preprocessing, samples, train
+from model.vocabulary import IMAGE_SHAPE, PREPROCESSING_VERSION
+
+
+@pytest.fixture(scope="module")
+def shipped(shipped_model):
+    return model_files.load(shipped_model)
+
+
+def test_shipped_model_reaches_the_accuracy_target(shipped, test_split):
+    probabilities = shipped.model.predict(test_split.images, batch_size=1024, verbose=0)
+    accuracy = float((probabilities.argmax(axis=1) == test_split.labels).mean())
+    assert accuracy >= 0.92
+    assert accuracy == pytest.approx(shipped.card["test_metrics"]["accuracy"], abs=2e-4)
+
+
+def test_shipped_card_describes_the_model(shipped):
+    card = shipped.card
+    assert card["architecture"] == "cnn" and card["preprocessing_version"] == PREPROCESSING_VERSION
+    assert card["input_shape"] == list(IMAGE_SHAPE) and card["parameter_count"] == shipped.model.count_params()
+    assert card["training_command"].startswith("python -m model.train --architecture cnn")
+    assert len(card["dataset_files"]) == 4 and all(len(h) == 64 for h in card["dataset_files"].values())
+
+
+def test_catalogue_photos_get_the_label_of_the_original(shipped, test_split):
+    """Test images rendered as shop photos (negated, tinted, upscaled, padded, JPEG) keep the model's answer."""
+    count = 300
+    photos = []
+    for index in range(count):
+        buffer = io.BytesIO()
+        samples.catalogue_photo(test_split.images[index], index).save(buffer, "JPEG", quality=90)
+        photos.append(preprocessing.to_model_input(buffer.getvalue()))
+    original = shipped.model.predict(test_split.images[:count], verbose=0).argmax(axis=1)
+    as_photo = shipped.model.predict(np.stack(photos), verbose=0).argmax(axis=1)
+    agreement = float((original == as_photo).mean())
+    assert agreement >= 0.85, f"only {agreement:.1%} of photos keep their label"
+
+
+@pytest.mark.slow
+def test_tutorial_mlp_trains_through_the_same_cli(data_dir, tmp_path):
+    export = str(tmp_path / "mlp.keras")
+    assert train.main(["--architecture", "mlp", "--epochs", "10", "--data-dir", data_dir, "--run-dir",
+                       str(tmp_path / "run"), "--export", export, "--verbose", "0"]) == 0
+    assert model_files.load(export).card["test_metrics"]["accuracy"] >= 0.87
