@@ -6,7 +6,7 @@ DATA_DIR ?= /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 OUT ?= /tmp/fashion-scores
 
-.PHONY: venv dataset demo test test-all bench train-default evaluate clean
+.PHONY: venv dataset demo test test-slow test-all bench train-default evaluate clean
 
 venv: $(VENV)/.installed
 
@@ -25,6 +25,9 @@ demo: venv
 
 test: venv dataset
 	$(PY) -m pytest -q
+
+test-slow: venv dataset
+	$(PY) -m pytest -q -m slow
 
 test-all: venv dataset
 	$(PY) -m pytest -q -m ""

@@ -26,6 +26,7 @@ class ScoreConfig:
     files_per_chunk: int = 256
     progress_seconds: float = 10.0
     share_model: bool = False
+    model_threads: int = 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="matched files handed to a worker at a time")
     parser.add_argument("--progress_seconds", type=float, default=ScoreConfig.progress_seconds,
                         help="seconds between progress lines per worker (0: none)")
+    parser.add_argument("--model_threads", type=int, default=ScoreConfig.model_threads,
+                        help="TensorFlow threads per worker process (0: TensorFlow's default, all cores)")
     parser.add_argument("--share_model", action="store_true",
                         help="one model copy per machine shared by its worker processes (large models)")
     return parser

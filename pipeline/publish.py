@@ -31,13 +31,15 @@ def start_run(config, beam_options, checked) -> RunInfo:
     now = datetime.datetime.now(datetime.timezone.utc)
     run_id = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     staging = FileSystems.join(config.output, f".staging-{run_id}")
-    direct = beam_options.view_as(DirectOptions)
+    runner = {"name": str(beam_options.view_as(StandardOptions).runner)}
+    if runner["name"] == "FnApiRunner":  # Only the local runner has these; elsewhere they would mislead.
+        direct = beam_options.view_as(DirectOptions)
+        runner.update(direct_num_workers=direct.direct_num_workers, direct_running_mode=direct.direct_running_mode)
     base = {
         "run_id": run_id,
         "started_at": now.isoformat(),
         "inputs": {"images": list(config.inputs), "tfrecords": list(config.input_tfrecords)},
-        "runner": {"name": str(beam_options.view_as(StandardOptions).runner),
-                   "direct_num_workers": direct.direct_num_workers, "direct_running_mode": direct.direct_running_mode},
+        "runner": runner,
         "model": {"path": config.model, "sha256": checked.model_sha256, "version": checked.version},
         "low_confidence_threshold": config.low_confidence,
         "output": {"scores": FileSystems.join(config.output, "scores"),

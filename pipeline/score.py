@@ -8,6 +8,7 @@ import sys
 import time
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipeline import options, preflight, publish, sinks, sources
@@ -20,18 +21,18 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT = 0, 1, 2, 3
 def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, version: str, folder: str) -> None:
     """Adds the scoring graph to `pipeline`, writing scores/, errors/ and the counts file under `folder`."""
     records, read_errors, matched = _read(pipeline, config)
-    handler = KerasModelHandler(config.model, config.min_batch_size, config.max_batch_size, config.share_model)
+    handler = KerasModelHandler(config.model, config.min_batch_size, config.max_batch_size, config.share_model,
+                                config.model_threads)
     batches, score_errors = records | "Score" >> ScoreImages(handler, config.max_pixels, config.progress_seconds)
     errors = (read_errors, score_errors) | "AllErrors" >> beam.Flatten()
-    _ = batches | "WriteScores" >> sinks.WriteScores(beam.io.filesystems.FileSystems.join(folder, "scores"), card,
-                                                     version)
-    _ = errors | "WriteErrors" >> sinks.WriteErrors(beam.io.filesystems.FileSystems.join(folder, "errors"))
+    _ = batches | "WriteScores" >> sinks.WriteScores(FileSystems.join(folder, "scores"), card, version)
+    _ = errors | "WriteErrors" >> sinks.WriteErrors(FileSystems.join(folder, "errors"))
     counts = (
         matched,
         batches | "CountScored" >> beam.FlatMap(sinks.batch_counts, config.low_confidence),
         errors | "CountFailed" >> beam.FlatMap(sinks.error_counts),
     ) | "AllCounts" >> beam.Flatten()
-    _ = counts | "WriteCounts" >> sinks.WriteCounts(beam.io.filesystems.FileSystems.join(folder, publish.COUNTS))
+    _ = counts | "WriteCounts" >> sinks.WriteCounts(FileSystems.join(folder, publish.COUNTS))
 
 
 def _read(pipeline, config):

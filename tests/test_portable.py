@@ -1,0 +1,74 @@
+"""Runs the real scoring job through Beam's portable Job API on loopback and checks it matches the in-memory run."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+from pipeline.model_handler import LOAD_LOG_ENV
+from tests import portable_servers
+from tests.conftest import REPO_ROOT, SAMPLE_INPUTS, read_rows
+
+# The broken images make the errors output non-empty, so comparing it between runners means something.
+INPUTS = [os.path.join(SAMPLE_INPUTS, "images", "fashion"), os.path.join(SAMPLE_INPUTS, "images", "broken")]
+# A healthy portable run takes ~12 s; if the SDK worker cannot start (say the wrong `python` on PATH), the job waits
+# for it forever, so the client timeout is what bounds the test.
+CLIENT_TIMEOUT = 180
+
+
+def _score(output: str, model: str, env: dict, *beam_flags) -> None:
+    """Runs `python -m pipeline.score` to completion (bounded) from outside the checkout, and requires success."""
+    command = [sys.executable, "-m", "pipeline.score", "--input", *INPUTS, "--output", output, "--model", model,
+               *beam_flags]
+    result = subprocess.run(command, cwd=os.path.dirname(output), env=env, capture_output=True, text=True,
+                            timeout=CLIENT_TIMEOUT)
+    assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+
+
+def _portable_flags(job_port: int, pool_port: int) -> list:
+    # Nothing else is needed: --sdk_location defaults to 'default', which stages no SDK tarball (stager.py), and the
+    # external worker pool runs the venv's python, so no --setup_file either.
+    return ["--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
+            f"--environment_config=localhost:{pool_port}"]
+
+
+def _server_logs(folder: str, chars: int = 4000) -> str:
+    """The end of each server's log: the SDK workers' tracebacks land in the worker pool's."""
+    tails = []
+    for path in sorted(glob.glob(os.path.join(folder, "*.log"))):
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            tails.append(f"--- {os.path.basename(path)}\n{stream.read()[-chars:]}")
+    return "\n".join(tails)
+
+
+def _manifest_counts(output: str) -> dict:
+    with open(os.path.join(output, "manifest.json"), encoding="utf-8") as stream:
+        counts = json.load(stream)["counts"]
+    assert counts["matched"] == counts["scored"] + counts["failed"] and counts["invariant_holds"], counts
+    return counts
+
+
+def test_portable_job_api_run_matches_in_memory_run(tmp_path, tiny_model_path):
+    servers_folder = tmp_path / "servers"
+    servers_folder.mkdir()
+    client_env = portable_servers.project_env(REPO_ROOT)
+    # Only the worker pool, and so the SDK workers it starts, logs model loads: proof that those workers scored.
+    load_log = str(tmp_path / "loads.txt")
+    pool_env = dict(client_env, **{LOAD_LOG_ENV: load_log})
+    portable, in_memory = str(tmp_path / "portable"), str(tmp_path / "in_memory")
+    with portable_servers.portable_servers(str(servers_folder), client_env, pool_env) as (job_port, pool_port):
+        try:
+            _score(portable, tiny_model_path, client_env, *_portable_flags(job_port, pool_port))
+        except (AssertionError, subprocess.TimeoutExpired) as failure:
+            raise AssertionError(f"{failure}\n{_server_logs(str(servers_folder))}") from failure
+    _score(in_memory, tiny_model_path, client_env)
+
+    with open(load_log, encoding="utf-8") as stream:
+        assert stream.read().split(), "no SDK worker of the pool loaded the model"
+    assert read_rows(os.path.join(portable, "scores")) == read_rows(os.path.join(in_memory, "scores"))
+    assert read_rows(os.path.join(portable, "errors")) == read_rows(os.path.join(in_memory, "errors"))
+    counts = _manifest_counts(portable)
+    assert counts == _manifest_counts(in_memory)
+    broken = len(os.listdir(INPUTS[1]))
+    assert (counts["matched"], counts["failed"]) == (sum(len(os.listdir(folder)) for folder in INPUTS), broken)
