@@ -25,6 +25,9 @@ setup(
     extras_require={
         "test": ["pytest>=8,<10"],
         "figures": ["matplotlib>=3.8,<4"],
+        # Beam's filesystems for object stores: gs:// (and Dataflow itself) and s3://.
+        "gcp": ["apache-beam[gcp]>=2.77,<2.78"],
+        "aws": ["apache-beam[aws]>=2.77,<2.78"],
     },
     entry_points={
         "console_scripts": [

@@ -11,6 +11,7 @@ process and its children (the pipeline's worker processes), sampled from /proc.
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -41,17 +42,23 @@ def prepare_images(count: int, cache: str) -> str:
 
 def _tree_rss_bytes(pid: int) -> int:
     """Resident memory of a process and all its descendants, from /proc."""
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            with open(f"/proc/{current}/status") as stream:
-                total += next(int(line.split()[1]) * 1024 for line in stream if line.startswith("VmRSS:"))
-            with open(f"/proc/{current}/task/{current}/children") as stream:
-                stack.extend(int(child) for child in stream.read().split())
-        except (OSError, StopIteration):
+    parents, rss = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
             continue
-    return total
+        try:
+            with open(f"/proc/{entry}/stat") as stream:
+                fields = stream.read().rsplit(")", 1)[1].split()
+            parents[int(entry)] = int(fields[1])
+            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue  # The process ended while we looked.
+    family, grew = {pid}, True
+    while grew:
+        children = {child for child, parent in parents.items() if parent in family} - family
+        family |= children
+        grew = bool(children)
+    return sum(rss.get(member, 0) for member in family)
 
 
 def measure(command: list) -> tuple:
@@ -91,18 +98,26 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per way, interleaved; the median is reported")
     parser.add_argument("--cache", default="/tmp/fashion-bench")
     args = parser.parse_args(argv)
     folder = prepare_images(args.images, args.cache)
     out = os.path.join(args.cache, "out")
     os.makedirs(out, exist_ok=True)
     results = {}
-    print(f"{args.images:,} PNG files, {os.cpu_count()} cores")
-    for name, command in ways(folder, out, args.workers).items():
-        seconds, rss = measure(command)
+    print(f"{args.images:,} PNG files, {os.cpu_count()} cores, median of {args.repeat} interleaved runs")
+    commands = ways(folder, out, args.workers)
+    runs = {name: [] for name in commands}
+    for _ in range(args.repeat):  # Interleaved, so a slow spell of this shared machine hits every way alike.
+        for name, command in commands.items():
+            runs[name].append(measure(command))
+    for name, measured in runs.items():
+        seconds = statistics.median(s for s, _ in measured)
+        rss = max(r for _, r in measured)
         results[name] = args.images / seconds
-        print(f"{name:42s} {seconds:7.2f} s  {args.images / seconds:8,.0f} img/s  peak RSS {rss / 2**30:5.2f} GiB",
-              flush=True)
+        spread = f"{min(s for s, _ in measured):.2f}-{max(s for s, _ in measured):.2f} s"
+        print(f"{name:42s} {seconds:7.2f} s ({spread})  {args.images / seconds:8,.0f} img/s  "
+              f"peak RSS {rss / 2**30:5.2f} GiB", flush=True)
     baseline = next(iter(results.values()))
     for name, rate in list(results.items())[1:]:
         print(f"{name}: {rate / baseline:.2f}x the baseline")

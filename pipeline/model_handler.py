@@ -37,11 +37,12 @@ class KerasModelHandler(ModelHandler):
     """Takes (key, uint8[28, 28]) records; returns one ScoredBatch per batch."""
 
     def __init__(self, model_uri: str, min_batch_size: int = 64, max_batch_size: int = 1024,
-                 share_across_processes: bool = False, threads: int = 0):
+                 share_across_processes: bool = False, threads: int = 0, copies: int = 0):
         # TensorFlow reads its thread counts once, at start-up: Beam sets these in the worker before load_model.
         env_vars = {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1"} if threads else {}
+        # large_model / model_copies are Beam's switches for one model per machine, served to its worker processes.
         super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size,
-                         large_model=share_across_processes, env_vars=env_vars)
+                         large_model=share_across_processes, model_copies=copies or None, env_vars=env_vars)
         self.model_uri = model_uri
 
     def load_model(self) -> model_files.LoadedModel:

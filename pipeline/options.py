@@ -26,6 +26,7 @@ class ScoreConfig:
     files_per_chunk: int = 256
     progress_seconds: float = 10.0
     share_model: bool = False
+    model_copies: int = 0
     model_threads: int = 0
 
 
@@ -59,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_threads", type=int, default=ScoreConfig.model_threads,
                         help="TensorFlow threads per worker process (0: TensorFlow's default, all cores)")
     parser.add_argument("--share_model", action="store_true",
-                        help="one model copy per machine shared by its worker processes (large models)")
+                        help="one model copy per machine, served to all its worker processes (large models)")
+    parser.add_argument("--model_copies", type=int, default=ScoreConfig.model_copies,
+                        help="with --share_model: how many shared copies per machine (0: one)")
     return parser
 
 
@@ -69,6 +72,8 @@ def parse(argv) -> tuple:
     args, beam_args = parser.parse_known_args(argv)
     if bool(args.input) == bool(args.input_tfrecords):
         parser.error("give exactly one kind of input: --input (image files or folders) or --input_tfrecords")
+    if args.model_copies and not args.share_model:
+        parser.error("--model_copies only applies with --share_model")
     if args.min_batch_size > args.max_batch_size:
         parser.error(f"--min_batch_size {args.min_batch_size} is above --max_batch_size {args.max_batch_size}")
     unknown = unknown_beam_flags(beam_args)

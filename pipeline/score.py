@@ -22,7 +22,7 @@ def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, vers
     """Adds the scoring graph to `pipeline`, writing scores/, errors/ and the counts file under `folder`."""
     records, read_errors, matched = _read(pipeline, config)
     handler = KerasModelHandler(config.model, config.min_batch_size, config.max_batch_size, config.share_model,
-                                config.model_threads)
+                                config.model_threads, config.model_copies)
     batches, score_errors = records | "Score" >> ScoreImages(handler, config.max_pixels, config.progress_seconds)
     errors = (read_errors, score_errors) | "AllErrors" >> beam.Flatten()
     _ = batches | "WriteScores" >> sinks.WriteScores(FileSystems.join(folder, "scores"), card, version)

@@ -9,7 +9,8 @@ import sys
 import time
 
 JOB_SERVICE_MODULE = "apache_beam.runners.portability.local_job_service_main"
-WORKER_POOL_MODULE = "apache_beam.runners.worker.worker_pool_main"
+# Beam's worker_pool_main, bound to 127.0.0.1 instead of every interface.
+WORKER_POOL_MODULE = "tests.loopback_worker_pool"
 
 
 def free_port() -> int:
@@ -25,7 +26,6 @@ def job_service_command(port: int) -> list:
 
 
 def worker_pool_command(port: int) -> list:
-    # worker_pool_main has no bind-address flag: it always binds [::]:PORT (all interfaces).
     return [sys.executable, "-m", WORKER_POOL_MODULE, f"--service_port={port}"]
 
 

@@ -30,7 +30,7 @@ def _portable_flags(job_port: int, pool_port: int) -> list:
     # Nothing else is needed: --sdk_location defaults to 'default', which stages no SDK tarball (stager.py), and the
     # external worker pool runs the venv's python, so no --setup_file either.
     return ["--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
-            f"--environment_config=localhost:{pool_port}"]
+            f"--environment_config=127.0.0.1:{pool_port}"]
 
 
 def _server_logs(folder: str, chars: int = 4000) -> str:
