@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import datetime
 
 from model import preprocessing
 from model.cli_types import positive_int, probability
@@ -14,6 +15,9 @@ class ScoreConfig:
     """What one scoring run reads, writes and how it batches."""
 
     output: str
+    run_date: str = ""
+    skip_scored: bool = False
+    max_error_rate: float = 0.05
     inputs: tuple = ()
     input_tfrecords: tuple = ()
     model: str = DEFAULT_MODEL_PATH
@@ -44,7 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "(encoded image, or 784 raw uint8 pixels)")
     inputs.add_argument("--key_feature", default=RECORD_KEY_FILENAME,
                         help="Example feature used as the key; records without it get PATH:INDEX")
-    parser.add_argument("--output", required=True, help="folder for scores/, errors/, manifest.json and _SUCCESS")
+    parser.add_argument("--output", required=True,
+                        help="root folder; the run writes OUTPUT/dt=RUN_DATE/ (scores/, errors/, manifest.json, _SUCCESS)")
+    parser.add_argument("--run_date", type=_date, default=datetime.date.today().isoformat(),
+                        help="the partition this run writes, YYYY-MM-DD (default: today); a rerun replaces it whole")
+    parser.add_argument("--skip_scored", action="store_true",
+                        help="skip image files (same path, size and modification time) that this model version "
+                             "scored in earlier complete partitions")
+    parser.add_argument("--max_error_rate", type=probability, default=ScoreConfig.max_error_rate,
+                        help="above this share of failed inputs the run still writes everything, then exits 4")
     parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help="a .keras file with its .json card beside it, "
                         "on any Beam filesystem (default: the shipped model)")
     parser.add_argument("--min_batch_size", type=positive_int, default=ScoreConfig.min_batch_size)
@@ -72,6 +84,8 @@ def parse(argv) -> tuple:
     args, beam_args = parser.parse_known_args(argv)
     if bool(args.input) == bool(args.input_tfrecords):
         parser.error("give exactly one kind of input: --input (image files or folders) or --input_tfrecords")
+    if args.skip_scored and args.input_tfrecords:
+        parser.error("--skip_scored works with --input image files only (TFRecords have no per-image fingerprint)")
     if args.model_copies and not args.share_model:
         parser.error("--model_copies only applies with --share_model")
     if args.min_batch_size > args.max_batch_size:
@@ -83,6 +97,13 @@ def parse(argv) -> tuple:
     values = {k: v for k, v in vars(args).items() if k in fields}
     config = ScoreConfig(**{**values, "inputs": tuple(args.input), "input_tfrecords": tuple(args.input_tfrecords)})
     return config, beam_args
+
+
+def _date(text: str) -> str:
+    try:
+        return datetime.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-11-22") from None
 
 
 def unknown_beam_flags(beam_args) -> list:

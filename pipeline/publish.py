@@ -1,4 +1,4 @@
-"""Publishes a run: the staging folder, the manifest with its counts and invariant, the move into place, _SUCCESS."""
+"""Publishes a run: names it, writes its manifest with the counts and checks, swaps the partition into place."""
 
 import dataclasses
 import datetime
@@ -9,65 +9,75 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
 from model.vocabulary import CLASS_NAMES
-from pipeline import sinks
+from pipeline import partitions, sinks
 
 COUNTS = "_counts.json"
 MANIFEST = "manifest.json"
-SUCCESS = "_SUCCESS"
-PUBLISHED = ("scores", "errors", MANIFEST)
 
 
 @dataclasses.dataclass(frozen=True)
 class RunInfo:
     run_id: str
-    started_at: str
-    output: str
+    partition: str
     staging: str
+    trash: str
+    max_error_rate: float
     manifest_base: dict
 
 
 def start_run(config, beam_options, checked) -> RunInfo:
-    """Names the run and its staging folder (inside the output, hidden) and records what the manifest will say."""
+    """Names the run, restores a partition a killed swap left aside, and records what the manifest will say."""
     now = datetime.datetime.now(datetime.timezone.utc)
     run_id = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    staging = FileSystems.join(config.output, f".staging-{run_id}")
+    partitions.recover(config.output, config.run_date)
+    final = partitions.partition_path(config.output, config.run_date)
     runner = {"name": str(beam_options.view_as(StandardOptions).runner)}
     if runner["name"] == "FnApiRunner":  # Only the local runner has these; elsewhere they would mislead.
         direct = beam_options.view_as(DirectOptions)
         runner.update(direct_num_workers=direct.direct_num_workers, direct_running_mode=direct.direct_running_mode)
     base = {
         "run_id": run_id,
+        "run_date": config.run_date,
         "started_at": now.isoformat(),
         "inputs": {"images": list(config.inputs), "tfrecords": list(config.input_tfrecords)},
+        "skip_scored": config.skip_scored,
         "runner": runner,
         "model": {"path": config.model, "sha256": checked.model_sha256, "version": checked.version},
         "low_confidence_threshold": config.low_confidence,
-        "output": {"scores": FileSystems.join(config.output, "scores"),
-                   "errors": FileSystems.join(config.output, "errors")},
+        "max_error_rate": config.max_error_rate,
+        "partition": final,
     }
-    return RunInfo(run_id, base["started_at"], config.output, staging, base)
+    return RunInfo(run_id, final, partitions.staging_path(config.output, config.run_date, run_id),
+                   FileSystems.join(config.output, ".trash", f"dt={config.run_date}.{run_id}"),
+                   config.max_error_rate, base)
 
 
 def finish_run(run: RunInfo, seconds: float) -> dict:
-    """Writes the manifest, moves the staged outputs into place (replacing an earlier run's whole), then _SUCCESS."""
+    """Writes the manifest and _SUCCESS into the staging folder, then swaps it into place as the partition."""
     with FileSystems.open(FileSystems.join(run.staging, COUNTS), compression_type="uncompressed") as stream:
-        counts = sinks.nest_counts(json.loads(stream.read() or b"{}"))
-    manifest = dict(run.manifest_base, finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                    seconds=round(seconds, 3), counts=_complete(counts))
-    manifest["images_per_second"] = round(manifest["counts"]["matched"] / max(seconds, 1e-9), 1)
-    with FileSystems.create(FileSystems.join(run.staging, MANIFEST)) as stream:
-        stream.write(json.dumps(manifest, indent=2).encode())
+        counts = _complete(sinks.nest_counts(json.loads(stream.read() or b"{}")))
     FileSystems.delete([FileSystems.join(run.staging, COUNTS)])
-    _replace(run.staging, run.output)
-    with FileSystems.create(FileSystems.join(run.output, SUCCESS)) as stream:
-        stream.write(run.run_id.encode())
+    attempted = counts["scored"] + counts["failed"]
+    error_rate = counts["failed"] / attempted if attempted else 0.0
+    manifest = dict(run.manifest_base, finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                    seconds=round(seconds, 3), counts=counts, error_rate=round(error_rate, 6),
+                    error_rate_exceeded=error_rate > run.max_error_rate,
+                    images_per_second=round(attempted / max(seconds, 1e-9), 1))
+    _write(FileSystems.join(run.staging, MANIFEST), json.dumps(manifest, indent=2).encode())
+    _write(FileSystems.join(run.staging, partitions.SUCCESS), run.run_id.encode())  # last file of the partition
+    partitions.swap_into_place(run.staging, run.partition, run.trash)
     return manifest
 
 
+def _write(path: str, content: bytes) -> None:
+    with FileSystems.create(path) as stream:
+        stream.write(content)
+
+
 def _complete(counts: dict) -> dict:
-    """Fills in zeros for what did not happen, and checks that every matched input was scored or failed."""
-    complete = {"matched": counts.get("matched", 0), "scored": counts.get("scored", 0), "failed": counts.get("failed", 0)}
-    complete["invariant_holds"] = complete["matched"] == complete["scored"] + complete["failed"]
+    """Fills in zeros for what did not happen, and checks that every matched input was scored, failed or skipped."""
+    complete = {name: counts.get(name, 0) for name in ("matched", "skipped", "scored", "failed")}
+    complete["invariant_holds"] = complete["matched"] == complete["scored"] + complete["failed"] + complete["skipped"]
     complete["per_class"] = {name: counts.get("class", {}).get(name, 0) for name in CLASS_NAMES}
     complete["low_confidence_per_class"] = {name: counts.get("low_confidence", {}).get(name, 0) for name in CLASS_NAMES}
     complete["low_confidence"] = sum(complete["low_confidence_per_class"].values())
@@ -76,23 +86,11 @@ def _complete(counts: dict) -> dict:
     return complete
 
 
-def _replace(staging: str, output: str) -> None:
-    """Removes the earlier run's outputs, then renames every staged file into the output folder."""
-    old = [FileSystems.join(output, name) for name in (SUCCESS,) + PUBLISHED]
-    FileSystems.delete([path for path in old if FileSystems.exists(path)])
-    staged = sorted(m.path for m in FileSystems.match([FileSystems.join(staging, "**")])[0].metadata_list)
-    targets = [output + path[len(staging):] for path in staged]
-    for folder in sorted({target.rsplit("/", 1)[0] for target in targets}):
-        if not FileSystems.exists(folder):
-            FileSystems.mkdirs(folder)
-    FileSystems.rename(staged, targets)
-    FileSystems.delete([staging])
-
-
 def summary(manifest: dict) -> str:
     """The lines printed at the end of a run."""
     counts = manifest["counts"]
-    lines = [f"scored {counts['scored']:,} of {counts['matched']:,} inputs, {counts['failed']:,} failed "
+    skipped = f", {counts['skipped']:,} skipped as already scored" if manifest["skip_scored"] else ""
+    lines = [f"scored {counts['scored']:,} of {counts['matched']:,} inputs, {counts['failed']:,} failed{skipped} "
              f"in {manifest['seconds']:.1f} s ({manifest['images_per_second']:,.0f} img/s)"]
     width = max(len(name) for name in CLASS_NAMES)
     for name in CLASS_NAMES:
@@ -100,7 +98,10 @@ def summary(manifest: dict) -> str:
         lines.append(f"  {name:<{width}}  {counts['per_class'][name]:>8,}" + (f"  ({low:,} low confidence)" if low else ""))
     for error_type, amount in sorted(counts["failed_by_type"].items()):
         lines.append(f"  failed: {error_type}: {amount:,}")
+    if manifest["error_rate_exceeded"]:
+        lines.append(f"ERROR: {manifest['error_rate']:.1%} of inputs failed, above --max_error_rate "
+                     f"{manifest['max_error_rate']:.1%}; every output was still written")
     if not counts["invariant_holds"]:
-        lines.append("ERROR: matched != scored + failed; some inputs are unaccounted for")
-    lines.append(f"wrote {manifest['output']['scores']}, {manifest['output']['errors']} and {MANIFEST}")
+        lines.append("ERROR: matched != scored + failed + skipped; some inputs are unaccounted for")
+    lines.append(f"wrote {manifest['partition']} (scores/, errors/, manifest.json, _SUCCESS)")
     return "\n".join(lines)

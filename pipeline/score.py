@@ -11,22 +11,24 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from pipeline import options, preflight, publish, sinks, sources
+from pipeline import options, partitions, preflight, publish, sinks, sources
 from pipeline.model_handler import KerasModelHandler
 from pipeline.scoring import ScoreImages
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_ERROR_RATE = 0, 1, 2, 3, 4
 
 
 def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, version: str, folder: str) -> None:
-    """Adds the scoring graph to `pipeline`, writing scores/, errors/ and the counts file under `folder`."""
-    records, read_errors, matched = _read(pipeline, config)
+    """Adds the scoring graph to `pipeline`, writing scores/, errors/, _inputs/ and the counts file under `folder`."""
+    records, read_errors, matched, files = _read(pipeline, config, version)
     handler = KerasModelHandler(config.model, config.min_batch_size, config.max_batch_size, config.share_model,
                                 config.model_threads, config.model_copies)
     batches, score_errors = records | "Score" >> ScoreImages(handler, config.max_pixels, config.progress_seconds)
     errors = (read_errors, score_errors) | "AllErrors" >> beam.Flatten()
     _ = batches | "WriteScores" >> sinks.WriteScores(FileSystems.join(folder, "scores"), card, version)
     _ = errors | "WriteErrors" >> sinks.WriteErrors(FileSystems.join(folder, "errors"))
+    if files is not None:
+        _ = files | "WriteFingerprints" >> sinks.WriteFingerprints(FileSystems.join(folder, partitions.INPUTS), version)
     counts = (
         matched,
         batches | "CountScored" >> beam.FlatMap(sinks.batch_counts, config.low_confidence),
@@ -35,10 +37,11 @@ def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, vers
     _ = counts | "WriteCounts" >> sinks.WriteCounts(FileSystems.join(folder, publish.COUNTS))
 
 
-def _read(pipeline, config):
-    """Returns (records, read error rows, ('matched', n) pairs) for the configured kind of input."""
+def _read(pipeline, config, version: str):
+    """Returns (records, read error rows, counts, chunks of matched files or None) for the configured input."""
     if config.inputs:
-        return pipeline | "ReadImages" >> sources.ReadImageFiles(config.inputs, config.files_per_chunk)
+        skip = partitions.AlreadyScored(config.output, config.run_date, version) if config.skip_scored else None
+        return pipeline | "ReadImages" >> sources.ReadImageFiles(config.inputs, config.files_per_chunk, skip)
     return pipeline | "ReadTFRecords" >> sources.ReadTFRecords(
         config.input_tfrecords, config.image_feature, config.key_feature)
 
@@ -79,11 +82,19 @@ def run(argv=None) -> int:
     beam_options = pipeline_options(beam_args)
     run_info = publish.start_run(config, beam_options, checked)
     started = time.monotonic()
-    with beam.Pipeline(options=beam_options) as pipeline:
-        build(pipeline, config, checked.card, checked.version, run_info.staging)
+    try:
+        with beam.Pipeline(options=beam_options) as pipeline:
+            build(pipeline, config, checked.card, checked.version, run_info.staging)
+    except Exception as error:  # The partition in place stays untouched; say so rather than only dumping a trace.
+        logging.exception("the pipeline failed")
+        print(f"error: the pipeline failed ({type(error).__name__}: {error}); {run_info.partition} was left as it "
+              f"was and nothing was published", file=sys.stderr)
+        return EXIT_FAILED
     manifest = publish.finish_run(run_info, time.monotonic() - started)
     print(publish.summary(manifest))
-    return EXIT_OK if manifest["counts"]["invariant_holds"] else EXIT_FAILED
+    if not manifest["counts"]["invariant_holds"]:
+        return EXIT_FAILED
+    return EXIT_ERROR_RATE if manifest["error_rate_exceeded"] else EXIT_OK
 
 
 def main() -> None:

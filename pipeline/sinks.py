@@ -86,6 +86,40 @@ class WriteErrors(beam.PTransform):
             FileSystems.join(self.folder, "part"), schema=ERRORS_SCHEMA, codec="snappy", file_name_suffix=".parquet")
 
 
+FINGERPRINTS_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("size_bytes", pa.int64(), nullable=False),
+        pa.field("modified", pa.float64(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+    ]
+)
+
+
+def fingerprint_table(chunk: list, version: str) -> pa.Table:
+    """A chunk of (path, size, modification time) as rows that let a later run skip what this one scored."""
+    paths, sizes, modified = zip(*chunk) if chunk else ((), (), ())
+    return pa.Table.from_arrays(
+        [pa.array(paths, pa.string()), pa.array(sizes, pa.int64()), pa.array(modified, pa.float64()),
+         pa.array([version] * len(paths), pa.string())], schema=FINGERPRINTS_SCHEMA)
+
+
+class WriteFingerprints(beam.PTransform):
+    """Chunks of matched files -> `_inputs` Parquet: what --skip_scored reads in later runs."""
+
+    def __init__(self, folder: str, version: str):
+        super().__init__()
+        self.folder = folder
+        self.version = version
+
+    def expand(self, chunks):
+        return (chunks
+                | "ToArrow" >> beam.Map(fingerprint_table, self.version)
+                | "WriteParquet" >> beam.io.WriteToParquetBatched(
+                    FileSystems.join(self.folder, "part"), schema=FINGERPRINTS_SCHEMA, codec="snappy",
+                    file_name_suffix=".parquet"))
+
+
 def batch_counts(batch: ScoredBatch, low_confidence: float):
     """Yields (counter name, amount) for a scored batch: scored, per class, and low-confidence per class."""
     index = batch.probabilities.argmax(axis=1)

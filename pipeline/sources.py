@@ -29,44 +29,54 @@ def as_pattern(path: str) -> str:
     return path
 
 
-def match_files(pattern: str) -> list:
-    """Returns the sorted paths a pattern matches, leaving out hidden files (names starting with a dot)."""
-    matched = FileSystems.match([pattern])[0].metadata_list
-    return sorted(m.path for m in matched if not os.path.basename(m.path).startswith("."))
-
-
 def error_row(key: str, stage: str, error_type: str, message: str) -> dict:
     return {"key": key, "stage": stage, "error_type": error_type, "error_message": message}
 
 
+COUNTS = "counts"
+
+
 class _MatchInChunks(beam.DoFn):
-    def __init__(self, chunk_size: int):
+    """pattern -> chunks of (path, size, modification time), leaving out files an earlier run already scored."""
+
+    def __init__(self, chunk_size: int, already_scored=None):
         self.chunk_size = chunk_size
+        self.already_scored = already_scored  # a callable returning the set of (path, size, mtime) to skip, or None
 
     def process(self, pattern):
-        paths = match_files(pattern)
-        for start in range(0, len(paths), self.chunk_size):
-            yield paths[start:start + self.chunk_size]
+        matched = [m for m in FileSystems.match([pattern])[0].metadata_list
+                   if not os.path.basename(m.path).startswith(".")]
+        files = sorted((m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in matched)
+        todo = files
+        if self.already_scored is not None:
+            skip = self.already_scored()
+            todo = [entry for entry in files if entry not in skip]
+            yield beam.pvalue.TaggedOutput(COUNTS, ("skipped", len(files) - len(todo)))
+        yield beam.pvalue.TaggedOutput(COUNTS, ("matched", len(files)))
+        for start in range(0, len(todo), self.chunk_size):
+            yield todo[start:start + self.chunk_size]
 
 
 class MatchFiles(beam.PTransform):
-    """patterns -> chunks (lists) of matched paths, reshuffled so the chunks spread over the workers."""
+    """patterns -> (chunks (lists) of (path, size, mtime), reshuffled over the workers; ('matched'/'skipped', n))."""
 
-    def __init__(self, patterns, chunk_size: int = 256):
+    def __init__(self, patterns, chunk_size: int = 256, already_scored=None):
         super().__init__()
         self.patterns = [as_pattern(p) for p in patterns]
         self.chunk_size = chunk_size
+        self.already_scored = already_scored
 
     def expand(self, pipeline):
-        return (pipeline
-                | "Patterns" >> beam.Create(self.patterns)
-                | "MatchInChunks" >> beam.ParDo(_MatchInChunks(self.chunk_size))
-                | "SpreadChunks" >> beam.Reshuffle())
+        matched = (pipeline
+                   | "Patterns" >> beam.Create(self.patterns)
+                   | "MatchInChunks" >> beam.ParDo(_MatchInChunks(self.chunk_size, self.already_scored))
+                   .with_outputs(COUNTS, main="chunks"))
+        return matched.chunks | "SpreadChunks" >> beam.Reshuffle(), matched[COUNTS]
 
 
 class _ReadFiles(beam.DoFn):
-    def process(self, paths):
-        for path in paths:
+    def process(self, chunk):
+        for path, _, _ in chunk:
             try:
                 with FileSystems.open(path, compression_type="uncompressed") as stream:
                     yield path, stream.read()
@@ -75,19 +85,19 @@ class _ReadFiles(beam.DoFn):
 
 
 class ReadImageFiles(beam.PTransform):
-    """patterns -> (records: (path, bytes) per file, error rows for unreadable files, ('matched', n) counts)."""
+    """patterns -> (records: (path, bytes) per file, error rows, counts, the chunks of (path, size, mtime) read)."""
 
-    def __init__(self, patterns, chunk_size: int = 256):
+    def __init__(self, patterns, chunk_size: int = 256, already_scored=None):
         super().__init__()
         self.patterns = patterns
         self.chunk_size = chunk_size
+        self.already_scored = already_scored
 
     def expand(self, pipeline):
-        chunks = pipeline | "MatchFiles" >> MatchFiles(self.patterns, self.chunk_size)
-        read = chunks | "ReadFiles" >> beam.ParDo(_ReadFiles()).with_outputs(ERRORS, main="records")
         # Every matched file is counted before it is read, so the manifest can check that none went missing.
-        matched = chunks | "CountMatched" >> beam.Map(lambda chunk: ("matched", len(chunk)))
-        return read.records, read[ERRORS], matched
+        chunks, counts = pipeline | "MatchFiles" >> MatchFiles(self.patterns, self.chunk_size, self.already_scored)
+        read = chunks | "ReadFiles" >> beam.ParDo(_ReadFiles()).with_outputs(ERRORS, main="records")
+        return read.records, read[ERRORS], counts, chunks
 
 
 class _ReadTFRecordFiles(beam.DoFn):
@@ -95,10 +105,10 @@ class _ReadTFRecordFiles(beam.DoFn):
         self.image_feature = image_feature
         self.key_feature = key_feature
 
-    def process(self, paths):
+    def process(self, chunk):
         import tensorflow as tf  # Imported here: TFRecord reading and Example parsing need it, matching does not.
 
-        for path in paths:
+        for path, _, _ in chunk:
             index = -1
             try:
                 for index, raw in enumerate(tf.data.TFRecordDataset(path).as_numpy_iterator()):
@@ -130,7 +140,7 @@ def raw_pixels_or_bytes(value: bytes):
 
 
 class ReadTFRecords(beam.PTransform):
-    """TFRecord patterns -> (records: (key, payload) per Example, error rows, ('matched', n) counts)."""
+    """TFRecord patterns -> (records: (key, payload) per Example, error rows, ('matched', n) counts, None)."""
 
     def __init__(self, patterns, image_feature: str, key_feature: str):
         super().__init__()
@@ -139,10 +149,10 @@ class ReadTFRecords(beam.PTransform):
         self.key_feature = key_feature
 
     def expand(self, pipeline):
-        read = (pipeline
-                | "MatchFiles" >> MatchFiles(self.patterns, chunk_size=1)
-                | "ReadRecords" >> beam.ParDo(_ReadTFRecordFiles(self.image_feature, self.key_feature))
-                .with_outputs(ERRORS, main="records"))
+        files, _ = pipeline | "MatchFiles" >> MatchFiles(self.patterns, chunk_size=1)
+        read = files | "ReadRecords" >> beam.ParDo(_ReadTFRecordFiles(self.image_feature, self.key_feature)).with_outputs(
+            ERRORS, main="records")
         # Records are only known once read: each record, and each unreadable rest of a file, counts as matched.
         seen = (read.records, read[ERRORS]) | "AllRead" >> beam.Flatten()
-        return read.records, read[ERRORS], seen | "CountMatched" >> beam.Map(lambda _: ("matched", 1))
+        # There are no file fingerprints to keep: --skip_scored works on image files only.
+        return read.records, read[ERRORS], seen | "CountMatched" >> beam.Map(lambda _: ("matched", 1)), None

@@ -80,3 +80,12 @@ def read_rows(folder: str) -> list:
     import pyarrow.parquet as pq
 
     return sorted(pq.read_table(folder).to_pylist(), key=lambda row: row["key"])
+
+
+def partition(output: str) -> str:
+    """The one date partition (dt=YYYY-MM-DD) a scoring run wrote under `output`."""
+    import glob
+
+    found = glob.glob(os.path.join(str(output), "dt=*"))
+    assert len(found) == 1, f"expected one partition under {output}, found {found}"
+    return found[0]

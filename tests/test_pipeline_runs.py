@@ -9,7 +9,7 @@ import pytest
 from model import model_files, samples
 from pipeline import score
 from pipeline.model_handler import LOAD_LOG_ENV
-from tests.conftest import read_rows
+from tests.conftest import partition, read_rows
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def _score(argv):
 def test_png_route_matches_the_model_on_idx_arrays(shipped_model, test_split, test_pngs, tmp_path):
     folder, paths = test_pngs
     _score(["--input", folder, "--output", str(tmp_path / "out")])
-    rows = read_rows(str(tmp_path / "out" / "scores"))
+    rows = read_rows(os.path.join(partition(tmp_path / "out"), "scores"))
     assert [r["key"] for r in rows] == sorted(paths)
     by_key = {r["key"]: r for r in rows}
     scored = np.array([by_key[path]["probabilities"] for path in paths], dtype=np.float32)
@@ -36,7 +36,7 @@ def test_png_route_matches_the_model_on_idx_arrays(shipped_model, test_split, te
     pipeline_accuracy = (scored.argmax(axis=1) == test_split.labels).mean()
     idx_accuracy = (expected.argmax(axis=1) == test_split.labels).mean()
     assert abs(pipeline_accuracy - idx_accuracy) <= 0.0005
-    assert read_rows(str(tmp_path / "out" / "errors")) == []
+    assert read_rows(os.path.join(partition(tmp_path / "out"), "errors")) == []
 
 
 def test_tfrecord_route_gives_the_same_rows_as_png_files(test_split, test_pngs, tmp_path):
@@ -52,8 +52,8 @@ def test_tfrecord_route_gives_the_same_rows_as_png_files(test_split, test_pngs, 
         os.symlink(paths[i], listing / os.path.basename(paths[i]))
     _score(["--input_tfrecords", str(tmp_path / "tf" / "*.tfrecord"), "--output", str(tmp_path / "from-tfrecords")])
     _score(["--input", str(listing / "*.png"), "--output", str(tmp_path / "from-pngs")])
-    from_records = read_rows(str(tmp_path / "from-tfrecords" / "scores"))
-    from_files = read_rows(str(tmp_path / "from-pngs" / "scores"))
+    from_records = read_rows(os.path.join(partition(tmp_path / "from-tfrecords"), "scores"))
+    from_files = read_rows(os.path.join(partition(tmp_path / "from-pngs"), "scores"))
     for row in from_files:
         row["key"] = os.path.realpath(row["key"])
     assert len(from_records) == 500
@@ -74,4 +74,4 @@ def test_multi_process_run_loads_once_per_worker_and_gives_the_same_rows(test_pn
     assert single_loads == [str(os.getpid())]
     assert len(worker_loads) == 2 and len(set(worker_loads)) == 2, worker_loads
     assert str(os.getpid()) not in worker_loads
-    assert read_rows(str(tmp_path / "multi" / "scores")) == read_rows(str(tmp_path / "single" / "scores"))
+    assert read_rows(os.path.join(partition(tmp_path / "multi"), "scores")) == read_rows(os.path.join(partition(tmp_path / "single"), "scores"))

@@ -8,7 +8,7 @@ import sys
 
 from pipeline.model_handler import LOAD_LOG_ENV
 from tests import portable_servers
-from tests.conftest import REPO_ROOT, SAMPLE_INPUTS, read_rows
+from tests.conftest import REPO_ROOT, SAMPLE_INPUTS, partition, read_rows
 
 # The broken images make the errors output non-empty, so comparing it between runners means something.
 INPUTS = [os.path.join(SAMPLE_INPUTS, "images", "fashion"), os.path.join(SAMPLE_INPUTS, "images", "broken")]
@@ -43,7 +43,7 @@ def _server_logs(folder: str, chars: int = 4000) -> str:
 
 
 def _manifest_counts(output: str) -> dict:
-    with open(os.path.join(output, "manifest.json"), encoding="utf-8") as stream:
+    with open(os.path.join(partition(output), "manifest.json"), encoding="utf-8") as stream:
         counts = json.load(stream)["counts"]
     assert counts["matched"] == counts["scored"] + counts["failed"] and counts["invariant_holds"], counts
     return counts
@@ -66,8 +66,8 @@ def test_portable_job_api_run_matches_in_memory_run(tmp_path, tiny_model_path):
 
     with open(load_log, encoding="utf-8") as stream:
         assert stream.read().split(), "no SDK worker of the pool loaded the model"
-    assert read_rows(os.path.join(portable, "scores")) == read_rows(os.path.join(in_memory, "scores"))
-    assert read_rows(os.path.join(portable, "errors")) == read_rows(os.path.join(in_memory, "errors"))
+    assert read_rows(os.path.join(partition(portable), "scores")) == read_rows(os.path.join(partition(in_memory), "scores"))
+    assert read_rows(os.path.join(partition(portable), "errors")) == read_rows(os.path.join(partition(in_memory), "errors"))
     counts = _manifest_counts(portable)
     assert counts == _manifest_counts(in_memory)
     broken = len(os.listdir(INPUTS[1]))

@@ -12,7 +12,7 @@ import pytest
 
 from model import data, model_files
 from pipeline import score
-from tests.conftest import REPO_ROOT, SAMPLE_INPUTS, read_rows
+from tests.conftest import REPO_ROOT, SAMPLE_INPUTS, partition, read_rows
 
 
 def _fails(capsys, argv, code, message):
@@ -64,7 +64,7 @@ def test_missing_or_wrong_model_fails_before_any_work(capsys, tmp_path, tiny_mod
     card = json.load(open(model_files.card_path_for(tiny_model_path)))
     json.dump(dict(card, preprocessing_version="old"), open(model_files.card_path_for(str(other)), "w"))
     _fails(capsys, ["--input", images, "--output", out, "--model", str(other)], score.EXIT_USAGE, "preprocessing")
-    assert not os.path.exists(os.path.join(out, "scores"))
+    assert not os.path.exists(out) or not [name for name in os.listdir(out) if name.startswith("dt=")]
 
 
 def test_unwritable_output_fails_before_any_work(capsys, tmp_path, tiny_model_path):
@@ -85,10 +85,12 @@ def _labels():
 def test_real_cli_scores_sample_inputs_with_the_shipped_model(shipped_model, test_split, tmp_path):
     out = str(tmp_path / "out")
     result = subprocess.run([sys.executable, "-m", "pipeline.score", "--input", os.path.join(SAMPLE_INPUTS, "images"),
-                             "--output", out], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+                             "--output", out, "--run_date", "2026-11-22"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "scored 55 of 57 inputs, 2 failed" in result.stdout
-    scores, errors = read_rows(os.path.join(out, "scores")), read_rows(os.path.join(out, "errors"))
+    published = partition(out)
+    assert os.path.basename(published) == "dt=2026-11-22"
+    scores, errors = read_rows(os.path.join(published, "scores")), read_rows(os.path.join(published, "errors"))
     every_file = sorted(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(SAMPLE_INPUTS, "images")) for f in fs)
     assert sorted([r["key"] for r in scores] + [r["key"] for r in errors]) == every_file
     assert {(os.path.basename(r["key"]), r["stage"], r["error_type"]) for r in errors} == {
@@ -104,11 +106,11 @@ def test_real_cli_scores_sample_inputs_with_the_shipped_model(shipped_model, tes
     for row in scores:
         assert len(row["probabilities"]) == 10 and abs(sum(row["probabilities"]) - 1) < 1e-4
         assert row["confidence"] == max(row["probabilities"])
-    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    manifest = json.load(open(os.path.join(published, "manifest.json")))
     counts = manifest["counts"]
     assert (counts["matched"], counts["scored"], counts["failed"], counts["invariant_holds"]) == (57, 55, 2, True)
     assert sum(counts["per_class"].values()) == 55
     assert manifest["model"]["sha256"] == data.file_sha256(shipped_model)
     assert manifest["model"]["version"] == scores[0]["model_version"]
-    assert os.path.isfile(os.path.join(out, "_SUCCESS"))
-    assert not [name for name in os.listdir(out) if name.startswith(".staging")]
+    assert open(os.path.join(published, "_SUCCESS")).read() == manifest["run_id"]
+    assert not os.listdir(os.path.join(out, ".staging"))

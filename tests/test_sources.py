@@ -16,10 +16,15 @@ def test_folder_input_reads_every_file_once_with_full_paths(test_split, tmp_path
     (tmp_path / "notes.txt").write_text("not an image, still an input")
     expected = [(p, open(p, "rb").read()) for p in paths] + [(str(tmp_path / "notes.txt"), b"not an image, still an input")]
     with local_pipeline() as pipeline:
-        records, errors, matched = pipeline | sources.ReadImageFiles([str(tmp_path)], chunk_size=3)
+        records, errors, counts, chunks = pipeline | sources.ReadImageFiles([str(tmp_path)], chunk_size=3)
         assert_that(records, equal_to(expected), label="records")
         assert_that(errors, equal_to([]), label="errors")
-        assert_that(matched, equal_to([("matched", 3), ("matched", 3), ("matched", 2)]), label="matched")
+        assert_that(counts, equal_to([("matched", 8)]), label="matched")
+        import apache_beam as beam
+
+        sizes = chunks | beam.FlatMap(lambda chunk: [(path, size) for path, size, _ in chunk])
+        assert_that(sizes, equal_to([(path, len(content)) for path, content in expected]), label="fingerprints")
+        assert_that(chunks | beam.Map(len), equal_to([3, 3, 2]), label="chunk sizes")
 
 
 def test_unreadable_file_becomes_a_read_error(tmp_path):
@@ -29,7 +34,7 @@ def test_unreadable_file_becomes_a_read_error(tmp_path):
     with local_pipeline() as pipeline:
         import apache_beam as beam
 
-        read = pipeline | beam.Create([[str(good), missing]]) | beam.ParDo(sources._ReadFiles()).with_outputs(
+        read = pipeline | beam.Create([[(str(good), 5, 0.0), (missing, 1, 0.0)]]) | beam.ParDo(sources._ReadFiles()).with_outputs(
             sources.ERRORS, main="records")
         assert_that(read.records, equal_to([(str(good), b"bytes")]), label="records")
         assert_that(read[sources.ERRORS] | beam.Map(lambda row: (row["key"], row["stage"])),
@@ -45,7 +50,7 @@ def _tfrecord_records(patterns, **features):
 
     folder = tempfile.mkdtemp()
     with local_pipeline() as pipeline:
-        records, errors, _ = pipeline | sources.ReadTFRecords(patterns, **features)
+        records, errors, _, _ = pipeline | sources.ReadTFRecords(patterns, **features)
         for name, collection in (("records", records), ("errors", errors)):
             (collection
              | f"One{name}" >> beam.combiners.ToList()

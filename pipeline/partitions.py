@@ -1,0 +1,111 @@
+"""Defines the output layout: date partitions, their staging and swap into place, and what earlier runs scored.
+
+    OUTPUT/dt=2026-11-22/{scores/, errors/, _inputs/, manifest.json, _SUCCESS}
+    OUTPUT/.staging/dt=2026-11-22.RUN_ID/     a run in progress (readers never look here)
+    OUTPUT/.trash/dt=2026-11-22.RUN_ID/       the partition being replaced, for the instant of the swap
+"""
+
+import os
+import re
+
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+SUCCESS = "_SUCCESS"
+INPUTS = "_inputs"  # fingerprints (key, size, modification time, model version) of the files a run scored
+_PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
+
+
+def partition_path(output: str, run_date: str) -> str:
+    return FileSystems.join(output, f"dt={run_date}")
+
+
+def staging_path(output: str, run_date: str, run_id: str) -> str:
+    return FileSystems.join(output, ".staging", f"dt={run_date}.{run_id}")
+
+
+def is_local(path: str) -> bool:
+    return FileSystems.get_scheme(path) is None
+
+
+def complete_partitions(output: str) -> dict:
+    """{run date: partition path} for every partition under `output` that has its _SUCCESS marker."""
+    found = FileSystems.match([FileSystems.join(output, "dt=*", SUCCESS)])[0].metadata_list
+    partitions = {}
+    for metadata in found:
+        folder = metadata.path[: -len(SUCCESS) - 1]
+        matched = _PARTITION.match(folder.rstrip("/").rsplit("/", 1)[-1])
+        if matched:
+            partitions[matched.group(1)] = folder
+    return partitions
+
+
+def swap_into_place(staging: str, final: str, trash: str) -> None:
+    """Replaces `final` by the complete `staging` folder, whole; the old files never mix with the new ones.
+
+    On a local disk this is two renames, so a reader sees the old partition or the new one. Object stores have no
+    folder rename: there the old _SUCCESS goes first and the new one (already in staging) arrives last, so readers
+    that wait for _SUCCESS never read a mix either.
+    """
+    if is_local(final):
+        if os.path.exists(final):
+            os.makedirs(os.path.dirname(trash), exist_ok=True)
+            os.rename(final, trash)
+        os.rename(staging, final)
+        if os.path.exists(trash):
+            FileSystems.delete([trash])
+        return
+    old = [m.path for m in FileSystems.match([FileSystems.join(final, "**")])[0].metadata_list]
+    marker = FileSystems.join(final, SUCCESS)
+    if marker in old:
+        FileSystems.delete([marker])  # first, so readers stop trusting the partition before anything else changes
+    FileSystems.delete([p for p in old if p != marker])
+    staged = sorted(m.path for m in FileSystems.match([FileSystems.join(staging, "**")])[0].metadata_list)
+    staged.sort(key=lambda path: path.endswith("/" + SUCCESS))  # the marker moves last
+    FileSystems.rename(staged, [final + path[len(staging):] for path in staged])
+
+
+def recover(output: str, run_date: str) -> None:
+    """Puts back a partition whose swap was cut off between its two renames (local disks only)."""
+    final = partition_path(output, run_date)
+    trash_root = FileSystems.join(output, ".trash")
+    if not is_local(output) or os.path.exists(final) or not os.path.isdir(trash_root):
+        return
+    for name in sorted(os.listdir(trash_root), reverse=True):
+        if name.startswith(f"dt={run_date}.") and os.path.exists(os.path.join(trash_root, name, SUCCESS)):
+            os.rename(os.path.join(trash_root, name), final)
+            return
+
+
+class AlreadyScored:
+    """A picklable callable for the match step: the files to skip, read from the output on the worker."""
+
+    def __init__(self, output: str, run_date: str, model_version: str):
+        self.output, self.run_date, self.model_version = output, run_date, model_version
+
+    def __call__(self) -> set:
+        return already_scored(self.output, self.run_date, self.model_version)
+
+
+def already_scored(output: str, run_date: str, model_version: str) -> set:
+    """(key, size, modification time) of files scored by `model_version` in complete partitions of other dates.
+
+    A file that failed there is not included, so it is tried again.
+    """
+    seen = set()
+    for date, folder in complete_partitions(output).items():
+        if date == run_date:
+            continue  # this date is being replaced whole, so its rows cannot be relied on
+        fingerprints = _read_folder(FileSystems.join(folder, INPUTS), ["key", "size_bytes", "modified", "model_version"])
+        failed = {row["key"] for row in _read_folder(FileSystems.join(folder, "errors"), ["key"])}
+        seen.update((row["key"], row["size_bytes"], row["modified"]) for row in fingerprints
+                    if row["model_version"] == model_version and row["key"] not in failed)
+    return seen
+
+
+def _read_folder(folder: str, columns: list) -> list:
+    rows = []
+    for metadata in FileSystems.match([FileSystems.join(folder, "*.parquet")])[0].metadata_list:
+        with FileSystems.open(metadata.path, compression_type="uncompressed") as stream:
+            rows.extend(pq.read_table(stream, columns=columns).to_pylist())
+    return rows

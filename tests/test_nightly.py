@@ -1,0 +1,146 @@
+"""Tests nightly runs: date partitions replaced whole, killed runs, incremental --skip_scored, and the exit policy."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from model import samples
+from pipeline import partitions, score
+from tests.conftest import REPO_ROOT, SAMPLE_INPUTS, read_rows
+
+BROKEN = os.path.join(SAMPLE_INPUTS, "images", "broken")
+
+
+def _images(test_split, folder, start, count):
+    names = [samples.file_name(i, test_split.labels[i]) for i in range(start, start + count)]
+    return samples.write_pngs(test_split.images[start:start + count], str(folder), names)
+
+
+def _run(*argv):
+    return score.run([*map(str, argv), "--progress_seconds", "0"])
+
+
+def _manifest(output, date):
+    with open(os.path.join(output, f"dt={date}", "manifest.json"), encoding="utf-8") as stream:
+        return json.load(stream)
+
+
+def _files(folder):
+    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs)
+
+
+def test_rerun_of_a_date_replaces_the_partition_whole(test_split, tiny_model_path, tmp_path):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    _images(test_split, inputs, 0, 30)
+    assert _run("--input", inputs, "--output", out, "--model", tiny_model_path, "--run_date", "2026-11-20") == 0
+    partition = out / "dt=2026-11-20"
+    # An earlier run with more shards left one that the new run does not write: it must not survive the rerun.
+    stale = partition / "scores" / "part-00001-of-00002.parquet"
+    shutil.copy(next((partition / "scores").glob("*.parquet")), stale)
+    for path in inputs.glob("test-0001*.png"):
+        path.unlink()
+    assert _run("--input", inputs, "--output", out, "--model", tiny_model_path, "--run_date", "2026-11-20") == 0
+    manifest = _manifest(out, "2026-11-20")
+    assert (partition / "_SUCCESS").read_text() == manifest["run_id"]
+    assert not stale.exists()
+    assert sorted(os.listdir(out)) == [".staging", ".trash", "dt=2026-11-20"]
+    assert len(read_rows(str(partition / "scores"))) == manifest["counts"]["scored"] == 20
+    assert not os.listdir(out / ".staging") and not os.listdir(out / ".trash")
+
+
+def _wait_for_staging(out, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        staging = out / ".staging"
+        if staging.exists() and any(os.scandir(staging)):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the run never started writing its staging folder")
+
+
+def test_killed_run_leaves_the_previous_partition_untouched(test_split, tiny_model_path, tmp_path):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    _images(test_split, inputs, 0, 20)
+    assert _run("--input", inputs, "--output", out, "--model", tiny_model_path, "--run_date", "2026-11-21") == 0
+    partition = out / "dt=2026-11-21"
+    before = {name: (partition / name).read_bytes() for name in _files(partition)}
+    _images(test_split, inputs, 20, 3000)
+    command = [sys.executable, "-m", "pipeline.score", "--input", str(inputs), "--output", str(out), "--model",
+               tiny_model_path, "--run_date", "2026-11-21", "--progress_seconds", "0"]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_staging(out, process)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert {name: (partition / name).read_bytes() for name in _files(partition)} == before
+    assert [p for p in _files(out) if p.endswith("_SUCCESS")] == ["dt=2026-11-21/_SUCCESS"]
+
+
+def test_swap_cut_between_its_renames_is_recovered(tmp_path):
+    out = tmp_path / "out"
+    aside = out / ".trash" / "dt=2026-11-21.RUN"
+    aside.mkdir(parents=True)
+    (aside / "_SUCCESS").write_text("RUN")
+    partitions.recover(str(out), "2026-11-21")
+    assert (out / "dt=2026-11-21" / "_SUCCESS").read_text() == "RUN"
+
+
+def test_incremental_run_scores_only_new_and_changed_files(test_split, tiny_model_path, shipped_model, tmp_path):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    old = _images(test_split, inputs, 0, 40)
+    shutil.copy(os.path.join(BROKEN, "notes.jpg"), inputs / "notes.jpg")
+    assert _run("--input", inputs, "--output", out, "--model", tiny_model_path, "--run_date", "2026-11-20",
+                "--skip_scored", "--max_error_rate", "0.5") == 0
+    assert _manifest(out, "2026-11-20")["counts"]["scored"] == 40
+    new = _images(test_split, inputs, 100, 10)
+    os.utime(old[0], (time.time() + 5, time.time() + 5))  # a changed file is scored again
+    assert _run("--input", inputs, "--output", out, "--model", tiny_model_path, "--run_date", "2026-11-21",
+                "--skip_scored", "--max_error_rate", "0.5") == 0
+    counts = _manifest(out, "2026-11-21")["counts"]
+    assert (counts["matched"], counts["skipped"], counts["scored"], counts["failed"]) == (51, 39, 11, 1)
+    scored = {row["key"] for row in read_rows(str(out / "dt=2026-11-21" / "scores"))}
+    assert scored == set(new) | {old[0]}
+    # Another model version has scored nothing yet, so it scores everything.
+    assert _run("--input", inputs, "--output", out, "--model", shipped_model, "--run_date", "2026-11-22",
+                "--skip_scored", "--max_error_rate", "0.5") == 0
+    counts = _manifest(out, "2026-11-22")["counts"]
+    assert (counts["skipped"], counts["scored"], counts["failed"]) == (0, 50, 1)
+
+
+def test_error_rate_above_the_limit_writes_everything_then_exits_4(test_split, tiny_model_path, tmp_path, capsys):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    _images(test_split, inputs, 0, 8)
+    for name in os.listdir(BROKEN):
+        shutil.copy(os.path.join(BROKEN, name), inputs / name)
+    argv = ["--input", inputs, "--output", out, "--model", tiny_model_path, "--run_date", "2026-11-20"]
+    assert _run(*argv, "--max_error_rate", "0.1") == score.EXIT_ERROR_RATE
+    assert "above --max_error_rate 10.0%" in capsys.readouterr().out
+    manifest = _manifest(out, "2026-11-20")
+    assert manifest["error_rate"] == pytest.approx(0.2) and manifest["error_rate_exceeded"]
+    assert len(read_rows(str(out / "dt=2026-11-20" / "scores"))) == 8
+    assert len(read_rows(str(out / "dt=2026-11-20" / "errors"))) == 2
+    assert (out / "dt=2026-11-20" / "_SUCCESS").exists()
+    assert _run(*argv, "--max_error_rate", "0.25") == score.EXIT_OK
+
+
+def test_empty_input_has_its_own_exit_code_and_writes_nothing(tiny_model_path, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    assert _run("--input", tmp_path / "empty", "--output", out, "--model", tiny_model_path) == score.EXIT_NO_INPUT
+    assert "matches no files" in capsys.readouterr().err
+    assert not out.exists() or not list(out.glob("dt=*"))
+
+
+def test_bad_run_date_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as stop:
+        score.run(["--input", "x", "--output", "y", "--run_date", "2026-13-01"])
+    assert stop.value.code == score.EXIT_USAGE
+    assert "is not a date like 2026-11-22" in capsys.readouterr().err
