@@ -33,6 +33,17 @@ class ScoredBatch:
     failures: list
 
 
+class ServedModel:
+    """What load_model returns: the Keras model behind one method, so that Beam can also serve it from another
+    process (--share_model), where callers hold a proxy that forwards method calls but not attribute access."""
+
+    def __init__(self, loaded: model_files.LoadedModel):
+        self.loaded = loaded
+
+    def predict_rows(self, pixels: np.ndarray) -> np.ndarray:
+        return predict_fixed_rows(self.loaded.model, pixels)
+
+
 class KerasModelHandler(ModelHandler):
     """Takes (key, uint8[28, 28]) records; returns one ScoredBatch per batch."""
 
@@ -45,19 +56,18 @@ class KerasModelHandler(ModelHandler):
                          large_model=share_across_processes, model_copies=copies or None, env_vars=env_vars)
         self.model_uri = model_uri
 
-    def load_model(self) -> model_files.LoadedModel:
+    def load_model(self) -> ServedModel:
         loaded = model_files.load(localize(self.model_uri))
         log_path = os.environ.get(LOAD_LOG_ENV)
         if log_path:
             with open(log_path, "a", encoding="utf-8") as stream:
                 stream.write(f"{os.getpid()}\n")
-        return loaded
+        return ServedModel(loaded)
 
-    def run_inference(self, batch: Sequence, model: model_files.LoadedModel,
-                      inference_args: Optional[dict] = None) -> list:
+    def run_inference(self, batch: Sequence, model: ServedModel, inference_args: Optional[dict] = None) -> list:
         keys = [key for key, _ in batch]
         pixels = np.stack([image for _, image in batch])
-        probabilities, failed_rows = predict_isolating_failures(model.model, pixels)
+        probabilities, failed_rows = predict_isolating_failures(model.predict_rows, pixels)
         good = [row for row in range(len(keys)) if row not in failed_rows]
         failures = [(keys[row], type(error).__name__, str(error)) for row, error in sorted(failed_rows.items())]
         return [ScoredBatch([keys[row] for row in good], probabilities[good], failures)]
@@ -80,19 +90,19 @@ def predict_fixed_rows(model, pixels: np.ndarray) -> np.ndarray:
     return np.concatenate(blocks)[:count].astype(np.float32, copy=False)
 
 
-def predict_isolating_failures(model, pixels: np.ndarray, offset: int = 0):
-    """Predicts a batch; when the call fails, splits it in halves until each failure is one record.
+def predict_isolating_failures(predict, pixels: np.ndarray, offset: int = 0):
+    """Calls predict(pixels); when it fails, splits the batch in halves until each failure is one record.
 
     Returns (float32 (N, NUM_CLASSES) with rows of failed records zeroed, {row: exception}).
     """
     try:
-        return predict_fixed_rows(model, pixels), {}
+        return predict(pixels), {}
     except Exception as error:  # Any model error is isolated to its record; nothing escapes for the whole batch.
         if len(pixels) == 1:
             return np.zeros((1, NUM_CLASSES), dtype=np.float32), {offset: error}
     middle = len(pixels) // 2
-    first, first_failed = predict_isolating_failures(model, pixels[:middle], offset)
-    second, second_failed = predict_isolating_failures(model, pixels[middle:], offset + middle)
+    first, first_failed = predict_isolating_failures(predict, pixels[:middle], offset)
+    second, second_failed = predict_isolating_failures(predict, pixels[middle:], offset + middle)
     return np.concatenate([first, second]), {**first_failed, **second_failed}
 
 

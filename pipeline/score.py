@@ -54,7 +54,8 @@ def pipeline_options(beam_args) -> PipelineOptions:
         # Beam 2.77's DirectRunner first tries to download the Prism runner; this machine and many CI hosts are
         # offline, and the Python runner gives the same results deterministically.
         standard.runner = "FnApiRunner"
-        beam_options.view_as(DirectOptions).direct_num_workers = beam_options.view_as(DirectOptions).direct_num_workers or 1
+        direct = beam_options.view_as(DirectOptions)
+        direct.direct_num_workers = direct.direct_num_workers or 1
     return beam_options
 
 
@@ -67,9 +68,12 @@ class _KnownNoise(logging.Filter):
         return not str(record.msg).startswith(self.MESSAGES)
 
 
+_QUIET = _KnownNoise()
+
+
 def run(argv=None) -> int:
     """The CLI: checks everything it can before starting, runs the pipeline, publishes, prints a summary."""
-    logging.getLogger().addFilter(_KnownNoise())
+    logging.getLogger().addFilter(_QUIET)  # adding the same filter again is a no-op
     config, beam_args = options.parse(sys.argv[1:] if argv is None else argv)
     try:
         checked = preflight.check(config)

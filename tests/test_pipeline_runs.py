@@ -9,7 +9,7 @@ import pytest
 from model import model_files, samples
 from pipeline import score
 from pipeline.model_handler import LOAD_LOG_ENV
-from tests.conftest import partition, read_rows
+from tests.conftest import SAMPLE_INPUTS, partition, read_rows
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +75,14 @@ def test_multi_process_run_loads_once_per_worker_and_gives_the_same_rows(test_pn
     assert len(worker_loads) == 2 and len(set(worker_loads)) == 2, worker_loads
     assert str(os.getpid()) not in worker_loads
     assert read_rows(os.path.join(partition(tmp_path / "multi"), "scores")) == read_rows(os.path.join(partition(tmp_path / "single"), "scores"))
+
+
+def test_shared_model_run_gives_the_same_rows(tiny_model_path, tmp_path):
+    """--share_model serves one model copy from a separate process; callers reach it through a proxy."""
+    sample = os.path.join(SAMPLE_INPUTS, "images")
+    for name, extra in (("own", []), ("shared", ["--share_model"])):
+        _score(["--input", sample, "--output", str(tmp_path / name), "--model", tiny_model_path, *extra])
+    for table in ("scores", "errors"):
+        assert read_rows(os.path.join(partition(tmp_path / "shared"), table)) == read_rows(
+            os.path.join(partition(tmp_path / "own"), table))
+    assert len(read_rows(os.path.join(partition(tmp_path / "shared"), "scores"))) == 55

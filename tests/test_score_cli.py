@@ -34,6 +34,9 @@ def _fails(capsys, argv, code, message):
     (["--input", "a", "--output", "/tmp/x", "--low_confidence", "2"], "is not between 0 and 1"),
     (["--input", "a", "--output", "/tmp/x", "--direct_num_wrokers", "2"], "unrecognised arguments: --direct_num_wrokers"),
     (["--input", "a"], "the following arguments are required: --output"),
+    (["--input", "a", "--output", "/tmp/x", "--model_copies", "2"], "--model_copies only applies with --share_model"),
+    (["--input_tfrecords", "a", "--output", "/tmp/x", "--skip_scored"], "--skip_scored works with --input image"),
+    (["--input", "a", "--output", "/tmp/x", "--max_error_rate", "-1"], "is not between 0 and 1"),
 ])
 def test_flag_mistakes_fail_fast(capsys, argv, message):
     _fails(capsys, argv, score.EXIT_USAGE, message)

@@ -11,7 +11,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from model import model_files, samples
 from model.vocabulary import CLASS_NAMES
 from pipeline import sinks
-from pipeline.model_handler import MODEL_CALL_ROWS, KerasModelHandler, predict_fixed_rows, predict_isolating_failures
+from pipeline.model_handler import (
+    MODEL_CALL_ROWS, KerasModelHandler, ServedModel, predict_fixed_rows, predict_isolating_failures)
 from pipeline.scoring import ScoreImages
 from tests.conftest import local_pipeline
 
@@ -32,15 +33,16 @@ class _ModelThatFailsOnPoison:
 
 class _PoisonAwareHandler(KerasModelHandler):
     def load_model(self):
-        loaded = super().load_model()
-        return model_files.LoadedModel(_ModelThatFailsOnPoison(loaded.model), loaded.card)
+        loaded = super().load_model().loaded
+        return ServedModel(model_files.LoadedModel(_ModelThatFailsOnPoison(loaded.model), loaded.card))
 
 
 def test_isolation_fails_only_the_bad_records(tiny_model_path, test_split):
     model = model_files.load(tiny_model_path).model
     pixels = test_split.images[:700].copy()
     pixels[[3, 400, 401], 0, 0] = POISON
-    probabilities, failed = predict_isolating_failures(_ModelThatFailsOnPoison(model), pixels)
+    poisoned = _ModelThatFailsOnPoison(model)
+    probabilities, failed = predict_isolating_failures(lambda rows: predict_fixed_rows(poisoned, rows), pixels)
     assert sorted(failed) == [3, 400, 401] and all("poisoned" in str(e) for e in failed.values())
     good = [i for i in range(700) if i not in failed]
     np.testing.assert_allclose(probabilities[good], predict_fixed_rows(model, pixels[good]), rtol=0, atol=1e-6)
