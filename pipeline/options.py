@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--progress_seconds", type=float, default=ScoreConfig.progress_seconds,
                         help="seconds between progress lines per worker (0: none)")
     parser.add_argument("--model_threads", type=int, default=ScoreConfig.model_threads,
-                        help="TensorFlow threads per worker process (0: TensorFlow's default, all cores)")
+                        help="TensorFlow threads per worker process (0: cores / local worker processes for "
+                             "multi_processing runs, else TensorFlow's default)")
     parser.add_argument("--share_model", action="store_true",
                         help="one model copy per machine, served to all its worker processes (large models)")
     parser.add_argument("--model_copies", type=int, default=ScoreConfig.model_copies,

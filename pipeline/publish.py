@@ -42,6 +42,7 @@ def start_run(config, beam_options, checked) -> RunInfo:
         "inputs": {"images": list(config.inputs), "tfrecords": list(config.input_tfrecords)},
         "skip_scored": config.skip_scored,
         "runner": runner,
+        "model_threads": config.model_threads or "tensorflow default",
         "model": {"path": config.model, "sha256": checked.model_sha256, "version": checked.version},
         "low_confidence_threshold": config.low_confidence,
         "max_error_rate": config.max_error_rate,

@@ -3,7 +3,9 @@
     python -m pipeline.score --input sample_inputs/images --output /tmp/scores
 """
 
+import dataclasses
 import logging
+import os
 import sys
 import time
 
@@ -59,6 +61,17 @@ def pipeline_options(beam_args) -> PipelineOptions:
     return beam_options
 
 
+def model_threads(config: options.ScoreConfig, beam_options: PipelineOptions) -> int:
+    """TensorFlow threads per worker: the user's choice, else the machine's cores shared out among the local worker
+    processes (each would otherwise start one thread per core, and they slow each other down), else TF's default."""
+    direct = beam_options.view_as(DirectOptions)
+    local = beam_options.view_as(StandardOptions).runner == "FnApiRunner"
+    if config.model_threads or not local or direct.direct_running_mode != "multi_processing":
+        return config.model_threads
+    workers = direct.direct_num_workers or os.cpu_count()
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 class _KnownNoise(logging.Filter):
     """Drops two warnings Beam 2.77 logs on every run here that say nothing about the user's job."""
 
@@ -84,6 +97,7 @@ def run(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     beam_options = pipeline_options(beam_args)
+    config = dataclasses.replace(config, model_threads=model_threads(config, beam_options))
     run_info = publish.start_run(config, beam_options, checked)
     started = time.monotonic()
     try:

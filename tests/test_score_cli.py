@@ -117,3 +117,16 @@ def test_real_cli_scores_sample_inputs_with_the_shipped_model(shipped_model, tes
     assert manifest["model"]["version"] == scores[0]["model_version"]
     assert open(os.path.join(published, "_SUCCESS")).read() == manifest["run_id"]
     assert not os.listdir(os.path.join(out, ".staging"))
+
+
+def test_local_worker_processes_share_the_cores_between_them():
+    from pipeline import options
+
+    def threads(*flags):
+        config, beam_args = options.parse(["--input", "a", "--output", "b", *flags])
+        return score.model_threads(config, score.pipeline_options(beam_args))
+
+    assert threads() == 0  # one in-memory worker: TensorFlow's default, every core
+    assert threads("--direct_running_mode=multi_processing", "--direct_num_workers=2") == max(1, os.cpu_count() // 2)
+    assert threads("--direct_running_mode=multi_processing", "--direct_num_workers=2", "--model_threads", "3") == 3
+    assert threads("--runner=PortableRunner", "--job_endpoint=localhost:1") == 0
