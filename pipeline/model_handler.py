@@ -5,24 +5,13 @@ fails a whole batch for one bad record; this handler does none of that.
 """
 
 import dataclasses
-import hashlib
-import os
-import tempfile
 from typing import Optional, Sequence
 
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler
 
-from model import model_files
 from model.vocabulary import IMAGE_SHAPE, NUM_CLASSES
-
-# Every model call gets exactly this many rows (the last block padded), so a record's probabilities never depend on
-# how the runner happened to batch it with others: oneDNN may pick other kernels for other batch shapes.
-MODEL_CALL_ROWS = 256
-# When set, every load_model appends its process id to this file; the tests use it to prove one load per worker.
-LOAD_LOG_ENV = "FASHION_SCORER_LOAD_LOG"
-
+from pipeline.served_model import ServedModel, load_served_model
 
 @dataclasses.dataclass
 class ScoredBatch:
@@ -31,17 +20,6 @@ class ScoredBatch:
     keys: list
     probabilities: np.ndarray  # (len(keys), NUM_CLASSES) float32
     failures: list
-
-
-class ServedModel:
-    """What load_model returns: the Keras model behind one method, so that Beam can also serve it from another
-    process (--share_model), where callers hold a proxy that forwards method calls but not attribute access."""
-
-    def __init__(self, loaded: model_files.LoadedModel):
-        self.loaded = loaded
-
-    def predict_rows(self, pixels: np.ndarray) -> np.ndarray:
-        return predict_fixed_rows(self.loaded.model, pixels)
 
 
 class KerasModelHandler(ModelHandler):
@@ -57,12 +35,7 @@ class KerasModelHandler(ModelHandler):
         self.model_uri = model_uri
 
     def load_model(self) -> ServedModel:
-        loaded = model_files.load(localize(self.model_uri))
-        log_path = os.environ.get(LOAD_LOG_ENV)
-        if log_path:
-            with open(log_path, "a", encoding="utf-8") as stream:
-                stream.write(f"{os.getpid()}\n")
-        return ServedModel(loaded)
+        return load_served_model(self.model_uri)
 
     def run_inference(self, batch: Sequence, model: ServedModel, inference_args: Optional[dict] = None) -> list:
         keys = [key for key, _ in batch]
@@ -79,17 +52,6 @@ class KerasModelHandler(ModelHandler):
         return "fashion_scorer"
 
 
-def predict_fixed_rows(model, pixels: np.ndarray) -> np.ndarray:
-    """Runs the model over blocks of exactly MODEL_CALL_ROWS rows and returns float32 (N, NUM_CLASSES)."""
-    count = len(pixels)
-    padded = -count % MODEL_CALL_ROWS
-    if padded:
-        pixels = np.concatenate([pixels, np.zeros((padded,) + pixels.shape[1:], dtype=pixels.dtype)])
-    blocks = [model.predict_on_batch(pixels[start:start + MODEL_CALL_ROWS])
-              for start in range(0, len(pixels), MODEL_CALL_ROWS)]
-    return np.concatenate(blocks)[:count].astype(np.float32, copy=False)
-
-
 def predict_isolating_failures(predict, pixels: np.ndarray, offset: int = 0):
     """Calls predict(pixels); when it fails, splits the batch in halves until each failure is one record.
 
@@ -104,25 +66,3 @@ def predict_isolating_failures(predict, pixels: np.ndarray, offset: int = 0):
     first, first_failed = predict_isolating_failures(predict, pixels[:middle], offset)
     second, second_failed = predict_isolating_failures(predict, pixels[middle:], offset + middle)
     return np.concatenate([first, second]), {**first_failed, **second_failed}
-
-
-def localize(model_uri: str) -> str:
-    """Returns a local path for a model on any Beam filesystem, copying it (and its card) to local disk once."""
-    if os.path.isfile(model_uri):
-        return model_uri
-    # The cache is keyed by the file's URI, size and modification time, so a replaced model is copied again.
-    metadata = FileSystems.metadata(model_uri)
-    identity = f"{model_uri}|{metadata.size_in_bytes}|{metadata.last_updated_in_seconds}"
-    folder = os.path.join(tempfile.gettempdir(), "fashion-scorer-models", hashlib.sha256(identity.encode()).hexdigest()[:16])
-    local_model = os.path.join(folder, os.path.basename(model_uri))
-    if os.path.isfile(local_model) and os.path.isfile(model_files.card_path_for(local_model)):
-        return local_model
-    os.makedirs(folder, exist_ok=True)
-    for source, target in ((model_uri, local_model),
-                           (model_files.card_path_for(model_uri), model_files.card_path_for(local_model))):
-        partial = f"{target}.{os.getpid()}.partial"
-        with FileSystems.open(source) as reader, open(partial, "wb") as writer:
-            for chunk in iter(lambda: reader.read(1 << 20), b""):
-                writer.write(chunk)
-        os.replace(partial, target)  # Atomic, so a concurrent worker never loads half a file.
-    return local_model

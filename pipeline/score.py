@@ -9,13 +9,26 @@ import os
 import sys
 import time
 
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from pipeline import options, partitions, preflight, publish, sinks, sources
-from pipeline.model_handler import KerasModelHandler
-from pipeline.scoring import ScoreImages
+class _KnownNoise(logging.Filter):
+    """Drops two warnings Beam 2.77 logs on every run here that say nothing about the user's job."""
+
+    MESSAGES = ("apitools not found", "Resource module is not available")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.MESSAGES)
+
+
+# Installed before Beam is imported: the first of those warnings is logged while `import apache_beam` runs.
+logging.getLogger().addFilter(_KnownNoise())
+
+import apache_beam as beam  # noqa: E402
+from apache_beam.io.filesystems import FileSystems  # noqa: E402
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions  # noqa: E402
+
+from pipeline import options, partitions, preflight, publish, sinks, sources  # noqa: E402
+from pipeline.model_handler import KerasModelHandler  # noqa: E402
+from pipeline.scoring import ScoreImages  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_ERROR_RATE = 0, 1, 2, 3, 4
 
@@ -72,21 +85,8 @@ def model_threads(config: options.ScoreConfig, beam_options: PipelineOptions) ->
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-class _KnownNoise(logging.Filter):
-    """Drops two warnings Beam 2.77 logs on every run here that say nothing about the user's job."""
-
-    MESSAGES = ("apitools not found", "Resource module is not available")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.MESSAGES)
-
-
-_QUIET = _KnownNoise()
-
-
 def run(argv=None) -> int:
     """The CLI: checks everything it can before starting, runs the pipeline, publishes, prints a summary."""
-    logging.getLogger().addFilter(_QUIET)  # adding the same filter again is a no-op
     config, beam_args = options.parse(sys.argv[1:] if argv is None else argv)
     try:
         checked = preflight.check(config)

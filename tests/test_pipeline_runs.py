@@ -8,7 +8,7 @@ import pytest
 
 from model import model_files, samples
 from pipeline import score
-from pipeline.model_handler import LOAD_LOG_ENV
+from pipeline.served_model import LOAD_LOG_ENV
 from tests.conftest import SAMPLE_INPUTS, partition, read_rows
 
 

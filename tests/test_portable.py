@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from pipeline.model_handler import LOAD_LOG_ENV
+from pipeline.served_model import LOAD_LOG_ENV
 from tests import portable_servers
 from tests.conftest import REPO_ROOT, SAMPLE_INPUTS, partition, read_rows
 

@@ -11,8 +11,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from model import model_files, samples
 from model.vocabulary import CLASS_NAMES
 from pipeline import sinks
-from pipeline.model_handler import (
-    MODEL_CALL_ROWS, KerasModelHandler, ServedModel, predict_fixed_rows, predict_isolating_failures)
+from pipeline.model_handler import KerasModelHandler, predict_isolating_failures
+from pipeline.served_model import MODEL_CALL_ROWS, ServedModel, predict_fixed_rows
 from pipeline.scoring import ScoreImages
 from tests.conftest import local_pipeline
 

@@ -1,0 +1,71 @@
+"""Defines the model as scoring uses it: loaded once (from any Beam filesystem), called on fixed-size blocks."""
+
+import hashlib
+import os
+import tempfile
+
+import numpy as np
+
+from model import model_files
+
+# Every model call gets exactly this many rows (the last block padded), so a record's probabilities never depend on
+# how the runner happened to batch it with others: oneDNN may pick other kernels for other batch shapes.
+MODEL_CALL_ROWS = 256
+# When set, every model load appends its process id to this file; the tests use it to prove one load per worker.
+LOAD_LOG_ENV = "FASHION_SCORER_LOAD_LOG"
+
+
+class ServedModel:
+    """What load_model returns: the Keras model behind one method, so that Beam can also serve it from another
+    process (--share_model), where callers hold a proxy that forwards method calls but not attribute access."""
+
+    def __init__(self, loaded: model_files.LoadedModel):
+        self.loaded = loaded
+
+    def predict_rows(self, pixels: np.ndarray) -> np.ndarray:
+        return predict_fixed_rows(self.loaded.model, pixels)
+
+
+def load_served_model(model_uri: str) -> ServedModel:
+    """Copies the model to local disk if needed, loads and checks it (safe mode), and logs the load when asked to."""
+    loaded = model_files.load(localize(model_uri))
+    log_path = os.environ.get(LOAD_LOG_ENV)
+    if log_path:
+        with open(log_path, "a", encoding="utf-8") as stream:
+            stream.write(f"{os.getpid()}\n")
+    return ServedModel(loaded)
+
+
+def predict_fixed_rows(model, pixels: np.ndarray) -> np.ndarray:
+    """Runs the model over blocks of exactly MODEL_CALL_ROWS rows and returns float32 (N, NUM_CLASSES)."""
+    count = len(pixels)
+    padded = -count % MODEL_CALL_ROWS
+    if padded:
+        pixels = np.concatenate([pixels, np.zeros((padded,) + pixels.shape[1:], dtype=pixels.dtype)])
+    blocks = [model.predict_on_batch(pixels[start:start + MODEL_CALL_ROWS])
+              for start in range(0, len(pixels), MODEL_CALL_ROWS)]
+    return np.concatenate(blocks)[:count].astype(np.float32, copy=False)
+
+
+def localize(model_uri: str) -> str:
+    """Returns a local path for a model on any Beam filesystem, copying it (and its card) to local disk once."""
+    if os.path.isfile(model_uri):
+        return model_uri
+    from apache_beam.io.filesystems import FileSystems  # only remote models need Beam's filesystems
+
+    # The cache is keyed by the file's URI, size and modification time, so a replaced model is copied again.
+    metadata = FileSystems.metadata(model_uri)
+    identity = f"{model_uri}|{metadata.size_in_bytes}|{metadata.last_updated_in_seconds}"
+    folder = os.path.join(tempfile.gettempdir(), "fashion-scorer-models", hashlib.sha256(identity.encode()).hexdigest()[:16])
+    local_model = os.path.join(folder, os.path.basename(model_uri))
+    if os.path.isfile(local_model) and os.path.isfile(model_files.card_path_for(local_model)):
+        return local_model
+    os.makedirs(folder, exist_ok=True)
+    for source, target in ((model_uri, local_model),
+                           (model_files.card_path_for(model_uri), model_files.card_path_for(local_model))):
+        partial = f"{target}.{os.getpid()}.partial"
+        with FileSystems.open(source) as reader, open(partial, "wb") as writer:
+            for chunk in iter(lambda: reader.read(1 << 20), b""):
+                writer.write(chunk)
+        os.replace(partial, target)  # Atomic, so a concurrent worker never loads half a file.
+    return local_model
