@@ -46,6 +46,6 @@ def test_catalogue_photos_get_the_label_of_the_original(shipped, test_split):
 @pytest.mark.slow
 def test_tutorial_mlp_trains_through_the_same_cli(data_dir, tmp_path):
     export = str(tmp_path / "mlp.keras")
-    assert train.main(["--architecture", "mlp", "--epochs", "10", "--data-dir", data_dir, "--run-dir",
+    assert train.main(["--architecture", "mlp", "--epochs", "15", "--data-dir", data_dir, "--run-dir",
                        str(tmp_path / "run"), "--export", export, "--verbose", "0"]) == 0
     assert model_files.load(export).card["test_metrics"]["accuracy"] >= 0.87
