@@ -116,10 +116,12 @@ def export(run_dir: str, export_path: str, config: TrainConfig, data_dir: str, c
     card = model_files.save(best, export_path, {
         "name": f"fashion-mnist-{config.architecture}",
         "architecture": config.architecture,
-        "test_metrics": {name: round(scores[name], 6) for name in ("loss", "accuracy")} | {"examples": scores["examples"]},
+        "test_metrics": {"loss": round(scores["loss"], 6), "accuracy": round(scores["accuracy"], 6),
+                         "examples": scores["examples"]},
         "best_validation_accuracy": state.get("best_value"),
         "epochs_trained": state["epochs_done"],
-        "dataset_files": {name: data.file_sha256(os.path.join(data_dir, name)) for pair in IDX_FILES.values() for name in pair},
+        "dataset_files": {name: data.file_sha256(os.path.join(data_dir, name))
+                          for pair in IDX_FILES.values() for name in pair},
         "training_command": command,
         "training_config": dataclasses.asdict(config),
     })
@@ -127,14 +129,15 @@ def export(run_dir: str, export_path: str, config: TrainConfig, data_dir: str, c
 
 
 def main(argv=None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
     config = TrainConfig(args.architecture, args.epochs, args.batch_size, args.validation_split, args.seed, args.augment,
                          args.learning_rate)
     run_dir = args.run_dir or os.path.join("runs", config.architecture)
     export_path = args.export or os.path.join(run_dir, "model.keras")
     try:
         state = train(config, args.data_dir, run_dir, args.verbose)
-        card = export(run_dir, export_path, config, args.data_dir, "python -m model.train " + shlex.join(sys.argv[1:] if argv is None else argv))
+        card = export(run_dir, export_path, config, args.data_dir, "python -m model.train " + shlex.join(argv))
     except (data.DatasetError, model_files.ModelFileError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -56,7 +56,8 @@ def localize(model_uri: str) -> str:
     # The cache is keyed by the file's URI, size and modification time, so a replaced model is copied again.
     metadata = FileSystems.metadata(model_uri)
     identity = f"{model_uri}|{metadata.size_in_bytes}|{metadata.last_updated_in_seconds}"
-    folder = os.path.join(tempfile.gettempdir(), "fashion-scorer-models", hashlib.sha256(identity.encode()).hexdigest()[:16])
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    folder = os.path.join(tempfile.gettempdir(), "fashion-scorer-models", digest)
     local_model = os.path.join(folder, os.path.basename(model_uri))
     if os.path.isfile(local_model) and os.path.isfile(model_files.card_path_for(local_model)):
         return local_model

@@ -11,7 +11,6 @@ from model.vocabulary import CLASS_NAMES, NUM_CLASSES
 from pipeline.model_handler import ScoredBatch
 
 _LABELS = np.array(CLASS_NAMES, dtype=object)
-ERROR_STAGES = ("read", "decode", "predict")
 
 
 def scores_schema(card: dict) -> pa.Schema:

@@ -84,7 +84,8 @@ def test_labelled_folder_loads_through_shared_preprocessing(test_split, tmp_path
     saved = _save_examples(test_split, tmp_path)
     loaded = data.load_labelled_folder(str(tmp_path))
     assert len(loaded.labels) == len(saved)
-    by_source = {os.path.relpath(s, tmp_path): (img, lab) for s, img, lab in zip(loaded.sources, loaded.images, loaded.labels)}
+    by_source = {os.path.relpath(source, tmp_path): (image, label)
+                 for source, image, label in zip(loaded.sources, loaded.images, loaded.labels)}
     for relative, label, index in saved:
         image, loaded_label = by_source[relative]
         assert loaded_label == label

@@ -74,7 +74,8 @@ def test_multi_process_run_loads_once_per_worker_and_gives_the_same_rows(test_pn
     assert single_loads == [str(os.getpid())]
     assert len(worker_loads) == 2 and len(set(worker_loads)) == 2, worker_loads
     assert str(os.getpid()) not in worker_loads
-    assert read_rows(os.path.join(partition(tmp_path / "multi"), "scores")) == read_rows(os.path.join(partition(tmp_path / "single"), "scores"))
+    multi, single = (read_rows(os.path.join(partition(tmp_path / run), "scores")) for run in ("multi", "single"))
+    assert multi == single
 
 
 def test_shared_model_run_gives_the_same_rows(tiny_model_path, tmp_path):

@@ -66,8 +66,8 @@ def test_portable_job_api_run_matches_in_memory_run(tmp_path, tiny_model_path):
 
     with open(load_log, encoding="utf-8") as stream:
         assert stream.read().split(), "no SDK worker of the pool loaded the model"
-    assert read_rows(os.path.join(partition(portable), "scores")) == read_rows(os.path.join(partition(in_memory), "scores"))
-    assert read_rows(os.path.join(partition(portable), "errors")) == read_rows(os.path.join(partition(in_memory), "errors"))
+    for table in ("scores", "errors"):
+        assert read_rows(os.path.join(partition(portable), table)) == read_rows(os.path.join(partition(in_memory), table))
     counts = _manifest_counts(portable)
     assert counts == _manifest_counts(in_memory)
     broken = len(os.listdir(INPUTS[1]))

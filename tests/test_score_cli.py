@@ -87,8 +87,9 @@ def _labels():
 
 def test_real_cli_scores_sample_inputs_with_the_shipped_model(shipped_model, test_split, tmp_path):
     out = str(tmp_path / "out")
-    result = subprocess.run([sys.executable, "-m", "pipeline.score", "--input", os.path.join(SAMPLE_INPUTS, "images"),
-                             "--output", out, "--run_date", "2026-11-22"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "pipeline.score", "--input", os.path.join(SAMPLE_INPUTS, "images"),
+               "--output", out, "--run_date", "2026-11-22"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "scored 55 of 57 inputs, 2 failed" in result.stdout
     published = partition(out)

@@ -1,6 +1,5 @@
 """Tests decoding, batch-failure isolation in the model handler, and the Arrow rows, with real images."""
 
-import os
 
 import apache_beam as beam
 import numpy as np

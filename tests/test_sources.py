@@ -34,7 +34,8 @@ def test_unreadable_file_becomes_a_read_error(tmp_path):
     with local_pipeline() as pipeline:
         import apache_beam as beam
 
-        read = pipeline | beam.Create([[(str(good), 5, 0.0), (missing, 1, 0.0)]]) | beam.ParDo(sources._ReadFiles()).with_outputs(
+        chunk = [(str(good), 5, 0.0), (missing, 1, 0.0)]
+        read = pipeline | beam.Create([chunk]) | beam.ParDo(sources._ReadFiles()).with_outputs(
             sources.ERRORS, main="records")
         assert_that(read.records, equal_to([(str(good), b"bytes")]), label="records")
         assert_that(read[sources.ERRORS] | beam.Map(lambda row: (row["key"], row["stage"])),
