@@ -1,8 +1,8 @@
 """Benchmarks the scoring pipeline against the hand-written baseline on real test images written as PNG files.
 
-    python bench/benchmark.py                      # 10,000 images
+    python bench/benchmark.py                      # 10,000 images; baseline, pipeline with 1 and 2 workers
     python bench/benchmark.py --images 100000      # the test set repeated to 100,000 files
-    python bench/benchmark.py --images 100000 --workers 1 2
+    python bench/benchmark.py --workers 1 --repeat 1
 
 Every way runs as a fresh process, so the numbers include Python start-up and imports; peak RSS is summed over the
 process and its children (the pipeline's worker processes), sampled from /proc.
@@ -97,7 +97,7 @@ def ways(folder: str, out: str, workers: list) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="local worker processes to try")
     parser.add_argument("--repeat", type=int, default=3, help="runs per way, interleaved; the median is reported")
     parser.add_argument("--cache", default="/tmp/fashion-bench")
     args = parser.parse_args(argv)
