@@ -24,6 +24,10 @@ def staging_path(output: str, run_date: str, run_id: str) -> str:
     return FileSystems.join(output, ".staging", f"dt={run_date}.{run_id}")
 
 
+def trash_path(output: str, run_date: str, run_id: str) -> str:
+    return FileSystems.join(output, ".trash", f"dt={run_date}.{run_id}")
+
+
 def is_local(path: str) -> bool:
     return FileSystems.get_scheme(path) is None
 

@@ -49,7 +49,7 @@ def start_run(config, beam_options, checked) -> RunInfo:
         "partition": final,
     }
     return RunInfo(run_id, final, partitions.staging_path(config.output, config.run_date, run_id),
-                   FileSystems.join(config.output, ".trash", f"dt={config.run_date}.{run_id}"),
+                   partitions.trash_path(config.output, config.run_date, run_id),
                    config.max_error_rate, base)
 
 
