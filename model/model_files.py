@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.vocabulary import CLASS_NAMES, IMAGE_SHAPE, PREPROCESSING_VERSION
+from model.vocabulary import CLASS_NAMES, COMPATIBLE_PREPROCESSING_VERSIONS, IMAGE_SHAPE, PREPROCESSING_VERSION
 
 CARD_FORMAT = 1
 ARTIFACTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "artifacts")
@@ -113,9 +113,10 @@ def validate_card(card: dict, card_path: str) -> None:
         raise ModelFileError(f"model card {card_path} lacks {', '.join(sorted(missing))}")
     if tuple(card["class_names"]) != CLASS_NAMES:
         raise ModelFileError(f"model card {card_path}: class names {card['class_names']} differ from {list(CLASS_NAMES)}")
-    if card["preprocessing_version"] != PREPROCESSING_VERSION:
+    if card["preprocessing_version"] not in COMPATIBLE_PREPROCESSING_VERSIONS:
         raise ModelFileError(f"model card {card_path}: trained with preprocessing {card['preprocessing_version']!r}, "
-                             f"this code has {PREPROCESSING_VERSION!r}")
+                             f"this code has {PREPROCESSING_VERSION!r} and also accepts "
+                             f"{', '.join(repr(v) for v in COMPATIBLE_PREPROCESSING_VERSIONS[:-1])}")
 
 
 def check_agrees(model, card: dict, path: str) -> None:

@@ -67,3 +67,23 @@ def file_name(index: int, label: int, suffix: str = ".png") -> str:
     """test-00042-ankle-boot.png: the test-set index and class, readable and unique."""
     slug = CLASS_NAMES[label].lower().replace("/", "-").replace(" ", "-")
     return f"test-{index:05d}-{slug}{suffix}"
+
+
+# A shop's catalogue photo as a camera takes it: portrait, 1200 wide and 1600 high.
+LARGE_PHOTO_SIZE = (1200, 1600)
+
+
+def large_catalogue_photo(item: np.ndarray, index: int, tint=CATALOGUE_TINT) -> Image.Image:
+    """Renders a 28x28 item as a full-size catalogue photo: the item 700-1000 px high, off-centre on white, 1200x1600.
+
+    Saved as JPEG (quality 90) these are ~56 KiB each, like the product photos a shop's nightly folder holds.
+    """
+    edge = 700 + (index * 37) % 301  # the item's height, spread over 700-1000 px by the index
+    ink = np.rint(item[..., None] * np.asarray(tint)).astype(np.uint8)
+    large = Image.fromarray(255 - ink, "RGB").resize((edge, edge), Image.Resampling.BICUBIC)
+    width, height = LARGE_PHOTO_SIZE
+    left = (width - edge) // 2 + (index * 53) % 101 - 50
+    top = (height - edge) // 2 + (index * 71) % 201 - 100
+    photo = Image.new("RGB", LARGE_PHOTO_SIZE, WHITE)
+    photo.paste(large, (left, top))
+    return photo

@@ -66,6 +66,13 @@ def test_card_that_disagrees_is_refused(tiny_model_path, tmp_path, changes, mess
         model_files.load(path)
 
 
+def test_card_of_the_previous_preprocessing_version_still_loads(tiny_model_path, tmp_path):
+    """v2 only converts large photos at reduced scale; images that pass through are the same, so v1 models still fit."""
+    path = _copy_model(tiny_model_path, tmp_path)
+    _edit_card(path, preprocessing_version="fmnist-catalogue-v1")
+    assert model_files.load(path).card["preprocessing_version"] == "fmnist-catalogue-v1"
+
+
 def test_missing_model_and_missing_card_say_what_to_do(tiny_model_path, tmp_path):
     with pytest.raises(model_files.ModelFileError, match="not found; pass --model"):
         model_files.load(str(tmp_path / "nowhere.keras"))
