@@ -21,6 +21,8 @@ setup(
         "numpy>=1.26,<3",
         "pillow>=10.3,<13",
         "pyarrow>=16,<26",
+        # TFRecord checksums (CRC32C) at C speed; the scorer reads TFRecord framing itself.
+        "google-crc32c>=1.5,<2",
     ],
     extras_require={
         "test": ["pytest>=8,<10"],

@@ -1,16 +1,15 @@
-"""Benchmarks the scoring pipeline against the hand-written baseline on real test images written as PNG files.
+"""Benchmarks the scorer against the scripts a user would write instead, side by side on this machine.
 
-    python bench/benchmark.py                      # 10,000 images; baseline, pipeline with 1 and 2 workers
-    python bench/benchmark.py --images 100000      # the test set repeated to 100,000 files
-    python bench/benchmark.py --workers 1 --repeat 1
+    python bench/benchmark.py                          # every section (about 20 minutes on 2 cores)
+    python bench/benchmark.py --only native photos     # some sections: native tfrecords photos scaling memory
 
-Every way runs as a fresh process, so the numbers include Python start-up and imports; peak RSS is summed over the
-process and its children (the pipeline's worker processes), sampled from /proc.
+Every run is a fresh process, so imports and start-up count. Ways are interleaved and repeated (the median of
+--repeat runs is reported), and each way runs at two sizes so that fixed cost and steady rate come apart:
+steady = (N2 - N1) / (t2 - t1), fixed = t1 - N1 / steady. Peak RSS is summed over the process and its children.
 """
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -21,23 +20,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
+from bench import datasets  # noqa: E402
 
-def prepare_images(count: int, cache: str) -> str:
-    """Writes `count` PNGs (the 10,000 test images, repeated) once, and reuses them on later runs."""
-    folder = os.path.join(cache, f"png-{count}")
-    done = os.path.join(folder, ".complete")
-    if os.path.exists(done):
-        return folder
-    from model import data, samples
-
-    test = data.load_split("test")
-    shutil.rmtree(folder, ignore_errors=True)
-    for start in range(0, count, len(test.labels)):
-        indices = range(start, min(start + len(test.labels), count))
-        sub = os.path.join(folder, f"{start // len(test.labels):03d}")
-        samples.write_pngs(test.images[[i % len(test.labels) for i in indices]], sub, [f"{i:07d}.png" for i in indices])
-    open(done, "w").close()
-    return folder
+PIPELINE = [sys.executable, "-m", "pipeline.score", "--progress_seconds", "0"]
+ONE_WORKER = ["--direct_running_mode=in_memory"]
+TWO_WORKERS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 
 
 def _tree_rss_bytes(pid: int) -> int:
@@ -82,45 +69,167 @@ def measure(command: list) -> tuple:
     return seconds, peak[0]
 
 
-def ways(folder: str, out: str, workers: list) -> dict:
-    pipeline = [sys.executable, "-m", "pipeline.score", "--input", folder, "--progress_seconds", "0"]
-    found = {"baseline (PIL decode all + one predict)": [sys.executable, os.path.join(HERE, "baseline.py"), folder,
-                                                          os.path.join(out, "baseline.parquet")]}
-    for count in workers:
-        mode = ["--direct_running_mode=in_memory"] if count == 1 else [
-            "--direct_running_mode=multi_processing", f"--direct_num_workers={count}"]
-        found[f"pipeline, {count} worker{'s' if count > 1 else ''}"] = pipeline + [
-            "--output", os.path.join(out, f"pipeline-{count}")] + mode
+def run_interleaved(ways: dict, sizes: tuple, repeat: int) -> dict:
+    """ways: {name: function(size) -> command}. Returns {name: {size: [(seconds, rss), ...]}}, interleaved."""
+    runs = {name: {size: [] for size in sizes} for name in ways}
+    for _ in range(repeat):  # so that a slow spell of this shared machine hits every way alike
+        for size in sizes:
+            for name, command in ways.items():
+                runs[name][size].append(measure(command(size)))
+    return runs
+
+
+def summarise(runs: dict) -> dict:
+    """{name: dict(fixed, steady, seconds per size, rate per size, rss per size)} from medians."""
+    found = {}
+    for name, by_size in runs.items():
+        (small, large) = sorted(by_size)
+        seconds = {size: statistics.median(s for s, _ in measured) for size, measured in by_size.items()}
+        steady = (large - small) / max(seconds[large] - seconds[small], 1e-9)
+        found[name] = {
+            "fixed": seconds[small] - small / steady, "steady": steady, "seconds": seconds,
+            "rate": {size: size / seconds[size] for size in by_size},
+            "rss": {size: max(r for _, r in measured) for size, measured in by_size.items()},
+            "spread": {size: (min(s for s, _ in m), max(s for s, _ in m)) for size, m in by_size.items()},
+        }
     return found
+
+
+def print_table(title: str, found: dict, unit: str = "img") -> None:
+    sizes = sorted(next(iter(found.values()))["seconds"])
+    print(f"\n{title}")
+    header = f"{'way':34s} {'fixed':>7s} {'steady':>12s}" + "".join(
+        f" {f'{size:,} (s)':>16s} {f'{size:,} rate':>14s}" for size in sizes) + "   peak RSS"
+    print(header)
+    for name, row in found.items():
+        cells = "".join(f" {row['seconds'][s]:7.2f} ({row['spread'][s][0]:.1f}-{row['spread'][s][1]:.1f})"
+                        f" {row['rate'][s]:9,.0f} {unit}/s" for s in sizes)
+        rss = " / ".join(f"{row['rss'][s] / 2**30:.2f}" for s in sizes)
+        print(f"{name:34s} {row['fixed']:6.2f}s {row['steady']:7,.0f} {unit}/s{cells}   {rss} GiB", flush=True)
+
+
+def ratio(found: dict, name: str, peer: str, key: str, size=None) -> float:
+    value = (lambda row: row[key][size]) if size else (lambda row: row[key])
+    return value(found[name]) / value(found[peer])
+
+
+def native(args) -> dict:
+    small, large = args.sizes
+    folders = {size: datasets.pngs(size, args.cache) for size in (small, large)}
+    out = os.path.join(args.cache, "out")
+    ways = {
+        "plain script (PIL + predict)": lambda n: [sys.executable, os.path.join(HERE, "baseline.py"), folders[n],
+                                                    os.path.join(out, "plain.parquet")],
+        "tf.data script": lambda n: [sys.executable, os.path.join(HERE, "tfdata_baseline.py"), folders[n],
+                                     os.path.join(out, "tfdata.parquet")],
+        "pipeline, 1 worker": lambda n: PIPELINE + ["--input", folders[n], "--output", f"{out}/p1"] + ONE_WORKER,
+        "pipeline, 2 worker processes": lambda n: PIPELINE + ["--input", folders[n], "--output", f"{out}/p2"]
+        + TWO_WORKERS,
+    }
+    found = summarise(run_interleaved(ways, (small, large), args.repeat))
+    print_table(f"Native 28x28 PNGs ({small:,} and {large:,} files, median of {args.repeat})", found)
+    tfdata, plain = "tf.data script", "plain script (PIL + predict)"
+    for name in ("pipeline, 1 worker", "pipeline, 2 worker processes"):
+        print(f"  {name}: steady {ratio(found, name, tfdata, 'steady'):.2f}x tf.data's; whole process at {large:,} "
+              f"{ratio(found, name, tfdata, 'rate', large):.2f}x tf.data's; at {small:,} "
+              f"{ratio(found, name, plain, 'rate', small):.2f}x the plain script's; fixed cost "
+              f"{found[name]['fixed'] - found[plain]['fixed']:+.1f} s against the plain script")
+    return found
+
+
+def tfrecords(args) -> dict:
+    small, large = args.sizes
+    records = {size: datasets.tfrecords(size, args.cache) for size in (small, large)}
+    folders = {size: datasets.pngs(size, args.cache) for size in (small, large)}
+    out = os.path.join(args.cache, "out")
+    ways = {
+        "pipeline, loose PNG files": lambda n: PIPELINE + ["--input", folders[n], "--output", f"{out}/png"]
+        + ONE_WORKER,
+        "pipeline, PNG TFRecords (4 shards)": lambda n: PIPELINE + ["--input_tfrecords", records[n], "--output",
+                                                                    f"{out}/tfr"] + ONE_WORKER,
+    }
+    found = summarise(run_interleaved(ways, (small, large), args.repeat))
+    print_table(f"TFRecords against loose files ({small:,} and {large:,} images, 1 worker)", found)
+    files, shards = "pipeline, loose PNG files", "pipeline, PNG TFRecords (4 shards)"
+    print(f"  TFRecords: steady {ratio(found, shards, files, 'steady'):.2f}x the loose files'; fixed cost "
+          f"{found[shards]['fixed'] - found[files]['fixed']:+.2f} s")
+    return found
+
+
+def photos(args) -> dict:
+    small, large = args.photo_sizes
+    folders = {size: datasets.photos(size, args.cache) for size in (small, large)}
+    out = os.path.join(args.cache, "out")
+    ways = {
+        "naive Pillow script": lambda n: [sys.executable, os.path.join(HERE, "photo_baseline.py"), folders[n],
+                                          os.path.join(out, f"naive-{n}.parquet")],
+        "pipeline, 1 worker": lambda n: PIPELINE + ["--input", folders[n], "--output", f"{out}/photos-{n}"]
+        + ONE_WORKER,
+    }
+    found = summarise(run_interleaved(ways, (small, large), args.repeat))
+    print_table(f"Catalogue photos, 1200x1600 JPEG ({small:,} and {large:,} photos)", found, unit="photo")
+    naive, pipeline = "naive Pillow script", "pipeline, 1 worker"
+    print(f"  pipeline: whole process at {large:,} photos {ratio(found, pipeline, naive, 'rate', large):.2f}x the "
+          f"naive script's; steady {ratio(found, pipeline, naive, 'steady'):.2f}x")
+    accuracy = {naive: datasets.accuracy(os.path.join(out, f"naive-{large}.parquet")),
+                pipeline: datasets.accuracy(os.path.join(datasets.partition(f"{out}/photos-{large}"), "scores"))}
+    print(f"  accuracy on the {large:,} photos: pipeline {accuracy[pipeline]:.3f}, naive script {accuracy[naive]:.3f}")
+    per_core = datasets.conversion_rate(folders[small])
+    print(f"  model.preprocessing.to_model_input on one core: {per_core:,.0f} photos/s "
+          f"({1000 / per_core:.2f} ms a photo)")
+    cores = os.cpu_count() or 1
+    per_core_pipeline = found[pipeline]["steady"] / cores
+    print(f"  capacity: {per_core_pipeline:,.0f} photos per core-second through the whole pipeline (steady rate on "
+          f"{cores} cores / {cores}); 10,000,000 photos in one hour need "
+          f"{10_000_000 / 3600 / per_core_pipeline:,.1f} such cores")
+    return found
+
+
+def scaling(args) -> dict:
+    small, large = args.sizes
+    folders = {size: datasets.pngs(size, args.cache) for size in (small, large)}
+    out = os.path.join(args.cache, "out")
+    ways = {
+        "1 worker on 1 core": lambda n: ["taskset", "-c", "0"] + PIPELINE + [
+            "--input", folders[n], "--output", f"{out}/core1", "--model_threads", "1", "--decode_threads", "1"]
+        + ONE_WORKER,
+        "2 workers, 1 core each": lambda n: ["taskset", "-c", "0,1"] + PIPELINE + [
+            "--input", folders[n], "--output", f"{out}/core2", "--model_threads", "1", "--decode_threads", "1"]
+        + TWO_WORKERS,
+    }
+    found = summarise(run_interleaved(ways, (small, large), args.repeat))
+    print_table(f"Scaling per core (native PNGs, {small:,} and {large:,} files)", found)
+    one, two = "1 worker on 1 core", "2 workers, 1 core each"
+    print(f"  2 one-core workers: {ratio(found, two, one, 'steady'):.2f}x the steady rate of one; "
+          f"{found[one]['steady']:,.0f} img/s per core")
+    return found
+
+
+def memory(args) -> None:
+    out = os.path.join(args.cache, "out")
+    print("\nMemory (pipeline, 1 worker, one run each)")
+    for size in args.memory_sizes:
+        seconds, rss = measure(PIPELINE + ["--input", datasets.pngs(size, args.cache), "--output", f"{out}/memory"]
+                               + ONE_WORKER)
+        print(f"  {size:>9,} PNGs: peak RSS {rss / 2**30:.2f} GiB ({seconds:.1f} s)", flush=True)
+
+
+SECTIONS = {"native": native, "tfrecords": tfrecords, "photos": photos, "scaling": scaling, "memory": memory}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="local worker processes to try")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per way, interleaved; the median is reported")
-    parser.add_argument("--cache", default="/tmp/fashion-bench")
+    parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), default=list(SECTIONS))
+    parser.add_argument("--sizes", type=int, nargs=2, default=(10_000, 50_000), metavar=("N1", "N2"))
+    parser.add_argument("--photo_sizes", type=int, nargs=2, default=(200, 1_000), metavar=("N1", "N2"))
+    parser.add_argument("--memory_sizes", type=int, nargs="+", default=(10_000, 100_000))
+    parser.add_argument("--repeat", type=int, default=3, help="runs per way and size, interleaved; median reported")
+    parser.add_argument("--cache", default="/tmp/fashion-bench", help="where inputs are generated once and reused")
     args = parser.parse_args(argv)
-    folder = prepare_images(args.images, args.cache)
-    out = os.path.join(args.cache, "out")
-    os.makedirs(out, exist_ok=True)
-    results = {}
-    print(f"{args.images:,} PNG files, {os.cpu_count()} cores, median of {args.repeat} interleaved runs")
-    commands = ways(folder, out, args.workers)
-    runs = {name: [] for name in commands}
-    for _ in range(args.repeat):  # Interleaved, so a slow spell of this shared machine hits every way alike.
-        for name, command in commands.items():
-            runs[name].append(measure(command))
-    for name, measured in runs.items():
-        seconds = statistics.median(s for s, _ in measured)
-        rss = max(r for _, r in measured)
-        results[name] = args.images / seconds
-        spread = f"{min(s for s, _ in measured):.2f}-{max(s for s, _ in measured):.2f} s"
-        print(f"{name:42s} {seconds:7.2f} s ({spread})  {args.images / seconds:8,.0f} img/s  "
-              f"peak RSS {rss / 2**30:5.2f} GiB", flush=True)
-    baseline = next(iter(results.values()))
-    for name, rate in list(results.items())[1:]:
-        print(f"{name}: {rate / baseline:.2f}x the baseline")
+    os.makedirs(os.path.join(args.cache, "out"), exist_ok=True)
+    print(f"{os.cpu_count()} cores; shipped model; every run a fresh process; median of {args.repeat} interleaved runs")
+    for name in args.only:
+        SECTIONS[name](args)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def count_or_auto(text: str) -> int:
+    """A whole number of at least 0, where 0 means "choose for me"."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a whole number of 0 or more (0 chooses automatically)")
+    return value
+
+
 def probability(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:

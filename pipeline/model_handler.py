@@ -1,4 +1,4 @@
-"""Defines the RunInference model handler: loads the `.keras` model once per worker and scores whole batches.
+"""Defines the RunInference model handler: loads the `.keras` model once per worker and scores whole blocks.
 
 Beam's stock TFModelHandlerNumpy needs tensorflow_hub, cannot load a Keras 3 model, returns one tensor per record and
 fails a whole batch for one bad record; this handler does none of that.
@@ -10,46 +10,54 @@ from typing import Optional, Sequence
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
-from model.vocabulary import IMAGE_SHAPE, NUM_CLASSES
+from model.vocabulary import NUM_CLASSES
+from pipeline.blocks import Block
+from pipeline.errors import error_row
 from pipeline.served_model import ServedModel, load_served_model
 
+
 @dataclasses.dataclass
-class ScoredBatch:
-    """One batch's results: probabilities for the keys that scored, and (key, error type, message) for the rest."""
+class ScoredBlock:
+    """A block's results: probabilities for the keys that scored, and an error row for every input that did not."""
 
     keys: list
-    probabilities: np.ndarray  # (len(keys), NUM_CLASSES) float32
-    failures: list
+    probabilities: np.ndarray  # float32 (len(keys), NUM_CLASSES)
+    errors: list  # the block's read and decode errors, then the records the model failed on
 
 
 class KerasModelHandler(ModelHandler):
-    """Takes (key, uint8[28, 28]) records; returns one ScoredBatch per batch."""
+    """Takes Blocks, one per RunInference batch (a block is already a model call's worth); returns ScoredBlocks."""
 
-    def __init__(self, model_uri: str, min_batch_size: int = 64, max_batch_size: int = 1024,
-                 share_across_processes: bool = False, threads: int = 0, copies: int = 0):
+    def __init__(self, model_uri: str, share_across_processes: bool = False, threads: int = 0, copies: int = 0):
         # TensorFlow reads its thread counts once, at start-up: Beam sets these in the worker before load_model.
         env_vars = {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1"} if threads else {}
         # large_model / model_copies are Beam's switches for one model per machine, served to its worker processes.
-        super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size,
-                         large_model=share_across_processes, model_copies=copies or None, env_vars=env_vars)
+        super().__init__(min_batch_size=1, max_batch_size=1, large_model=share_across_processes,
+                         model_copies=copies or None, env_vars=env_vars)
         self.model_uri = model_uri
 
     def load_model(self) -> ServedModel:
         return load_served_model(self.model_uri)
 
-    def run_inference(self, batch: Sequence, model: ServedModel, inference_args: Optional[dict] = None) -> list:
-        keys = [key for key, _ in batch]
-        pixels = np.stack([image for _, image in batch])
-        probabilities, failed_rows = predict_isolating_failures(model.predict_rows, pixels)
-        good = [row for row in range(len(keys)) if row not in failed_rows]
-        failures = [(keys[row], type(error).__name__, str(error)) for row, error in sorted(failed_rows.items())]
-        return [ScoredBatch([keys[row] for row in good], probabilities[good], failures)]
+    def run_inference(self, batch: Sequence[Block], model: ServedModel, inference_args: Optional[dict] = None) -> list:
+        return [score_block(block, model.predict_rows) for block in batch]
 
-    def get_num_bytes(self, batch: Sequence) -> int:
-        return len(batch) * int(np.prod(IMAGE_SHAPE))
+    def get_num_bytes(self, batch: Sequence[Block]) -> int:
+        return sum(block.pixels.nbytes for block in batch)
 
     def get_metrics_namespace(self) -> str:
         return "fashion_scorer"
+
+
+def score_block(block: Block, predict) -> ScoredBlock:
+    """Scores a block's pixels with predict (N rows -> (N, NUM_CLASSES)); a record the model fails on fails alone."""
+    if not block.keys:
+        return ScoredBlock([], np.zeros((0, NUM_CLASSES), np.float32), list(block.errors))
+    probabilities, failed_rows = predict_isolating_failures(predict, block.pixels)
+    good = [row for row in range(len(block.keys)) if row not in failed_rows]
+    failures = [error_row(block.keys[row], "predict", type(error).__name__, str(error))
+                for row, error in sorted(failed_rows.items())]
+    return ScoredBlock([block.keys[row] for row in good], probabilities[good], list(block.errors) + failures)
 
 
 def predict_isolating_failures(predict, pixels: np.ndarray, offset: int = 0):

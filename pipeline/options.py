@@ -5,7 +5,7 @@ import dataclasses
 import datetime
 
 from model import preprocessing
-from model.cli_types import positive_int, probability
+from model.cli_types import count_or_auto, positive_int, probability
 from model.model_files import DEFAULT_MODEL_PATH
 from model.vocabulary import RECORD_KEY_FILENAME, RECORD_KEY_IMAGE
 
@@ -23,8 +23,6 @@ class ScoreConfig:
     model: str = DEFAULT_MODEL_PATH
     image_feature: str = RECORD_KEY_IMAGE
     key_feature: str = RECORD_KEY_FILENAME
-    min_batch_size: int = 64
-    max_batch_size: int = 1024
     max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS
     low_confidence: float = 0.5
     files_per_chunk: int = 256
@@ -32,6 +30,7 @@ class ScoreConfig:
     share_model: bool = False
     model_copies: int = 0
     model_threads: int = 0
+    decode_threads: int = 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="above this share of failed inputs the run still writes everything, then exits 4")
     parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help="a .keras file with its .json card beside it, "
                         "on any Beam filesystem (default: the shipped model)")
-    parser.add_argument("--min_batch_size", type=positive_int, default=ScoreConfig.min_batch_size)
-    parser.add_argument("--max_batch_size", type=positive_int, default=ScoreConfig.max_batch_size)
     parser.add_argument("--max_pixels", type=positive_int, default=ScoreConfig.max_pixels,
                         help="largest source image (width x height) decoded; larger ones are errors")
     parser.add_argument("--low_confidence", type=probability, default=ScoreConfig.low_confidence,
@@ -69,12 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="matched files handed to a worker at a time")
     parser.add_argument("--progress_seconds", type=float, default=ScoreConfig.progress_seconds,
                         help="seconds between progress lines per worker (0: none)")
-    parser.add_argument("--model_threads", type=int, default=ScoreConfig.model_threads,
+    parser.add_argument("--model_threads", type=count_or_auto, default=ScoreConfig.model_threads,
                         help="TensorFlow threads per worker process (0: cores / local worker processes for "
                              "multi_processing runs, else TensorFlow's default)")
+    parser.add_argument("--decode_threads", type=count_or_auto, default=ScoreConfig.decode_threads,
+                        help="threads per worker process that decode photos (0: cores / local worker processes "
+                             "for local runs, 1 on remote runners)")
     parser.add_argument("--share_model", action="store_true",
                         help="one model copy per machine, served to all its worker processes (large models)")
-    parser.add_argument("--model_copies", type=int, default=ScoreConfig.model_copies,
+    parser.add_argument("--model_copies", type=count_or_auto, default=ScoreConfig.model_copies,
                         help="with --share_model: how many shared copies per machine (0: one)")
     return parser
 
@@ -89,8 +89,6 @@ def parse(argv) -> tuple:
         parser.error("--skip_scored works with --input image files only (TFRecords have no per-image fingerprint)")
     if args.model_copies and not args.share_model:
         parser.error("--model_copies only applies with --share_model")
-    if args.min_batch_size > args.max_batch_size:
-        parser.error(f"--min_batch_size {args.min_batch_size} is above --max_batch_size {args.max_batch_size}")
     unknown = unknown_beam_flags(beam_args)
     if unknown:
         parser.error(f"unrecognised arguments: {' '.join(unknown)} (neither the scorer's nor Beam's; see --help)")

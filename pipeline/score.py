@@ -35,30 +35,27 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_ERROR_RATE = 0, 1, 2, 3, 4
 
 def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, version: str, folder: str) -> None:
     """Adds the scoring graph to `pipeline`, writing scores/, errors/, _inputs/ and the counts file under `folder`."""
-    records, read_errors, matched, files = _read(pipeline, config, version)
-    handler = KerasModelHandler(config.model, config.min_batch_size, config.max_batch_size, config.share_model,
-                                config.model_threads, config.model_copies)
-    batches, score_errors = records | "Score" >> ScoreImages(handler, config.max_pixels, config.progress_seconds)
-    errors = (read_errors, score_errors) | "AllErrors" >> beam.Flatten()
-    _ = batches | "WriteScores" >> sinks.WriteScores(FileSystems.join(folder, "scores"), card, version)
-    _ = errors | "WriteErrors" >> sinks.WriteErrors(FileSystems.join(folder, "errors"))
-    if files is not None:
-        _ = files | "WriteFingerprints" >> sinks.WriteFingerprints(FileSystems.join(folder, partitions.INPUTS), version)
-    counts = (
-        matched,
-        batches | "CountScored" >> beam.FlatMap(sinks.batch_counts, config.low_confidence),
-        errors | "CountFailed" >> beam.FlatMap(sinks.error_counts),
-    ) | "AllCounts" >> beam.Flatten()
-    _ = counts | "WriteCounts" >> sinks.WriteCounts(FileSystems.join(folder, publish.COUNTS))
-
-
-def _read(pipeline, config, version: str):
-    """Returns (records, read error rows, counts, chunks of matched files or None) for the configured input."""
     if config.inputs:
         skip = partitions.AlreadyScored(config.output, config.run_date, version) if config.skip_scored else None
-        return pipeline | "ReadImages" >> sources.ReadImageFiles(config.inputs, config.files_per_chunk, skip)
-    return pipeline | "ReadTFRecords" >> sources.ReadTFRecords(
-        config.input_tfrecords, config.image_feature, config.key_feature)
+        matched = pipeline | "MatchImages" >> sources.MatchFiles(config.inputs, config.files_per_chunk, skip)
+        read = sources.read_image_files
+        _ = matched.units | "WriteFingerprints" >> sinks.WriteFingerprints(
+            FileSystems.join(folder, partitions.INPUTS), version)
+    else:  # One unit per TFRecord file; its records are only counted once read.
+        matched = pipeline | "MatchTFRecords" >> sources.MatchFiles(config.input_tfrecords, chunk_size=1)
+        read = sources.ReadTFRecordFile(config.image_feature, config.key_feature)
+    handler = KerasModelHandler(config.model, config.share_model, config.model_threads, config.model_copies)
+    scored = matched.units | "Score" >> ScoreImages(handler, read, config.max_pixels, config.decode_threads,
+                                                    config.progress_seconds)
+    _ = scored | "WriteScores" >> sinks.WriteScores(FileSystems.join(folder, "scores"), card, version)
+    _ = (scored
+         | "ErrorRows" >> beam.FlatMap(lambda block: block.errors)
+         | "WriteErrors" >> sinks.WriteErrors(FileSystems.join(folder, "errors")))
+    counted = scored | "CountScored" >> beam.FlatMap(sinks.block_counts, config.low_confidence,
+                                                    count_matched=not config.inputs)
+    counts = (matched.counts, counted) if config.inputs else (counted,)
+    _ = counts | "AllCounts" >> beam.Flatten() | "WriteCounts" >> sinks.WriteCounts(
+        FileSystems.join(folder, publish.COUNTS))
 
 
 def pipeline_options(beam_args) -> PipelineOptions:
@@ -74,15 +71,23 @@ def pipeline_options(beam_args) -> PipelineOptions:
     return beam_options
 
 
-def model_threads(config: options.ScoreConfig, beam_options: PipelineOptions) -> int:
-    """TensorFlow threads per worker: the user's choice, else the machine's cores shared out among the local worker
-    processes (each would otherwise start one thread per core, and they slow each other down), else TF's default."""
+def worker_threads(config: options.ScoreConfig, beam_options: PipelineOptions) -> options.ScoreConfig:
+    """Fills in the threads each worker process uses for the model and for decoding, where the user left them 0.
+
+    Local worker processes share this machine's cores: each gets cores / workers of them (left at all cores, they
+    slow each other down). A single local worker decodes on every core and leaves TensorFlow its default. Remote
+    runners usually start one worker process per core, so each decodes on one thread.
+    """
     direct = beam_options.view_as(DirectOptions)
-    local = beam_options.view_as(StandardOptions).runner == "FnApiRunner"
-    if config.model_threads or not local or direct.direct_running_mode != "multi_processing":
-        return config.model_threads
-    workers = direct.direct_num_workers or os.cpu_count()
-    return max(1, (os.cpu_count() or 1) // workers)
+    cores = os.cpu_count() or 1
+    if beam_options.view_as(StandardOptions).runner != "FnApiRunner":
+        model, decode = 0, 1
+    elif direct.direct_running_mode == "multi_processing":
+        model = decode = max(1, cores // (direct.direct_num_workers or cores))
+    else:
+        model, decode = 0, cores
+    return dataclasses.replace(config, model_threads=config.model_threads or model,
+                               decode_threads=config.decode_threads or decode)
 
 
 def run(argv=None) -> int:
@@ -97,7 +102,7 @@ def run(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     beam_options = pipeline_options(beam_args)
-    config = dataclasses.replace(config, model_threads=model_threads(config, beam_options))
+    config = worker_threads(config, beam_options)
     run_info = publish.start_run(config, beam_options, checked)
     started = time.monotonic()
     try:
@@ -116,7 +121,13 @@ def run(argv=None) -> int:
 
 
 def main() -> None:
-    sys.exit(run())
+    code = run()
+    # Every output is written, closed and published by now. What is left is the interpreter taking TensorFlow's and
+    # Beam's modules apart, which takes ~1 s here and does nothing for the user; flush what is buffered and leave.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from model import model_files
 
 # Every model call gets exactly this many rows (the last block padded), so a record's probabilities never depend on
 # how the runner happened to batch it with others: oneDNN may pick other kernels for other batch shapes.
-MODEL_CALL_ROWS = 256
+MODEL_CALL_ROWS = 1024
 # When set, every model load appends its process id to this file; the tests use it to prove one load per worker.
 LOAD_LOG_ENV = "FASHION_SCORER_LOAD_LOG"
 

@@ -8,7 +8,8 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from model.vocabulary import CLASS_NAMES, NUM_CLASSES
-from pipeline.model_handler import ScoredBatch
+from pipeline.errors import ERRORS_SCHEMA
+from pipeline.model_handler import ScoredBlock
 
 _LABELS = np.array(CLASS_NAMES, dtype=object)
 
@@ -28,18 +29,8 @@ def scores_schema(card: dict) -> pa.Schema:
     )
 
 
-ERRORS_SCHEMA = pa.schema(
-    [
-        pa.field("key", pa.string(), nullable=False),
-        pa.field("stage", pa.string(), nullable=False),
-        pa.field("error_type", pa.string(), nullable=False),
-        pa.field("error_message", pa.string(), nullable=False),
-    ]
-)
-
-
-def to_table(batch: ScoredBatch, schema: pa.Schema, version: str) -> pa.Table:
-    """A ScoredBatch as a pyarrow Table, built column by column (no Python object per row except the label)."""
+def to_table(batch: ScoredBlock, schema: pa.Schema, version: str) -> pa.Table:
+    """A ScoredBlock as a pyarrow Table, built column by column (no Python object per row except the label)."""
     probabilities = np.ascontiguousarray(batch.probabilities, dtype=np.float32)
     index = probabilities.argmax(axis=1).astype(np.int32)
     count = len(batch.keys)
@@ -56,7 +47,7 @@ def to_table(batch: ScoredBatch, schema: pa.Schema, version: str) -> pa.Table:
 
 
 class WriteScores(beam.PTransform):
-    """ScoredBatch -> `scores` Parquet files (snappy) under the given folder."""
+    """ScoredBlock -> `scores` Parquet files (snappy) under the given folder."""
 
     def __init__(self, folder: str, card: dict, version: str):
         super().__init__()
@@ -119,21 +110,22 @@ class WriteFingerprints(beam.PTransform):
                     file_name_suffix=".parquet"))
 
 
-def batch_counts(batch: ScoredBatch, low_confidence: float):
-    """Yields (counter name, amount) for a scored batch: scored, per class, and low-confidence per class."""
-    index = batch.probabilities.argmax(axis=1)
-    confident = batch.probabilities.max(axis=1) >= low_confidence
-    yield "scored", len(batch.keys)
+def block_counts(block: ScoredBlock, low_confidence: float, count_matched: bool = False):
+    """Yields (counter name, amount) for a scored block: scored, per class, low-confidence per class, failed by stage
+    and type; and matched, for inputs only known once read (TFRecords)."""
+    index = block.probabilities.argmax(axis=1)
+    confident = block.probabilities.max(axis=1) >= low_confidence
+    if count_matched:
+        yield "matched", len(block.keys) + len(block.errors)
+    yield "scored", len(block.keys)
     for label, amount in zip(*np.unique(index, return_counts=True)):
         yield f"class/{CLASS_NAMES[label]}", int(amount)
     for label, amount in zip(*np.unique(index[~confident], return_counts=True)):
         yield f"low_confidence/{CLASS_NAMES[label]}", int(amount)
-
-
-def error_counts(row: dict):
-    yield "failed", 1
-    yield f"failed_by_stage/{row['stage']}", 1
-    yield f"failed_by_type/{row['error_type']}", 1
+    yield "failed", len(block.errors)
+    for row in block.errors:
+        yield f"failed_by_stage/{row['stage']}", 1
+        yield f"failed_by_type/{row['error_type']}", 1
 
 
 class SumCounts(beam.CombineFn):

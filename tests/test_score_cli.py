@@ -28,9 +28,8 @@ def _fails(capsys, argv, code, message):
 @pytest.mark.parametrize("argv, message", [
     (["--output", "/tmp/x"], "give exactly one kind of input"),
     (["--input", "a", "--input_tfrecords", "b", "--output", "/tmp/x"], "give exactly one kind of input"),
-    (["--input", "a", "--output", "/tmp/x", "--min_batch_size", "500", "--max_batch_size", "100"],
-     "--min_batch_size 500 is above --max_batch_size 100"),
-    (["--input", "a", "--output", "/tmp/x", "--max_batch_size", "0"], "is not a positive whole number"),
+    (["--input", "a", "--output", "/tmp/x", "--files_per_chunk", "0"], "is not a positive whole number"),
+    (["--input", "a", "--output", "/tmp/x", "--decode_threads", "-1"], "is not a whole number of 0 or more"),
     (["--input", "a", "--output", "/tmp/x", "--low_confidence", "2"], "is not between 0 and 1"),
     (["--input", "a", "--output", "/tmp/x", "--direct_num_wrokers", "2"], "unrecognised arguments: --direct_num_wrokers"),
     (["--input", "a"], "the following arguments are required: --output"),
@@ -125,9 +124,12 @@ def test_local_worker_processes_share_the_cores_between_them():
 
     def threads(*flags):
         config, beam_args = options.parse(["--input", "a", "--output", "b", *flags])
-        return score.model_threads(config, score.pipeline_options(beam_args))
+        config = score.worker_threads(config, score.pipeline_options(beam_args))
+        return config.model_threads, config.decode_threads
 
-    assert threads() == 0  # one in-memory worker: TensorFlow's default, every core
-    assert threads("--direct_running_mode=multi_processing", "--direct_num_workers=2") == max(1, os.cpu_count() // 2)
-    assert threads("--direct_running_mode=multi_processing", "--direct_num_workers=2", "--model_threads", "3") == 3
-    assert threads("--runner=PortableRunner", "--job_endpoint=localhost:1") == 0
+    cores = os.cpu_count()
+    assert threads() == (0, cores)  # one in-memory worker: TensorFlow's default, and every core decodes
+    two = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    assert threads(*two) == (max(1, cores // 2), max(1, cores // 2))
+    assert threads(*two, "--model_threads", "3", "--decode_threads", "2") == (3, 2)
+    assert threads("--runner=PortableRunner", "--job_endpoint=localhost:1") == (0, 1)  # a process per core there

@@ -1,4 +1,5 @@
-"""Tests decoding, batch-failure isolation in the model handler, and the Arrow rows, with real images."""
+"""Tests scoring: decoding into blocks, failure isolation in the model handler, and the Arrow rows, with real
+images."""
 
 
 import apache_beam as beam
@@ -28,6 +29,11 @@ class _ModelThatFailsOnPoison:
         if (pixels[:, 0, 0] == POISON).any():
             raise ValueError("poisoned record")
         return self.real_model.predict_on_batch(pixels)
+
+
+def records_as_they_are(unit):
+    """A `read` for ScoreImages whose units already are (key, payload) records."""
+    yield from unit
 
 
 class _PoisonAwareHandler(KerasModelHandler):
@@ -61,12 +67,14 @@ def test_score_images_keeps_every_good_neighbour_of_a_bad_record(tiny_model_path
     records = [(f"img{i:02d}", samples.png_bytes(img)) for i, img in enumerate(images)]
     cut_photo = samples.png_bytes(np.asarray(samples.catalogue_photo(test_split.images[50], 0).convert("L")))
     records += [("broken.png", cut_photo[: len(cut_photo) // 2]), ("notes.jpg", b"hello")]
-    handler = _PoisonAwareHandler(tiny_model_path, min_batch_size=64, max_batch_size=64)
+    units = [records[start:start + 7] for start in range(0, len(records), 7)]
+    handler = _PoisonAwareHandler(tiny_model_path)
     with local_pipeline() as pipeline:
-        batches, errors = pipeline | beam.Create(records) | ScoreImages(handler, max_pixels=10_000_000)
-        keys = batches | beam.FlatMap(lambda batch: batch.keys)
+        scored = pipeline | beam.Create(units) | ScoreImages(handler, records_as_they_are, max_pixels=10_000_000)
+        keys = scored | "Keys" >> beam.FlatMap(lambda block: block.keys)
         expected_keys = [f"img{i:02d}" for i in range(40) if i not in (5, 17)]
         assert_that(keys, equal_to(expected_keys), label="scored")
+        errors = scored | "Errors" >> beam.FlatMap(lambda block: block.errors)
         assert_that(errors | beam.Map(lambda r: (r["key"], r["stage"], r["error_type"])), equal_to([
             ("img05", "predict", "ValueError"), ("img17", "predict", "ValueError"),
             ("broken.png", "decode", "truncated"), ("notes.jpg", "decode", "not an image")]), label="errors")
@@ -75,9 +83,9 @@ def test_score_images_keeps_every_good_neighbour_of_a_bad_record(tiny_model_path
 def test_rows_follow_the_output_contract(tiny_model_path, test_split):
     loaded = model_files.load(tiny_model_path)
     probabilities = predict_fixed_rows(loaded.model, test_split.images[:5])
-    from pipeline.model_handler import ScoredBatch
+    from pipeline.model_handler import ScoredBlock
 
-    table = sinks.to_table(ScoredBatch([f"k{i}" for i in range(5)], probabilities, []),
+    table = sinks.to_table(ScoredBlock([f"k{i}" for i in range(5)], probabilities, []),
                            sinks.scores_schema(loaded.card), loaded.version)
     assert table.schema.field("probabilities").type == pa.list_(pa.float32())
     assert table.schema.field("label_index").type == pa.int32()

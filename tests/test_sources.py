@@ -1,8 +1,12 @@
-"""Tests the sources on real files: image folders and TFRecords to (key, payload), with unreadable input as errors."""
+"""Tests the sources on real files: matching folders into units, reading image files and TFRecords into
+(key, payload) records, with unreadable input as error rows."""
 
 import os
+import struct
 
+import apache_beam as beam
 import numpy as np
+import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from model import samples
@@ -10,60 +14,40 @@ from pipeline import sources
 from tests.conftest import SAMPLE_INPUTS, local_pipeline
 
 
-def test_folder_input_reads_every_file_once_with_full_paths(test_split, tmp_path):
+def test_folder_input_matches_every_file_once_with_full_paths(test_split, tmp_path):
     paths = samples.write_pngs(test_split.images[:7], str(tmp_path / "a" / "b"), [f"{i}.png" for i in range(7)])
     (tmp_path / ".hidden.png").write_bytes(b"ignored")
     (tmp_path / "notes.txt").write_text("not an image, still an input")
-    expected = [(p, open(p, "rb").read()) for p in paths] + [(str(tmp_path / "notes.txt"), b"not an image, still an input")]
+    expected = sorted(paths + [str(tmp_path / "notes.txt")])
     with local_pipeline() as pipeline:
-        records, errors, counts, chunks = pipeline | sources.ReadImageFiles([str(tmp_path)], chunk_size=3)
-        assert_that(records, equal_to(expected), label="records")
-        assert_that(errors, equal_to([]), label="errors")
-        assert_that(counts, equal_to([("matched", 8)]), label="matched")
-        import apache_beam as beam
-
-        sizes = chunks | beam.FlatMap(lambda chunk: [(path, size) for path, size, _ in chunk])
-        assert_that(sizes, equal_to([(path, len(content)) for path, content in expected]), label="fingerprints")
-        assert_that(chunks | beam.Map(len), equal_to([3, 3, 2]), label="chunk sizes")
+        matched = pipeline | sources.MatchFiles([str(tmp_path)], chunk_size=3)
+        assert_that(matched.counts, equal_to([("matched", 8)]), label="matched")
+        entries = matched.units | beam.FlatMap(lambda unit: [(path, size) for path, size, _ in unit])
+        assert_that(entries, equal_to([(path, os.path.getsize(path)) for path in expected]), label="fingerprints")
+        assert_that(matched.units | beam.Map(len), equal_to([3, 3, 2]), label="unit sizes")
 
 
-def test_unreadable_file_becomes_a_read_error(tmp_path):
-    good = tmp_path / "good.png"
-    good.write_bytes(b"bytes")
+def test_image_files_are_read_whole_and_a_vanished_one_is_a_read_error(test_split, tmp_path):
+    good = samples.write_pngs(test_split.images[:2], str(tmp_path), ["0.png", "1.png"])
     missing = str(tmp_path / "deleted-after-matching.png")
-    with local_pipeline() as pipeline:
-        import apache_beam as beam
-
-        chunk = [(str(good), 5, 0.0), (missing, 1, 0.0)]
-        read = pipeline | beam.Create([chunk]) | beam.ParDo(sources._ReadFiles()).with_outputs(
-            sources.ERRORS, main="records")
-        assert_that(read.records, equal_to([(str(good), b"bytes")]), label="records")
-        assert_that(read[sources.ERRORS] | beam.Map(lambda row: (row["key"], row["stage"])),
-                    equal_to([(missing, "read")]), label="errors")
+    unit = [(good[0], 1, 0.0), (missing, 1, 0.0), (good[1], 1, 0.0)]
+    read = list(sources.read_image_files(unit))
+    assert read[0] == (good[0], open(good[0], "rb").read()) and read[2] == (good[1], open(good[1], "rb").read())
+    assert (read[1]["key"], read[1]["stage"], read[1]["error_type"]) == (missing, "read", "FileNotFoundError")
 
 
-def _tfrecord_records(patterns, **features):
-    """Runs ReadTFRecords and returns (records, errors), collected through a Parquet-free materialisation."""
-    import pickle
-    import tempfile
+def _read_tfrecords(pattern, image_feature="image/encoded", key_feature="image/filename"):
+    """Every (key, payload) record and error row of the files a pattern matches, in file order."""
+    import glob
 
-    import apache_beam as beam
-
-    folder = tempfile.mkdtemp()
-    with local_pipeline() as pipeline:
-        records, errors, _, _ = pipeline | sources.ReadTFRecords(patterns, **features)
-        for name, collection in (("records", records), ("errors", errors)):
-            (collection
-             | f"One{name}" >> beam.combiners.ToList()
-             | f"Pickle{name}" >> beam.Map(pickle.dumps)
-             | f"Write{name}" >> beam.Map(lambda blob, n=name: open(os.path.join(folder, n), "wb").write(blob)))
-    return tuple(pickle.load(open(os.path.join(folder, name), "rb")) for name in ("records", "errors"))
+    read = sources.ReadTFRecordFile(image_feature, key_feature)
+    items = [item for path in sorted(glob.glob(pattern)) for item in read([(path, os.path.getsize(path), 0.0)])]
+    return [i for i in items if not isinstance(i, dict)], [i for i in items if isinstance(i, dict)]
 
 
 def test_sample_tfrecords_give_named_png_records_and_raw_pixel_records(test_split):
     folder = os.path.join(SAMPLE_INPUTS, "tfrecords")
-    records, errors = _tfrecord_records([os.path.join(folder, "*.tfrecord")], image_feature="image/encoded",
-                                        key_feature="image/filename")
+    records, errors = _read_tfrecords(os.path.join(folder, "*.tfrecord"))
     assert errors == []
     named = [r for r in records if isinstance(r[1], bytes)]
     raw = [r for r in records if isinstance(r[1], np.ndarray)]
@@ -76,21 +60,67 @@ def test_sample_tfrecords_give_named_png_records_and_raw_pixel_records(test_spli
         assert any(np.array_equal(pixels, image) for image in test_split.images[:200])
 
 
-def test_corrupt_tfrecord_keeps_good_records_and_reports_the_rest(test_split, tmp_path):
-    path = str(tmp_path / "cut.tfrecord")
+def _five_records(test_split, tmp_path) -> tuple:
+    """A real TFRecord file of five PNG Examples; returns (path, its bytes, the byte offset of each record)."""
+    path = str(tmp_path / "five.tfrecord")
     samples.write_tfrecord(path, [samples.example_bytes(samples.png_bytes(img)) for img in test_split.images[:5]])
-    with open(path, "rb") as stream:
-        content = stream.read()
-    with open(path, "wb") as stream:
-        stream.write(content[: len(content) - 40])  # the last record is cut short
-    records, errors = _tfrecord_records([path], image_feature="image/encoded", key_feature="image/filename")
-    assert sorted(key for key, _ in records) == [f"{path}:{i}" for i in range(4)]
-    assert [(e["key"], e["stage"]) for e in errors] == [(f"{path}:4", "read")]
+    content = open(path, "rb").read()
+    offsets, position = [], 0
+    while position < len(content):
+        offsets.append(position)
+        position += 16 + struct.unpack_from("<Q", content, position)[0]
+    return path, content, offsets
 
 
-def test_missing_image_feature_is_a_read_error(test_split, tmp_path):
+def test_records_match_tensorflows_reader(test_split, tmp_path):
+    import tensorflow as tf
+
+    path, _, _ = _five_records(test_split, tmp_path)
+    ours = [frame.data for frame in sources.tfrecord_frames(open(path, "rb"), os.path.getsize(path))]
+    assert ours == list(tf.data.TFRecordDataset(path).as_numpy_iterator())
+
+
+def test_cut_tfrecord_keeps_good_records_and_says_what_was_skipped(test_split, tmp_path):
+    path, content, offsets = _five_records(test_split, tmp_path)
+    open(path, "wb").write(content[: len(content) - 40])  # the last record is cut short
+    records, errors = _read_tfrecords(path)
+    assert [key for key, _ in records] == [f"{path}:{i}" for i in range(4)]
+    assert [(e["key"], e["stage"], e["error_type"]) for e in errors] == [(f"{path}:4", "read", "corrupt TFRecord")]
+    skipped, claimed = len(content) - 40 - offsets[4], struct.unpack_from("<Q", content, offsets[4])[0]
+    assert errors[0]["error_message"] == (f"the record at byte {offsets[4]:,} claims {claimed:,} bytes, more than "
+                                          f"the file holds; the last {skipped:,} bytes of the file were skipped")
+
+
+def test_bad_data_checksum_loses_only_that_record(test_split, tmp_path):
+    path, content, offsets = _five_records(test_split, tmp_path)
+    damaged = bytearray(content)
+    damaged[offsets[2] + 12 + 20] ^= 0xFF  # a byte inside record 2's data
+    open(path, "wb").write(bytes(damaged))
+    records, errors = _read_tfrecords(path)
+    assert [key for key, _ in records] == [f"{path}:{i}" for i in (0, 1, 3, 4)]
+    assert [(e["key"], e["error_message"]) for e in errors] == [
+        (f"{path}:2", f"the record at byte {offsets[2]:,} fails its data checksum")]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda header: header[:8] + b"\x00\x00\x00\x00", "fails its checksum"),  # length CRC wrong
+    (lambda header: struct.pack("<Q", 1 << 40) + header[8:], "fails its checksum"),  # length changed, CRC not
+    (lambda header: struct.pack("<QI", 1 << 40, sources._masked_crc32c(struct.pack("<Q", 1 << 40))),
+     "claims 1,099,511,627,776 bytes, more than the file holds"),  # a huge length with a valid checksum
+])
+def test_untrustworthy_length_ends_the_file_with_one_error(test_split, tmp_path, damage, message):
+    path, content, offsets = _five_records(test_split, tmp_path)
+    header = content[offsets[1]:offsets[1] + 12]
+    open(path, "wb").write(content[:offsets[1]] + damage(header) + content[offsets[1] + 12:])
+    records, errors = _read_tfrecords(path)
+    assert [key for key, _ in records] == [f"{path}:0"]
+    assert len(errors) == 1 and message in errors[0]["error_message"]
+    assert f"the last {len(content) - offsets[1]:,} bytes of the file were skipped" in errors[0]["error_message"]
+
+
+def test_missing_image_feature_is_a_read_error(tmp_path):
     path = samples.write_tfrecord(str(tmp_path / "x.tfrecord"), [samples.example_bytes(b"\x89PNG...", "a.png")])
-    records, errors = _tfrecord_records([path], image_feature="image/raw", key_feature="image/filename")
+    records, errors = _read_tfrecords(path, image_feature="image/raw")
     assert records == []
     assert errors[0]["key"] == "a.png" and errors[0]["error_type"] == "MissingFeature"
     assert "--image_feature" in errors[0]["error_message"]

@@ -1,0 +1,89 @@
+"""Builds the benchmark's inputs once from the real test split (and reuses them), and reads accuracy back."""
+
+import glob
+import os
+import shutil
+import time
+
+import numpy as np
+
+from model import data, samples
+from model.vocabulary import class_index
+
+TEST_IMAGES = 10_000
+TFRECORD_SHARDS = 4
+
+
+def _cached(folder: str, build) -> str:
+    """Runs build(folder) unless an earlier run finished it (marked by .complete); returns the folder."""
+    done = os.path.join(folder, ".complete")
+    if not os.path.exists(done):
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+        build(folder)
+        open(done, "w").close()
+    return folder
+
+
+def pngs(count: int, cache: str) -> str:
+    """`count` PNG files: the 10,000 test images, repeated, 10,000 to a sub-folder."""
+    def build(folder):
+        test = data.load_split("test")
+        for start in range(0, count, TEST_IMAGES):
+            indices = range(start, min(start + TEST_IMAGES, count))
+            samples.write_pngs(test.images[[i % TEST_IMAGES for i in indices]],
+                               os.path.join(folder, f"{start // TEST_IMAGES:03d}"), [f"{i:07d}.png" for i in indices])
+    return _cached(os.path.join(cache, f"png-{count}"), build)
+
+
+def tfrecords(count: int, cache: str) -> str:
+    """The same images as `pngs(count)`, PNG-encoded in TFRecord shards; returns the shards' glob."""
+    def build(folder):
+        paths = sorted(glob.glob(os.path.join(pngs(count, cache), "**", "*.png"), recursive=True))
+        for shard in range(TFRECORD_SHARDS):
+            chosen = paths[shard::TFRECORD_SHARDS]
+            samples.write_tfrecord(os.path.join(folder, f"part-{shard}.tfrecord"),
+                                   (samples.example_bytes(open(path, "rb").read(), filename=path) for path in chosen))
+    return os.path.join(_cached(os.path.join(cache, f"tfrecords-{count}"), build), "*.tfrecord")
+
+
+def photos(count: int, cache: str) -> str:
+    """`count` catalogue photos (1200x1600 JPEG, quality 90) of the first test images, named by index and class."""
+    def build(folder):
+        test = data.load_split("test")
+        for index in range(count):
+            photo = samples.large_catalogue_photo(test.images[index % TEST_IMAGES], index)
+            photo.save(os.path.join(folder, samples.file_name(index, test.labels[index % TEST_IMAGES], ".jpg")),
+                       quality=90)
+    return _cached(os.path.join(cache, f"photos-{count}"), build)
+
+
+def accuracy(parquet: str) -> float:
+    """Share of rows whose label is the class in the file's name (test-00042-ankle-boot.jpg)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(parquet, columns=["key", "label_index"])
+    truth = [class_index(os.path.basename(key).split(".")[0].split("-", 2)[2]) for key in table.column("key").to_pylist()]
+    return float(np.mean(np.array(truth) == table.column("label_index").to_numpy()))
+
+
+def partition(output: str) -> str:
+    found = glob.glob(os.path.join(output, "dt=*"))
+    if len(found) != 1:
+        raise RuntimeError(f"expected one partition under {output}, found {found}")
+    return found[0]
+
+
+def conversion_rate(folder: str, count: int = 200) -> float:
+    """Photos per second that model.preprocessing.to_model_input converts on one core (bytes already in memory)."""
+    from model.preprocessing import to_model_input
+
+    payloads = [open(path, "rb").read() for path in sorted(glob.glob(os.path.join(folder, "*.jpg")))[:count]]
+    to_model_input(payloads[0])
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for payload in payloads:
+            to_model_input(payload)
+        best = min(best, time.perf_counter() - started)
+    return len(payloads) / best

@@ -1,0 +1,220 @@
+"""Defines blocks, what the scorer moves through Beam, and the DoFn that reads and decodes units of input into them.
+
+A block holds up to BLOCK_ROWS decoded images (their keys and one uint8 [N, 28, 28] array) and the error rows of the
+inputs that were read with them, so the runner handles one element per thousand images, not one per image. Reading
+and decoding run in a background thread, one unit ahead: while the model scores a block (TensorFlow lets go of
+Python's lock while it computes), the next one is read and decoded.
+"""
+
+import dataclasses
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.transforms.window import GlobalWindows
+
+from model import preprocessing
+from model.vocabulary import IMAGE_SHAPE
+from pipeline import worker_exit
+from pipeline.errors import error_row
+from pipeline.served_model import MODEL_CALL_ROWS
+
+# A block is exactly one model call, so only the last block of a bundle is padded.
+BLOCK_ROWS = MODEL_CALL_ROWS
+# Inputs are decoded in groups of up to BLOCK_ROWS files or this many bytes, whichever comes first, so a folder of
+# large photos never holds more than this much undecoded data per worker.
+GROUP_BYTES = 64 << 20
+
+
+@dataclasses.dataclass
+class Block:
+    """Decoded images and the error rows of the inputs read with them that could not be decoded."""
+
+    keys: list  # one per row of pixels
+    pixels: np.ndarray  # uint8 (len(keys), 28, 28)
+    errors: list  # error rows (pipeline.errors.error_row)
+
+
+class _Assembler:
+    """Collects decoded images and error rows into blocks of exactly BLOCK_ROWS images (the last one may be short)."""
+
+    def __init__(self):
+        self.keys, self.images, self.errors = [], [], []
+
+    def full_blocks(self):
+        while len(self.keys) >= BLOCK_ROWS:
+            yield self._take(BLOCK_ROWS)
+
+    def rest(self):
+        if self.keys or self.errors:
+            yield self._take(len(self.keys))
+
+    def _take(self, rows: int) -> Block:
+        pixels = np.stack(self.images[:rows]) if rows else np.zeros((0,) + IMAGE_SHAPE, np.uint8)
+        block = Block(self.keys[:rows], pixels, self.errors)
+        self.keys, self.images, self.errors = self.keys[rows:], self.images[rows:], []
+        return block
+
+
+class _UnitDecoder:
+    """Reads units with `read` and decodes what they yield with the shared preprocessing, into an _Assembler.
+
+    Inputs are decoded in groups of BLOCK_ROWS (or GROUP_BYTES), gathered across units: native PNGs are decoded a
+    group at a time, which costs less per image the larger the group.
+    """
+
+    def __init__(self, read, max_pixels: int, pool):
+        self.read, self.max_pixels, self.pool = read, max_pixels, pool
+        self.assembler = _Assembler()
+        self.pending, self.pending_bytes = [], 0
+
+    def blocks(self, unit):
+        for item in self.read(unit):
+            if isinstance(item, dict):  # an error row: the input could not be read
+                self.assembler.errors.append(item)
+                continue
+            self.pending.append(item)
+            self.pending_bytes += len(item[1]) if isinstance(item[1], bytes) else 0
+            if len(self.pending) >= BLOCK_ROWS or self.pending_bytes >= GROUP_BYTES:
+                self._decode_pending()
+                yield from self.assembler.full_blocks()
+
+    def rest(self):
+        self._decode_pending()
+        yield from self.assembler.full_blocks()
+        yield from self.assembler.rest()
+
+    def _decode_pending(self) -> None:
+        self._decode(self.pending)
+        self.pending, self.pending_bytes = [], 0
+
+    def _decode(self, records: list) -> None:
+        results = [_checked_raw_pixels(payload) if isinstance(payload, np.ndarray) else None for _, payload in records]
+        encoded = [index for index, result in enumerate(results) if result is None]
+        decoded = preprocessing.to_model_inputs([records[index][1] for index in encoded], self.max_pixels,
+                                                self.pool.map if self.pool else map)
+        for index, result in zip(encoded, decoded):
+            results[index] = result
+        for (key, _), result in zip(records, results):
+            if isinstance(result, np.ndarray):
+                self.assembler.keys.append(key)
+                self.assembler.images.append(result)
+            else:
+                reason = getattr(result, "reason", type(result).__name__)
+                self.assembler.errors.append(error_row(key, "decode", reason, str(result)))
+
+
+def _checked_raw_pixels(pixels: np.ndarray):
+    if pixels.shape != IMAGE_SHAPE or pixels.dtype != np.uint8:
+        return preprocessing.UnsupportedImageError(f"raw pixels of shape {pixels.shape}, need {IMAGE_SHAPE}")
+    return pixels
+
+
+_DONE = object()  # after the last block of a unit
+_FLUSH = object()  # asks for the blocks still being assembled
+_STOP = object()
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+# How many units the background thread may have on hand. Units are small (256 names by default), so several are
+# needed to keep it busy for the length of a model call; the blocks it may hold back are limited separately.
+UNITS_AHEAD = 16
+
+
+class _Background:
+    """Runs a _UnitDecoder in one thread, up to UNITS_AHEAD units ahead of the caller, with at most two decoded
+    blocks waiting to be taken."""
+
+    def __init__(self, decoder: _UnitDecoder):
+        self.decoder = decoder
+        # The outbox holds blocks and the markers that end units; only blocks count against the limit of two.
+        self.inbox, self.outbox = queue.Queue(), queue.Queue()
+        self.block_slots = threading.Semaphore(2)
+        self.in_flight = 0
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="decode-blocks", daemon=True)
+        self.thread.start()
+
+    def put(self, unit):
+        """Hands a unit over. Blocks are only taken (and so scored) once UNITS_AHEAD units are on hand: the caller
+        feeds units first, so the thread never runs dry while the model scores what it took."""
+        self.inbox.put(unit)
+        self.in_flight += 1
+        while self.in_flight >= UNITS_AHEAD:
+            yield from self._take()
+
+    def flush(self):
+        """Yields every block still to come, the last short one included."""
+        self.inbox.put(_FLUSH)
+        self.in_flight += 1
+        while self.in_flight:
+            yield from self._take()
+
+    def stop(self) -> None:
+        """Ends the thread, dropping whatever it had not handed over (after a failed bundle, nothing of it counts)."""
+        self.stopping = True
+        self.inbox.put(_STOP)
+        self.thread.join()
+
+    def _take(self):
+        item = self.outbox.get()
+        if item is _DONE:
+            self.in_flight -= 1
+        elif isinstance(item, _Failed):
+            raise item.error  # a bug, not a bad input (those are error rows): fail the bundle so the runner retries
+        else:
+            self.block_slots.release()
+            yield item
+
+    def _run(self) -> None:
+        while True:
+            unit = self.inbox.get()
+            if unit is _STOP or self.stopping:
+                return
+            try:
+                for block in (self.decoder.rest() if unit is _FLUSH else self.decoder.blocks(unit)):
+                    while not self.block_slots.acquire(timeout=0.1):
+                        if self.stopping:
+                            return
+                    self.outbox.put(block)
+            except BaseException as error:  # handed to the caller's thread, which owns the bundle
+                self.outbox.put(_Failed(error))
+            self.outbox.put(_DONE)
+
+
+class DecodeBlocks(beam.DoFn):
+    """Units of input -> Blocks: reads each unit with `read` and decodes it with the shared preprocessing, in a
+    background thread, using `threads` threads for photos (Pillow decodes and resizes without Python's lock)."""
+
+    def __init__(self, read, max_pixels: int, threads: int = 1):
+        self.read = read
+        self.max_pixels = max_pixels
+        self.threads = threads
+
+    def setup(self):
+        worker_exit.exit_quickly_at_the_end()
+        self._pool = ThreadPoolExecutor(self.threads, "decode-photos") if self.threads > 1 else None
+        self._background = _Background(_UnitDecoder(self.read, self.max_pixels, self._pool))
+
+    def start_bundle(self):
+        if self._background.in_flight:  # an earlier bundle failed half way: start afresh, keeping none of it
+            self._background.stop()
+            self._background = _Background(_UnitDecoder(self.read, self.max_pixels, self._pool))
+
+    def process(self, unit):
+        yield from self._background.put(unit)
+
+    def finish_bundle(self):
+        for block in self._background.flush():
+            yield GlobalWindows.windowed_value(block)
+
+    def teardown(self):
+        self._background.stop()
+        if self._pool:
+            self._pool.shutdown()
