@@ -17,7 +17,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from model import preprocessing
 from model.vocabulary import IMAGE_SHAPE
-from pipeline import worker_exit
+from pipeline import timeline, worker_exit
 from pipeline.errors import error_row
 from pipeline.served_model import MODEL_CALL_ROWS
 
@@ -213,6 +213,7 @@ class DecodeBlocks(beam.DoFn):
     def finish_bundle(self):
         for block in self._background.flush():
             yield GlobalWindows.windowed_value(block)
+        timeline.mark("bundle scored")
 
     def teardown(self):
         self._background.stop()

@@ -26,7 +26,7 @@ import apache_beam as beam  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions  # noqa: E402
 
-from pipeline import options, partitions, preflight, publish, sinks, sources  # noqa: E402
+from pipeline import options, partitions, preflight, publish, sinks, sources, timeline  # noqa: E402
 from pipeline.model_handler import KerasModelHandler  # noqa: E402
 from pipeline.scoring import ScoreImages  # noqa: E402
 
@@ -92,6 +92,7 @@ def worker_threads(config: options.ScoreConfig, beam_options: PipelineOptions) -
 
 def run(argv=None) -> int:
     """The CLI: checks everything it can before starting, runs the pipeline, publishes, prints a summary."""
+    timeline.mark("command started")
     config, beam_args = options.parse(sys.argv[1:] if argv is None else argv)
     try:
         checked = preflight.check(config)
@@ -101,6 +102,7 @@ def run(argv=None) -> int:
     except preflight.PreflightError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    timeline.mark("checks done")
     beam_options = pipeline_options(beam_args)
     config = worker_threads(config, beam_options)
     run_info = publish.start_run(config, beam_options, checked)
@@ -108,12 +110,15 @@ def run(argv=None) -> int:
     try:
         with beam.Pipeline(options=beam_options) as pipeline:
             build(pipeline, config, checked.card, checked.version, run_info.staging)
+            timeline.mark("graph built")
     except Exception as error:  # The partition in place stays untouched; say so rather than only dumping a trace.
         logging.exception("the pipeline failed")
         print(f"error: the pipeline failed ({type(error).__name__}: {error}); {run_info.partition} was left as it "
               f"was and nothing was published", file=sys.stderr)
         return EXIT_FAILED
+    timeline.mark("pipeline done")
     manifest = publish.finish_run(run_info, time.monotonic() - started)
+    timeline.mark("published")
     print(publish.summary(manifest))
     if not manifest["counts"]["invariant_holds"]:
         return EXIT_FAILED

@@ -16,6 +16,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from model.vocabulary import IMAGE_PIXELS, IMAGE_SHAPE
+from pipeline import timeline
 from pipeline.errors import error_row
 
 COUNTS = "counts"
@@ -47,8 +48,10 @@ class _MatchInChunks(beam.DoFn):
         self.already_scored = already_scored  # a callable returning the set of (path, size, mtime) to skip, or None
 
     def process(self, pattern):
+        timeline.mark("listing files")
         matched = [m for m in FileSystems.match([pattern])[0].metadata_list
                    if not os.path.basename(m.path).startswith(".")]
+        timeline.mark("files listed")
         files = sorted((m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in matched)
         todo = files
         if self.already_scored is not None:

@@ -8,7 +8,7 @@ import pytest
 
 from model import model_files, samples
 from pipeline import score
-from pipeline.served_model import LOAD_LOG_ENV
+from pipeline import timeline
 from tests.conftest import SAMPLE_INPUTS, partition, read_rows
 
 
@@ -64,16 +64,20 @@ def test_multi_process_run_loads_once_per_worker_and_gives_the_same_rows(test_pn
     folder, _ = test_pngs
     subset = os.path.join(folder, "test-0[0-2]*.png")  # 3,000 images
     log = tmp_path / "loads.log"
-    monkeypatch.setenv(LOAD_LOG_ENV, str(log))
+    monkeypatch.setenv(timeline.TIMELINE_ENV, str(log))
+
+    def model_loads():
+        return [pid for _, pid, phase in timeline.read(str(log)) if phase == "model loaded"]
+
     _score(["--input", subset, "--output", str(tmp_path / "single")])
-    single_loads = log.read_text().split()
+    single_loads = model_loads()
     log.unlink()
     _score(["--input", subset, "--output", str(tmp_path / "multi"), "--files_per_chunk", "100",
             "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
-    worker_loads = log.read_text().split()
-    assert single_loads == [str(os.getpid())]
+    worker_loads = model_loads()
+    assert single_loads == [os.getpid()]
     assert len(worker_loads) == 2 and len(set(worker_loads)) == 2, worker_loads
-    assert str(os.getpid()) not in worker_loads
+    assert os.getpid() not in worker_loads
     multi, single = (read_rows(os.path.join(partition(tmp_path / run), "scores")) for run in ("multi", "single"))
     assert multi == single
 

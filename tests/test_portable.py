@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from pipeline.served_model import LOAD_LOG_ENV
+from pipeline import timeline
 from tests import portable_servers
 from tests.conftest import REPO_ROOT, SAMPLE_INPUTS, partition, read_rows
 
@@ -55,7 +55,7 @@ def test_portable_job_api_run_matches_in_memory_run(tmp_path, tiny_model_path):
     client_env = portable_servers.project_env(REPO_ROOT)
     # Only the worker pool, and so the SDK workers it starts, logs model loads: proof that those workers scored.
     load_log = str(tmp_path / "loads.txt")
-    pool_env = dict(client_env, **{LOAD_LOG_ENV: load_log})
+    pool_env = dict(client_env, **{timeline.TIMELINE_ENV: load_log})
     portable, in_memory = str(tmp_path / "portable"), str(tmp_path / "in_memory")
     with portable_servers.portable_servers(str(servers_folder), client_env, pool_env) as (job_port, pool_port):
         try:
@@ -64,8 +64,8 @@ def test_portable_job_api_run_matches_in_memory_run(tmp_path, tiny_model_path):
             raise AssertionError(f"{failure}\n{_server_logs(str(servers_folder))}") from failure
     _score(in_memory, tiny_model_path, client_env)
 
-    with open(load_log, encoding="utf-8") as stream:
-        assert stream.read().split(), "no SDK worker of the pool loaded the model"
+    assert [phase for _, _, phase in timeline.read(load_log) if phase == "model loaded"], \
+        "no SDK worker of the pool loaded the model"
     for table in ("scores", "errors"):
         assert read_rows(os.path.join(partition(portable), table)) == read_rows(os.path.join(partition(in_memory), table))
     counts = _manifest_counts(portable)
