@@ -81,7 +81,7 @@ def save(model, path: str, card_fields: dict) -> dict:
 def load(path: str, compile: bool = False) -> LoadedModel:
     """Loads a model in Keras safe mode and checks that its card describes it; raises ModelFileError if not."""
     card = read_card(path)
-    keras = _import_keras()
+    keras = import_keras()
     try:
         model = keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as error:  # Keras raises many types for a bad file; all mean the same thing to the user.
@@ -90,7 +90,7 @@ def load(path: str, compile: bool = False) -> LoadedModel:
     return LoadedModel(model, card)
 
 
-def _import_keras():
+def import_keras():
     """Imports Keras without the matplotlib.pyplot it imports for plotting helpers that loading never uses: 0.7 s of a
     scoring worker's start-up where matplotlib is installed. Importing pyplot later works as usual."""
     if "keras" in sys.modules or "matplotlib.pyplot" in sys.modules:

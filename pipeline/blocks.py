@@ -17,7 +17,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from model import preprocessing
 from model.vocabulary import IMAGE_SHAPE
-from pipeline import timeline, worker_exit
+from pipeline import timeline, worker_process
 from pipeline.errors import error_row
 from pipeline.served_model import MODEL_CALL_ROWS
 
@@ -198,7 +198,7 @@ class DecodeBlocks(beam.DoFn):
         self.threads = threads
 
     def setup(self):
-        worker_exit.exit_quickly_at_the_end()
+        worker_process.exit_quickly_at_the_end()
         self._pool = ThreadPoolExecutor(self.threads, "decode-photos") if self.threads > 1 else None
         self._background = _Background(_UnitDecoder(self.read, self.max_pixels, self._pool))
 

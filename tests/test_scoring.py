@@ -36,10 +36,18 @@ def records_as_they_are(unit):
     yield from unit
 
 
+class _PoisonedServedModel(ServedModel):
+    """The real served model, except that any call holding a poisoned row fails, as _ModelThatFailsOnPoison."""
+
+    def predict_rows(self, pixels):
+        if (pixels[:, 0, 0] == POISON).any():
+            raise ValueError("poisoned record")
+        return super().predict_rows(pixels)
+
+
 class _PoisonAwareHandler(KerasModelHandler):
     def load_model(self):
-        loaded = super().load_model().loaded
-        return ServedModel(model_files.LoadedModel(_ModelThatFailsOnPoison(loaded.model), loaded.card))
+        return _PoisonedServedModel(super().load_model().loaded)
 
 
 def test_isolation_fails_only_the_bad_records(tiny_model_path, test_split):
@@ -47,18 +55,29 @@ def test_isolation_fails_only_the_bad_records(tiny_model_path, test_split):
     pixels = test_split.images[:700].copy()
     pixels[[3, 400, 401], 0, 0] = POISON
     poisoned = _ModelThatFailsOnPoison(model)
-    probabilities, failed = predict_isolating_failures(lambda rows: predict_fixed_rows(poisoned, rows), pixels)
+    probabilities, failed = predict_isolating_failures(lambda rows: predict_fixed_rows(poisoned.predict_on_batch, rows), pixels)
     assert sorted(failed) == [3, 400, 401] and all("poisoned" in str(e) for e in failed.values())
     good = [i for i in range(700) if i not in failed]
-    np.testing.assert_allclose(probabilities[good], predict_fixed_rows(model, pixels[good]), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(probabilities[good], predict_fixed_rows(model.predict_on_batch, pixels[good]), rtol=0, atol=1e-6)
 
 
 def test_fixed_row_calls_make_results_independent_of_batching(tiny_model_path, test_split):
     model = model_files.load(tiny_model_path).model
-    whole = predict_fixed_rows(model, test_split.images[:600])
-    pieces = np.concatenate([predict_fixed_rows(model, test_split.images[i:min(i + 37, 600)]) for i in range(0, 600, 37)])
+    whole = predict_fixed_rows(model.predict_on_batch, test_split.images[:600])
+    pieces = np.concatenate([predict_fixed_rows(model.predict_on_batch, test_split.images[i:min(i + 37, 600)]) for i in range(0, 600, 37)])
     np.testing.assert_array_equal(whole, pieces)
     assert whole.dtype == np.float32 and whole.shape == (600, 10) and MODEL_CALL_ROWS > 37
+
+
+def test_compiled_forward_gives_predict_on_batchs_probabilities_exactly(shipped_model, test_split):
+    from pipeline.served_model import compiled_forward
+
+    model = model_files.load(shipped_model).model
+    pixels = test_split.images[:2 * MODEL_CALL_ROWS]
+    compiled = compiled_forward(model)
+    for start in (0, MODEL_CALL_ROWS):
+        block = pixels[start:start + MODEL_CALL_ROWS]
+        np.testing.assert_array_equal(compiled(block), model.predict_on_batch(block))
 
 
 def test_score_images_keeps_every_good_neighbour_of_a_bad_record(tiny_model_path, test_split):
@@ -82,7 +101,7 @@ def test_score_images_keeps_every_good_neighbour_of_a_bad_record(tiny_model_path
 
 def test_rows_follow_the_output_contract(tiny_model_path, test_split):
     loaded = model_files.load(tiny_model_path)
-    probabilities = predict_fixed_rows(loaded.model, test_split.images[:5])
+    probabilities = predict_fixed_rows(loaded.model.predict_on_batch, test_split.images[:5])
     from pipeline.model_handler import ScoredBlock
 
     table = sinks.to_table(ScoredBlock([f"k{i}" for i in range(5)], probabilities, []),

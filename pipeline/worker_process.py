@@ -12,15 +12,20 @@ import os
 import sys
 
 _WORKER_MAIN = "apache_beam.runners.worker.sdk_worker_main"
-_installed = []
+_exit_installed = []
+
+
+def in_sdk_worker() -> bool:
+    """True in a process whose main program is Beam's SDK worker (local multi-process, portable, Dataflow)."""
+    main = sys.modules.get("__main__")
+    return getattr(getattr(main, "__spec__", None), "name", None) == _WORKER_MAIN
 
 
 def exit_quickly_at_the_end() -> None:
     """In a Beam SDK worker process (and only there), skips interpreter teardown at exit; idempotent."""
-    main = sys.modules.get("__main__")
-    if _installed or getattr(getattr(main, "__spec__", None), "name", None) != _WORKER_MAIN:
+    if _exit_installed or not in_sdk_worker():
         return
-    _installed.append(True)
+    _exit_installed.append(True)
     failed = []
     previous_hook = sys.excepthook
 
