@@ -1,11 +1,13 @@
 """Benchmarks the scorer against the scripts a user would write instead, side by side on this machine.
 
     python bench/benchmark.py                          # every section (about 20 minutes on 2 cores)
-    python bench/benchmark.py --only native photos     # some sections: native tfrecords photos scaling memory
+    python bench/benchmark.py --only native photos     # some of: native tfrecords photos conversion scaling
+                                                       # phases memory
 
-Every run is a fresh process, so imports and start-up count. Ways are interleaved and repeated (the median of
---repeat runs is reported), and each way runs at two sizes so that fixed cost and steady rate come apart:
-steady = (N2 - N1) / (t2 - t1), fixed = t1 - N1 / steady. Peak RSS is summed over the process and its children.
+Every run is a fresh process, so imports and start-up count, and starts with its input files in the page cache (see
+warm_page_cache). Ways are interleaved and repeated (the median of --repeat runs is reported), and each way runs at
+two sizes so that fixed cost and steady rate come apart: steady = (N2 - N1) / (t2 - t1), fixed = t1 - N1 / steady.
+Peak RSS is summed over the process and its children.
 """
 
 import argparse
@@ -48,8 +50,28 @@ def _tree_rss_bytes(pid: int) -> int:
     return sum(rss.get(member, 0) for member in family)
 
 
+def warm_page_cache(command: list) -> None:
+    """Reads every input file a command names (folders and globs) once, so each run starts with its inputs in the
+    page cache. This machine's host reclaims the cache within minutes, and a run that reads 50,000 files from disk
+    measures the disk (~8,000 files/s here, whatever the reader) instead of the way being measured."""
+    import glob
+
+    for argument in command:
+        if os.path.isdir(argument):
+            paths = glob.glob(os.path.join(argument, "**", "*"), recursive=True)
+        elif "*" in argument:
+            paths = glob.glob(argument)
+        else:
+            continue
+        for path in paths:
+            if os.path.isfile(path):
+                with open(path, "rb", buffering=0) as stream:
+                    stream.readall()
+
+
 def measure(command: list) -> tuple:
-    """Runs a command; returns (seconds, peak summed RSS in bytes)."""
+    """Runs a command on warm inputs; returns (seconds, peak summed RSS in bytes)."""
+    warm_page_cache(command)
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = [0]
@@ -205,6 +227,69 @@ def scaling(args) -> dict:
     return found
 
 
+def phases(args) -> None:
+    """Where start-up goes: the timeline of one run per way (seconds after the command's process started)."""
+    from pipeline import timeline
+
+    small = args.sizes[0]
+    folder = datasets.pngs(small, args.cache)
+    out = os.path.join(args.cache, "out")
+    for name, mode in (("1 worker", ONE_WORKER), ("2 worker processes", TWO_WORKERS)):
+        log = os.path.join(out, "timeline.txt")
+        if os.path.exists(log):
+            os.remove(log)
+        os.environ[timeline.TIMELINE_ENV] = log
+        try:
+            measure(PIPELINE + ["--input", folder, "--output", f"{out}/phases"] + mode)
+        finally:
+            del os.environ[timeline.TIMELINE_ENV]
+        rows = timeline.read(log)
+        launcher, started = rows[0][1], rows[0][0]
+        print(f"\nStart-up phases, pipeline with {name}, {small:,} PNGs (one run; s after the command started)")
+        for seconds, pid, phase in rows:
+            who = "launcher" if pid == launcher else f"worker {pid}"
+            print(f"  {seconds - started:6.2f}  {who:14s} {phase}")
+
+
+def conversion(args) -> None:
+    """Reduced-scale photo conversion (preprocessing v2) against full resolution (v1) on both catalogue sets."""
+    import io
+
+    import numpy as np
+
+    from model import data, model_files, preprocessing, samples
+
+    test = data.load_split("test")
+    count = args.photo_sizes[1]
+    model = model_files.load(model_files.DEFAULT_MODEL_PATH).model
+
+    def small_photo(index):
+        buffer = io.BytesIO()
+        samples.catalogue_photo(test.images[index], index).save(buffer, "JPEG", quality=90)
+        return buffer.getvalue()
+
+    large_folder = datasets.photos(count, args.cache)
+    sets = {"catalogue photos, ~400x350 JPEG": [small_photo(i) for i in range(count)],
+            "catalogue photos, 1200x1600 JPEG": [open(os.path.join(large_folder, name), "rb").read()
+                                                 for name in sorted(os.listdir(large_folder)) if name.endswith(".jpg")]}
+    print(f"\nPhoto conversion at reduced scale (v2) against full resolution (v1), {count:,} photos each")
+    for name, payloads in sets.items():
+        reduced = np.stack([preprocessing.to_model_input(p) for p in payloads])
+        edge, preprocessing.REDUCED_EDGE = preprocessing.REDUCED_EDGE, 10**9
+        try:
+            full = np.stack([preprocessing.to_model_input(p) for p in payloads])
+        finally:
+            preprocessing.REDUCED_EDGE = edge
+        difference = np.abs(reduced.astype(int) - full.astype(int))
+        per_image = difference.reshape(len(difference), -1).mean(axis=1)
+        labels = test.labels[:len(payloads)]
+        accuracy = {way: float((model.predict(x, batch_size=1024, verbose=0).argmax(1) == labels).mean())
+                    for way, x in (("v2", reduced), ("v1", full))}
+        print(f"  {name}: accuracy v2 {accuracy['v2']:.3f}, v1 {accuracy['v1']:.3f}; pixel difference mean "
+              f"{difference.mean():.2f}, max {difference.max()}; images differing by more than 8 on average "
+              f"{(per_image > 8).mean():.1%}, worst image {per_image.max():.1f}")
+
+
 def memory(args) -> None:
     out = os.path.join(args.cache, "out")
     print("\nMemory (pipeline, 1 worker, one run each)")
@@ -214,7 +299,8 @@ def memory(args) -> None:
         print(f"  {size:>9,} PNGs: peak RSS {rss / 2**30:.2f} GiB ({seconds:.1f} s)", flush=True)
 
 
-SECTIONS = {"native": native, "tfrecords": tfrecords, "photos": photos, "scaling": scaling, "memory": memory}
+SECTIONS = {"native": native, "tfrecords": tfrecords, "photos": photos, "conversion": conversion,
+            "scaling": scaling, "phases": phases, "memory": memory}
 
 
 def main(argv=None) -> None:

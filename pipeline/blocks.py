@@ -2,7 +2,7 @@
 
 A block holds up to BLOCK_ROWS decoded images (their keys and one uint8 [N, 28, 28] array) and the error rows of the
 inputs that were read with them, so the runner handles one element per thousand images, not one per image. Reading
-and decoding run in a background thread, one unit ahead: while the model scores a block (TensorFlow lets go of
+and decoding run in a background thread, a few units ahead: while the model scores a block (TensorFlow lets go of
 Python's lock while it computes), the next one is read and decoded.
 """
 
@@ -65,13 +65,13 @@ class _UnitDecoder:
     group at a time, which costs less per image the larger the group.
     """
 
-    def __init__(self, read, max_pixels: int, pool):
-        self.read, self.max_pixels, self.pool = read, max_pixels, pool
+    def __init__(self, read, max_pixels: int, pool, read_pool):
+        self.read, self.max_pixels, self.pool, self.read_pool = read, max_pixels, pool, read_pool
         self.assembler = _Assembler()
         self.pending, self.pending_bytes = [], 0
 
     def blocks(self, unit):
-        for item in self.read(unit):
+        for item in self.read(unit, self.read_pool):
             if isinstance(item, dict):  # an error row: the input could not be read
                 self.assembler.errors.append(item)
                 continue
@@ -188,9 +188,14 @@ class _Background:
             self.outbox.put(_DONE)
 
 
+# Reads of files on remote filesystems in flight at once per worker (see sources.read_image_files).
+READ_THREADS = 16
+
+
 class DecodeBlocks(beam.DoFn):
-    """Units of input -> Blocks: reads each unit with `read` and decodes it with the shared preprocessing, in a
-    background thread, using `threads` threads for photos (Pillow decodes and resizes without Python's lock)."""
+    """Units of input -> Blocks: reads each unit with `read(unit, read_pool)` and decodes it with the shared
+    preprocessing, in a background thread, using `threads` threads for photos (Pillow decodes and resizes without
+    Python's lock)."""
 
     def __init__(self, read, max_pixels: int, threads: int = 1):
         self.read = read
@@ -200,12 +205,16 @@ class DecodeBlocks(beam.DoFn):
     def setup(self):
         worker_process.exit_quickly_at_the_end()
         self._pool = ThreadPoolExecutor(self.threads, "decode-photos") if self.threads > 1 else None
-        self._background = _Background(_UnitDecoder(self.read, self.max_pixels, self._pool))
+        self._read_pool = ThreadPoolExecutor(READ_THREADS, "read-files")  # its threads start on first use
+        self._background = self._started()
+
+    def _started(self) -> _Background:
+        return _Background(_UnitDecoder(self.read, self.max_pixels, self._pool, self._read_pool))
 
     def start_bundle(self):
         if self._background.in_flight:  # an earlier bundle failed half way: start afresh, keeping none of it
             self._background.stop()
-            self._background = _Background(_UnitDecoder(self.read, self.max_pixels, self._pool))
+            self._background = self._started()
 
     def process(self, unit):
         yield from self._background.put(unit)
@@ -217,5 +226,6 @@ class DecodeBlocks(beam.DoFn):
 
     def teardown(self):
         self._background.stop()
+        self._read_pool.shutdown()
         if self._pool:
             self._pool.shutdown()

@@ -12,11 +12,11 @@ from pipeline.blocks import BLOCK_ROWS, DecodeBlocks
 from tests.conftest import local_pipeline
 
 
-def records_as_they_are(unit):
+def records_as_they_are(unit, pool=None):
     yield from unit
 
 
-def broken_reader(unit):
+def broken_reader(unit, pool=None):
     yield unit[0]
     raise RuntimeError("a bug in a reader")
 

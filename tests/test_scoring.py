@@ -31,7 +31,7 @@ class _ModelThatFailsOnPoison:
         return self.real_model.predict_on_batch(pixels)
 
 
-def records_as_they_are(unit):
+def records_as_they_are(unit, pool=None):
     """A `read` for ScoreImages whose units already are (key, payload) records."""
     yield from unit
 

@@ -3,10 +3,13 @@
 
 import os
 import struct
+import threading
+import time
 
 import apache_beam as beam
 import numpy as np
 import pytest
+from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.testing.util import assert_that, equal_to
 
 from model import samples
@@ -40,7 +43,7 @@ def _read_tfrecords(pattern, image_feature="image/encoded", key_feature="image/f
     """Every (key, payload) record and error row of the files a pattern matches, in file order."""
     import glob
 
-    read = sources.ReadTFRecordFile(image_feature, key_feature)
+    read = sources.ReadTFRecordFile(image_feature, key_feature)  # its pool is not used
     items = [item for path in sorted(glob.glob(pattern)) for item in read([(path, os.path.getsize(path), 0.0)])]
     return [i for i in items if not isinstance(i, dict)], [i for i in items if isinstance(i, dict)]
 
@@ -131,3 +134,40 @@ def test_raw_pixels_or_bytes():
     png_like = b"\x89PNG" + bytes(780)
     assert sources.raw_pixels_or_bytes(png_like) is png_like
     assert sources.raw_pixels_or_bytes(b"short") == b"short"
+
+
+class _SlowFileSystem(LocalFileSystem):
+    """A stand-in for an object store: local files behind `slowtest://`, each open waiting as a network read would."""
+
+    open_now = 0
+    most_open_at_once = 0
+    lock = threading.Lock()
+
+    @classmethod
+    def scheme(cls):
+        return "slowtest"
+
+    def open(self, path, mime_type="application/octet-stream", compression_type=None):
+        cls = type(self)
+        with cls.lock:
+            cls.open_now += 1
+            cls.most_open_at_once = max(cls.most_open_at_once, cls.open_now)
+        try:
+            time.sleep(0.02)
+            return super().open(path[len("slowtest://"):], mime_type, compression_type)
+        finally:
+            with cls.lock:
+                cls.open_now -= 1
+
+
+def test_remote_files_are_read_several_at_a_time_and_yielded_in_order(test_split, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = samples.write_pngs(test_split.images[:40], str(tmp_path), [f"{i:02d}.png" for i in range(40)])
+    unit = [(f"slowtest://{path}", 1, 0.0) for path in paths] + [("slowtest:///nowhere/gone.png", 1, 0.0)]
+    with ThreadPoolExecutor(8) as pool:
+        read = list(sources.read_image_files(unit, pool))
+    assert [item[0] for item in read[:40]] == [f"slowtest://{path}" for path in paths]
+    assert all(item[1] == open(path, "rb").read() for item, path in zip(read, paths))
+    assert read[40]["key"] == "slowtest:///nowhere/gone.png" and read[40]["stage"] == "read"
+    assert _SlowFileSystem.most_open_at_once > 1  # local files, by contrast, are read one at a time
