@@ -35,6 +35,37 @@ def as_pattern(path: str) -> str:
     return path
 
 
+def list_files(pattern: str):
+    """(path, size, modification time) of every file a pattern matches, as Beam's FileSystems.match lists them.
+
+    A local folder (`/path/**`) is walked here with os.scandir: the same files as Beam's local listing (os.walk,
+    not into symlinked folders; files that vanish are left out), at a third of its cost (0.8 s for 100,000 files
+    through Beam here), which matters because scoring waits for the listing.
+    """
+    if FileSystems.get_scheme(pattern) is None and pattern.endswith(os.sep + "**") and os.path.isdir(pattern[:-3]):
+        return _walk(pattern[:-3])
+    return [(m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in FileSystems.match([pattern])[0].metadata_list]
+
+
+def _walk(root: str):
+    folders = [root]
+    while folders:
+        try:
+            with os.scandir(folders.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir():  # like os.walk: a symlink to a folder counts as a folder, and is not entered
+                        if not entry.is_symlink():
+                            folders.append(entry.path)
+                        continue
+                    try:
+                        status = entry.stat()  # follows a symlink to its file, as Beam's getsize and getmtime do
+                    except OSError:
+                        continue  # gone since it was listed, or a dangling link
+                    yield entry.path, status.st_size, status.st_mtime
+        except OSError:
+            continue  # an unreadable folder: os.walk skips it too
+
+
 class Matched(typing.NamedTuple):
     units: beam.PCollection  # lists of (path, size, modification time), reshuffled over the workers
     counts: beam.PCollection  # ("matched" or "skipped", amount)
@@ -49,10 +80,8 @@ class _MatchInChunks(beam.DoFn):
 
     def process(self, pattern):
         timeline.mark("listing files")
-        matched = [m for m in FileSystems.match([pattern])[0].metadata_list
-                   if not os.path.basename(m.path).startswith(".")]
+        files = sorted(entry for entry in list_files(pattern) if not os.path.basename(entry[0]).startswith("."))
         timeline.mark("files listed")
-        files = sorted((m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in matched)
         todo = files
         if self.already_scored is not None:
             skip = self.already_scored()

@@ -171,3 +171,19 @@ def test_remote_files_are_read_several_at_a_time_and_yielded_in_order(test_split
     assert all(item[1] == open(path, "rb").read() for item, path in zip(read, paths))
     assert read[40]["key"] == "slowtest:///nowhere/gone.png" and read[40]["stage"] == "read"
     assert _SlowFileSystem.most_open_at_once > 1  # local files, by contrast, are read one at a time
+
+
+def test_folder_listing_is_beams_listing(test_split, tmp_path):
+    from apache_beam.io.filesystems import FileSystems
+
+    samples.write_pngs(test_split.images[:4], str(tmp_path / "a" / "b"), ["0.png", "1.png", ".2.png", "3.png"])
+    samples.write_pngs(test_split.images[:1], str(tmp_path / ".hidden"), ["4.png"])
+    (tmp_path / "notes.txt").write_text("still an input")
+    os.symlink(tmp_path / "a" / "b" / "0.png", tmp_path / "link-to-file.png")
+    os.symlink(tmp_path / "a", tmp_path / "link-to-folder")
+    os.symlink(tmp_path / "nowhere.png", tmp_path / "dangling.png")
+    pattern = sources.as_pattern(str(tmp_path))
+    beams = sorted((m.path, m.size_in_bytes, m.last_updated_in_seconds)
+                   for m in FileSystems.match([pattern])[0].metadata_list)
+    assert sorted(sources.list_files(pattern)) == beams
+    assert len(beams) == 7  # 4 + 1 hidden + notes + the link to a file; not the linked folder, not the dangling link
