@@ -27,6 +27,12 @@ from bench import datasets  # noqa: E402
 PIPELINE = [sys.executable, "-m", "pipeline.score", "--progress_seconds", "0"]
 ONE_WORKER = ["--direct_running_mode=in_memory"]
 TWO_WORKERS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+ONE_THREAD = ["--model_threads", "1", "--decode_threads", "1"]
+
+
+def pipeline(source: list, output: str, *flags, cores: str = "") -> list:
+    """The scoring command for `source` (e.g. ["--input", folder]), optionally pinned to `cores` with taskset."""
+    return (["taskset", "-c", cores] if cores else []) + PIPELINE + source + ["--output", output, *flags]
 
 
 def _tree_rss_bytes(pid: int) -> int:
@@ -144,9 +150,8 @@ def native(args) -> dict:
                                                     os.path.join(out, "plain.parquet")],
         "tf.data script": lambda n: [sys.executable, os.path.join(HERE, "tfdata_baseline.py"), folders[n],
                                      os.path.join(out, "tfdata.parquet")],
-        "pipeline, 1 worker": lambda n: PIPELINE + ["--input", folders[n], "--output", f"{out}/p1"] + ONE_WORKER,
-        "pipeline, 2 worker processes": lambda n: PIPELINE + ["--input", folders[n], "--output", f"{out}/p2"]
-        + TWO_WORKERS,
+        "pipeline, 1 worker": lambda n: pipeline(["--input", folders[n]], f"{out}/p1", *ONE_WORKER),
+        "pipeline, 2 worker processes": lambda n: pipeline(["--input", folders[n]], f"{out}/p2", *TWO_WORKERS),
     }
     found = summarise(run_interleaved(ways, (small, large), args.repeat))
     print_table(f"Native 28x28 PNGs ({small:,} and {large:,} files, median of {args.repeat})", found)
@@ -165,10 +170,9 @@ def tfrecords(args) -> dict:
     folders = {size: datasets.pngs(size, args.cache) for size in (small, large)}
     out = os.path.join(args.cache, "out")
     ways = {
-        "pipeline, loose PNG files": lambda n: PIPELINE + ["--input", folders[n], "--output", f"{out}/png"]
-        + ONE_WORKER,
-        "pipeline, PNG TFRecords (4 shards)": lambda n: PIPELINE + ["--input_tfrecords", records[n], "--output",
-                                                                    f"{out}/tfr"] + ONE_WORKER,
+        "pipeline, loose PNG files": lambda n: pipeline(["--input", folders[n]], f"{out}/png", *ONE_WORKER),
+        "pipeline, PNG TFRecords (4 shards)": lambda n: pipeline(["--input_tfrecords", records[n]], f"{out}/tfr",
+                                                                 *ONE_WORKER),
     }
     found = summarise(run_interleaved(ways, (small, large), args.repeat))
     print_table(f"TFRecords against loose files ({small:,} and {large:,} images, 1 worker)", found)
@@ -185,21 +189,19 @@ def photos(args) -> dict:
     ways = {
         "naive Pillow script": lambda n: [sys.executable, os.path.join(HERE, "photo_baseline.py"), folders[n],
                                           os.path.join(out, f"naive-{n}.parquet")],
-        "pipeline, 1 worker": lambda n: PIPELINE + ["--input", folders[n], "--output", f"{out}/photos-{n}"]
-        + ONE_WORKER,
-        "pipeline, 1 worker on 1 core": lambda n: ["taskset", "-c", "0"] + PIPELINE + [
-            "--input", folders[n], "--output", f"{out}/photos-core1", "--model_threads", "1", "--decode_threads", "1"]
-        + ONE_WORKER,
+        "pipeline, 1 worker": lambda n: pipeline(["--input", folders[n]], f"{out}/photos-{n}", *ONE_WORKER),
+        "pipeline, 1 worker on 1 core": lambda n: pipeline(["--input", folders[n]], f"{out}/photos-core1",
+                                                           *ONE_WORKER, *ONE_THREAD, cores="0"),
     }
     found = summarise(run_interleaved(ways, (small, large), args.repeat))
     print_table(f"Catalogue photos, 1200x1600 JPEG ({small:,} and {large:,} photos)", found, unit="photo")
-    naive, pipeline, one_core = "naive Pillow script", "pipeline, 1 worker", "pipeline, 1 worker on 1 core"
-    print(f"  pipeline: whole process at {small:,} photos {ratio(found, pipeline, naive, 'rate', small):.2f}x the "
-          f"naive script's, at {large:,} {ratio(found, pipeline, naive, 'rate', large):.2f}x; steady "
-          f"{ratio(found, pipeline, naive, 'steady'):.2f}x")
+    naive, ours, one_core = "naive Pillow script", "pipeline, 1 worker", "pipeline, 1 worker on 1 core"
+    print(f"  pipeline: whole process at {small:,} photos {ratio(found, ours, naive, 'rate', small):.2f}x the "
+          f"naive script's, at {large:,} {ratio(found, ours, naive, 'rate', large):.2f}x; steady "
+          f"{ratio(found, ours, naive, 'steady'):.2f}x")
     accuracy = {naive: datasets.accuracy(os.path.join(out, f"naive-{large}.parquet")),
-                pipeline: datasets.accuracy(os.path.join(datasets.partition(f"{out}/photos-{large}"), "scores"))}
-    print(f"  accuracy on the {large:,} photos: pipeline {accuracy[pipeline]:.3f}, naive script {accuracy[naive]:.3f}")
+                ours: datasets.accuracy(os.path.join(datasets.partition(f"{out}/photos-{large}"), "scores"))}
+    print(f"  accuracy on the {large:,} photos: pipeline {accuracy[ours]:.3f}, naive script {accuracy[naive]:.3f}")
     per_core = datasets.conversion_rate(folders[small])
     print(f"  model.preprocessing.to_model_input on one core: {per_core:,.0f} photos/s "
           f"({1000 / per_core:.2f} ms a photo)")
@@ -215,12 +217,10 @@ def scaling(args) -> dict:
     folders = {size: datasets.pngs(size, args.cache) for size in (small, large)}
     out = os.path.join(args.cache, "out")
     ways = {
-        "1 worker on 1 core": lambda n: ["taskset", "-c", "0"] + PIPELINE + [
-            "--input", folders[n], "--output", f"{out}/core1", "--model_threads", "1", "--decode_threads", "1"]
-        + ONE_WORKER,
-        "2 workers, 1 core each": lambda n: ["taskset", "-c", "0,1"] + PIPELINE + [
-            "--input", folders[n], "--output", f"{out}/core2", "--model_threads", "1", "--decode_threads", "1"]
-        + TWO_WORKERS,
+        "1 worker on 1 core": lambda n: pipeline(["--input", folders[n]], f"{out}/core1", *ONE_WORKER, *ONE_THREAD,
+                                                 cores="0"),
+        "2 workers, 1 core each": lambda n: pipeline(["--input", folders[n]], f"{out}/core2", *TWO_WORKERS,
+                                                     *ONE_THREAD, cores="0,1"),
     }
     found = summarise(run_interleaved(ways, (small, large), args.repeat))
     print_table(f"Scaling per core (native PNGs, {small:,} and {large:,} files)", found)
@@ -243,7 +243,7 @@ def phases(args) -> None:
             os.remove(log)
         os.environ[timeline.TIMELINE_ENV] = log
         try:
-            measure(PIPELINE + ["--input", folder, "--output", f"{out}/phases"] + mode)
+            measure(pipeline(["--input", folder], f"{out}/phases", *mode))
         finally:
             del os.environ[timeline.TIMELINE_ENV]
         rows = timeline.read(log)
@@ -297,8 +297,7 @@ def memory(args) -> None:
     out = os.path.join(args.cache, "out")
     print("\nMemory (pipeline, 1 worker, one run each)")
     for size in args.memory_sizes:
-        seconds, rss = measure(PIPELINE + ["--input", datasets.pngs(size, args.cache), "--output", f"{out}/memory"]
-                               + ONE_WORKER)
+        seconds, rss = measure(pipeline(["--input", datasets.pngs(size, args.cache)], f"{out}/memory", *ONE_WORKER))
         print(f"  {size:>9,} PNGs: peak RSS {rss / 2**30:.2f} GiB ({seconds:.1f} s)", flush=True)
 
 
