@@ -41,13 +41,16 @@ def catalogue_photo(item: np.ndarray, index: int, tint=CATALOGUE_TINT) -> Image.
     return photo
 
 
-def example_bytes(image_value: bytes, filename: str = None, label: int = None) -> bytes:
-    """A serialized tf.train.Example with the image bytes, and optionally the file name and label."""
+def example_bytes(image_value: bytes, filename: str = None, label: int = None,
+                  feature_name: str = RECORD_KEY_IMAGE) -> bytes:
+    """A serialized tf.train.Example with the image bytes (encoded, or raw pixels under RECORD_KEY_RAW_PIXELS), and
+    optionally the file name and label."""
     import tensorflow as tf
 
-    feature = {RECORD_KEY_IMAGE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_value]))}
+    feature = {feature_name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_value]))}
     if filename is not None:
-        feature[RECORD_KEY_FILENAME] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[filename.encode()]))
+        name = filename if isinstance(filename, bytes) else filename.encode()
+        feature[RECORD_KEY_FILENAME] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[name]))
     if label is not None:
         feature[RECORD_KEY_LABEL] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()

@@ -30,6 +30,7 @@ COMPATIBLE_PREPROCESSING_VERSIONS = ("fmnist-catalogue-v1", PREPROCESSING_VERSIO
 
 # tf.train.Example feature names used by the TFRecord source and sample files.
 RECORD_KEY_IMAGE = "image/encoded"
+RECORD_KEY_RAW_PIXELS = "image/raw"  # 784 bytes (or integers 0-255) of 28x28 grey pixels, row by row
 RECORD_KEY_FILENAME = "image/filename"
 RECORD_KEY_LABEL = "image/class/label"
 

@@ -7,7 +7,9 @@ import datetime
 from model import preprocessing
 from model.cli_types import count_or_auto, positive_int, probability
 from model.model_files import DEFAULT_MODEL_PATH
-from model.vocabulary import RECORD_KEY_FILENAME, RECORD_KEY_IMAGE
+from model.vocabulary import RECORD_KEY_FILENAME, RECORD_KEY_IMAGE, RECORD_KEY_RAW_PIXELS
+from pipeline.sources import DEFAULT_MAX_FILE_BYTES
+from pipeline.tfrecords import COMPRESSIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +24,10 @@ class ScoreConfig:
     input_tfrecords: tuple = ()
     model: str = DEFAULT_MODEL_PATH
     image_feature: str = RECORD_KEY_IMAGE
+    raw_feature: str = RECORD_KEY_RAW_PIXELS
     key_feature: str = RECORD_KEY_FILENAME
+    compression: str = "auto"
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS
     low_confidence: float = 0.5
     files_per_chunk: int = 256
@@ -43,8 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="image files: globs or folders (recursive) on any Beam filesystem")
     inputs.add_argument("--input_tfrecords", nargs="+", default=[], metavar="GLOB",
                         help="TFRecord files of tf.train.Example")
-    inputs.add_argument("--image_feature", default=RECORD_KEY_IMAGE, help="Example feature with the image bytes "
-                        "(encoded image, or 784 raw uint8 pixels)")
+    inputs.add_argument("--image_feature", default=RECORD_KEY_IMAGE,
+                        help="Example feature with the encoded image (PNG, JPEG, ...)")
+    inputs.add_argument("--raw_feature", default=RECORD_KEY_RAW_PIXELS,
+                        help="Example feature with 784 raw grey pixels (bytes, or integers 0-255), used when present")
+    inputs.add_argument("--compression", choices=COMPRESSIONS, default="auto",
+                        help="TFRecord compression; auto: gzip for .gz/.gzip, zlib for .zlib/.zz, else none")
     inputs.add_argument("--key_feature", default=RECORD_KEY_FILENAME,
                         help="Example feature used as the key; records without it get PATH:INDEX")
     parser.add_argument("--output", required=True,
@@ -60,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "on any Beam filesystem (default: the shipped model)")
     parser.add_argument("--max_pixels", type=positive_int, default=ScoreConfig.max_pixels,
                         help="largest source image (width x height) decoded; larger ones are errors")
+    parser.add_argument("--max_file_bytes", type=positive_int, default=ScoreConfig.max_file_bytes,
+                        help="larger files are error rows, refused before they are read (and the largest TFRecord "
+                             "record read from a compressed file)")
     parser.add_argument("--low_confidence", type=probability, default=ScoreConfig.low_confidence,
                         help="predictions below this confidence are counted per class in the manifest")
     parser.add_argument("--files_per_chunk", type=positive_int, default=ScoreConfig.files_per_chunk,

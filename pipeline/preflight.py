@@ -8,7 +8,7 @@ import os
 from apache_beam.io.filesystems import FileSystems
 
 from model import model_files
-from pipeline import sources
+from pipeline import listing
 
 _ZIP_SIGNATURE = b"PK\x03\x04"
 
@@ -37,13 +37,27 @@ def check(config) -> Checked:
     return Checked(card, model_files.model_version(card), digest)
 
 
-def check_input(flag: str, pattern: str) -> None:
+def check_input(flag: str, text: str) -> None:
+    """Raises PreflightError for an empty input, NoInputError when it names nothing that could be scored."""
     try:
-        found = FileSystems.match([sources.as_pattern(pattern)], limits=[1])[0].metadata_list
+        spec = listing.input_spec(text)
+    except ValueError as error:
+        raise PreflightError(f"{flag} {text!r}: {error}") from None
+    try:
+        if FileSystems.get_scheme(spec.path) is not None:  # object stores: one object is enough to know
+            found = FileSystems.match([spec.path], limits=[1])[0].metadata_list
+            skipped = {}
+        else:
+            lister = listing.Listing()
+            found = next(iter(lister.entries([spec])), None) is not None
+            skipped = dict(lister.skipped)
     except Exception as error:  # Beam wraps every filesystem problem (no such bucket, no credentials) alike.
-        raise PreflightError(f"{flag} {pattern!r} cannot be listed: {error}") from error
+        raise PreflightError(f"{flag} {text!r} cannot be listed: {error}") from error
     if not found:
-        raise NoInputError(f"{flag} {pattern!r} matches no files; check the path, or quote the glob so the shell "
+        if skipped:
+            what = ", ".join(f"{amount:,} {reason}" for reason, amount in sorted(skipped.items()))
+            raise NoInputError(f"{flag} {text!r} holds nothing to score ({what} skipped)")
+        raise NoInputError(f"{flag} {text!r} matches no files; check the path, or quote the glob so the shell "
                            "does not expand it")
 
 

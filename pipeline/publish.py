@@ -53,11 +53,23 @@ def start_run(config, beam_options, checked) -> RunInfo:
                    config.max_error_rate, base)
 
 
-def finish_run(run: RunInfo, seconds: float) -> dict:
-    """Writes the manifest and _SUCCESS into the staging folder, then swaps it into place as the partition."""
-    with FileSystems.open(FileSystems.join(run.staging, COUNTS), compression_type="uncompressed") as stream:
+def read_counts(run: RunInfo) -> dict:
+    """The run's counts (from the file the pipeline wrote into staging), with zeros for what did not happen."""
+    path = FileSystems.join(run.staging, COUNTS)
+    with FileSystems.open(path, compression_type="uncompressed") as stream:
         counts = _complete(sinks.nest_counts(json.loads(stream.read() or b"{}")))
-    FileSystems.delete([FileSystems.join(run.staging, COUNTS)])
+    FileSystems.delete([path])
+    return counts
+
+
+def discard(run: RunInfo) -> None:
+    """Removes what a run that will not be published wrote; the partition in place is not touched."""
+    if FileSystems.exists(run.staging):
+        FileSystems.delete([run.staging])
+
+
+def finish_run(run: RunInfo, counts: dict, seconds: float) -> dict:
+    """Writes the manifest and _SUCCESS into the staging folder, then swaps it into place as the partition."""
     attempted = counts["scored"] + counts["failed"]
     error_rate = counts["failed"] / attempted if attempted else 0.0
     manifest = dict(run.manifest_base, finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
@@ -84,13 +96,21 @@ def _complete(counts: dict) -> dict:
     complete["low_confidence"] = sum(complete["low_confidence_per_class"].values())
     complete["failed_by_stage"] = counts.get("failed_by_stage", {})
     complete["failed_by_type"] = counts.get("failed_by_type", {})
+    complete["skipped_by_reason"] = counts.get("skipped_by_reason", {})
+    complete["duplicate_keys"] = counts.get("duplicate_keys", 0)
     return complete
+
+
+def skipped_text(counts: dict) -> str:
+    """'3 matched, all skipped (2 hidden, 1 already scored)', or what was matched when nothing was."""
+    reasons = ", ".join(f"{amount:,} {reason}" for reason, amount in sorted(counts["skipped_by_reason"].items()))
+    return f"{counts['matched']:,} matched, all skipped ({reasons})" if reasons else f"{counts['matched']:,} matched"
 
 
 def summary(manifest: dict) -> str:
     """The lines printed at the end of a run."""
     counts = manifest["counts"]
-    skipped = f", {counts['skipped']:,} skipped as already scored" if manifest["skip_scored"] else ""
+    skipped = f", {counts['skipped']:,} skipped" if counts["skipped"] else ""
     lines = [f"scored {counts['scored']:,} of {counts['matched']:,} inputs, {counts['failed']:,} failed{skipped} "
              f"in {manifest['seconds']:.1f} s ({manifest['images_per_second']:,.0f} img/s)"]
     width = max(len(name) for name in CLASS_NAMES)
@@ -99,6 +119,11 @@ def summary(manifest: dict) -> str:
         lines.append(f"  {name:<{width}}  {counts['per_class'][name]:>8,}" + (f"  ({low:,} low confidence)" if low else ""))
     for error_type, amount in sorted(counts["failed_by_type"].items()):
         lines.append(f"  failed: {error_type}: {amount:,}")
+    for reason, amount in sorted(counts["skipped_by_reason"].items()):
+        lines.append(f"  skipped: {reason}: {amount:,}")
+    if counts["duplicate_keys"]:
+        lines.append(f"WARNING: {counts['duplicate_keys']:,} records carry a key another record also carries "
+                     "(--key_feature); each was scored, so those keys have more than one row")
     if manifest["error_rate_exceeded"]:
         lines.append(f"ERROR: {manifest['error_rate']:.1%} of inputs failed, above --max_error_rate "
                      f"{manifest['max_error_rate']:.1%}; every output was still written")

@@ -26,7 +26,7 @@ import apache_beam as beam  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions  # noqa: E402
 
-from pipeline import options, partitions, preflight, publish, sinks, sources, timeline  # noqa: E402
+from pipeline import listing, options, partitions, preflight, publish, sinks, sources, tfrecords, timeline  # noqa: E402,E501
 from pipeline.model_handler import KerasModelHandler  # noqa: E402
 from pipeline.scoring import ScoreImages  # noqa: E402
 
@@ -37,23 +37,25 @@ def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, vers
     """Adds the scoring graph to `pipeline`, writing scores/, errors/, _inputs/ and the counts file under `folder`."""
     if config.inputs:
         skip = partitions.AlreadyScored(config.output, config.run_date, version) if config.skip_scored else None
-        matched = pipeline | "MatchImages" >> sources.MatchFiles(config.inputs, config.files_per_chunk, skip)
-        read = sources.read_image_files
-        _ = matched.units | "WriteFingerprints" >> sinks.WriteFingerprints(
+        listed = pipeline | "ListImages" >> listing.ListInputs(config.inputs, config.files_per_chunk, True, skip)
+        read = sources.ReadImageFiles(config.max_file_bytes)
+        _ = listed.units | "WriteFingerprints" >> sinks.WriteFingerprints(
             FileSystems.join(folder, partitions.INPUTS), version)
     else:  # One unit per TFRecord file; its records are only counted once read.
-        matched = pipeline | "MatchTFRecords" >> sources.MatchFiles(config.input_tfrecords, chunk_size=1)
-        read = sources.ReadTFRecordFile(config.image_feature, config.key_feature)
+        listed = pipeline | "ListTFRecords" >> listing.ListInputs(config.input_tfrecords, 1, False)
+        read = tfrecords.ReadTFRecordFiles(config.image_feature, config.key_feature, config.raw_feature,
+                                           config.compression, config.max_file_bytes)
     handler = KerasModelHandler(config.model, config.share_model, config.model_threads, config.model_copies)
-    scored = matched.units | "Score" >> ScoreImages(handler, read, config.max_pixels, config.decode_threads,
-                                                    config.progress_seconds)
+    scored = listed.units | "Score" >> ScoreImages(handler, read, config.max_pixels, config.decode_threads,
+                                                   config.progress_seconds)
     _ = scored | "WriteScores" >> sinks.WriteScores(FileSystems.join(folder, "scores"), card, version)
     _ = (scored
          | "ErrorRows" >> beam.FlatMap(lambda block: block.errors)
          | "WriteErrors" >> sinks.WriteErrors(FileSystems.join(folder, "errors")))
-    counted = scored | "CountScored" >> beam.FlatMap(sinks.block_counts, config.low_confidence,
-                                                    count_matched=not config.inputs)
-    counts = (matched.counts, counted) if config.inputs else (counted,)
+    counts = [listed.counts, scored | "CountScored" >> beam.FlatMap(
+        sinks.block_counts, config.low_confidence, count_matched=not config.inputs)]
+    if not config.inputs:  # Record keys come from a feature, so several records may carry the same one.
+        counts.append(scored | "CountDuplicateKeys" >> sinks.CountDuplicateKeys())
     _ = counts | "AllCounts" >> beam.Flatten() | "WriteCounts" >> sinks.WriteCounts(
         FileSystems.join(folder, publish.COUNTS))
 
@@ -113,11 +115,18 @@ def run(argv=None) -> int:
             timeline.mark("graph built")
     except Exception as error:  # The partition in place stays untouched; say so rather than only dumping a trace.
         logging.exception("the pipeline failed")
+        publish.discard(run_info)
         print(f"error: the pipeline failed ({type(error).__name__}: {error}); {run_info.partition} was left as it "
               f"was and nothing was published", file=sys.stderr)
         return EXIT_FAILED
     timeline.mark("pipeline done")
-    manifest = publish.finish_run(run_info, time.monotonic() - started)
+    counts = publish.read_counts(run_info)
+    if counts["scored"] + counts["failed"] == 0:  # Nothing was tried: an empty run must not replace a good one.
+        publish.discard(run_info)
+        print(f"nothing to score: {publish.skipped_text(counts)}; {run_info.partition} was left as it was",
+              file=sys.stderr)
+        return EXIT_NO_INPUT
+    manifest = publish.finish_run(run_info, counts, time.monotonic() - started)
     timeline.mark("published")
     print(publish.summary(manifest))
     if not manifest["counts"]["invariant_holds"]:

@@ -9,6 +9,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from model.vocabulary import CLASS_NAMES, NUM_CLASSES
 from pipeline.errors import ERRORS_SCHEMA
+from pipeline.listing import key_for
 from pipeline.model_handler import ScoredBlock
 
 _LABELS = np.array(CLASS_NAMES, dtype=object)
@@ -86,9 +87,11 @@ FINGERPRINTS_SCHEMA = pa.schema(
 )
 
 
-def fingerprint_table(chunk: list, version: str) -> pa.Table:
-    """A chunk of (path, size, modification time) as rows that let a later run skip what this one scored."""
-    paths, sizes, modified = zip(*chunk) if chunk else ((), (), ())
+def fingerprint_table(unit: list, version: str) -> pa.Table:
+    """A unit's files (path, size, modification time) as rows that let a later run skip what this one scored."""
+    files = [(key_for(path), size, modified) for path, size, modified in
+             (entry for entry in unit if not isinstance(entry, dict))]
+    paths, sizes, modified = zip(*files) if files else ((), (), ())
     return pa.Table.from_arrays(
         [pa.array(paths, pa.string()), pa.array(sizes, pa.int64()), pa.array(modified, pa.float64()),
          pa.array([version] * len(paths), pa.string())], schema=FINGERPRINTS_SCHEMA)
@@ -126,6 +129,17 @@ def block_counts(block: ScoredBlock, low_confidence: float, count_matched: bool 
     for row in block.errors:
         yield f"failed_by_stage/{row['stage']}", 1
         yield f"failed_by_type/{row['error_type']}", 1
+
+
+class CountDuplicateKeys(beam.PTransform):
+    """ScoredBlocks -> ("duplicate_keys", n) for every key scored n + 1 times (TFRecord keys come from a feature)."""
+
+    def expand(self, blocks):
+        return (blocks
+                | "Keys" >> beam.FlatMap(lambda block: block.keys)
+                | "CountEach" >> beam.combiners.Count.PerElement()
+                | "Repeats" >> beam.FlatMap(lambda counted: [("duplicate_keys", counted[1] - 1)] if counted[1] > 1
+                                            else []))
 
 
 class SumCounts(beam.CombineFn):

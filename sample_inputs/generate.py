@@ -13,7 +13,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from model import data, samples  # noqa: E402
-from model.vocabulary import CLASS_NAMES, NUM_CLASSES  # noqa: E402
+from model.vocabulary import CLASS_NAMES, NUM_CLASSES, RECORD_KEY_RAW_PIXELS  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PER_CLASS = 5
@@ -68,7 +68,8 @@ def _write_tfrecords(test) -> None:
         for i in encoded))
     raw = first_indices(test.labels, 1, skip=PER_CLASS + 3)
     samples.write_tfrecord(os.path.join(HERE, "tfrecords", "raw-pixels.tfrecord"), (
-        samples.example_bytes(test.images[i].tobytes(), label=test.labels[i]) for i in raw))
+        samples.example_bytes(test.images[i].tobytes(), label=test.labels[i], feature_name=RECORD_KEY_RAW_PIXELS)
+        for i in raw))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,113 @@
+"""Tests listing on real folders full of odd entries: every entry met is a file, an error row or a counted skip, paths
+mean what they say, and a file two inputs name is listed once."""
+
+import errno
+import os
+
+import pytest
+
+from model import samples
+from pipeline import listing
+
+
+def _list(*inputs):
+    """(files as {key: size}, error rows as {key: error type}, skipped reasons, entries met) for some inputs."""
+    lister = listing.Listing()
+    entries = list(lister.entries([listing.input_spec(text) for text in inputs]))
+    files = {listing.key_for(e[0]): e[1] for e in entries if not isinstance(e, dict)}
+    errors = {e["key"]: e["error_type"] for e in entries if isinstance(e, dict)}
+    return files, errors, dict(lister.skipped), lister.met
+
+
+def _png(folder, name, image) -> str:
+    os.makedirs(folder, exist_ok=True)
+    return samples.write_pngs(image[None], str(folder), [name])[0]
+
+
+def test_every_entry_is_a_file_an_error_or_a_counted_skip(test_split, tmp_path):
+    image = test_split.images[0]
+    good = _png(tmp_path / "a", "good.png", image)
+    _png(tmp_path / "a" / "b", "deep.png", image)
+    _png(tmp_path, ".hidden.png", image)
+    _png(tmp_path / ".thumbnails", "thumb.png", image)
+    os.symlink(good, tmp_path / "link-to-file.png")
+    os.symlink(tmp_path / "a", tmp_path / "link-to-folder")
+    os.symlink(tmp_path / "nowhere.png", tmp_path / "dangling.png")
+    os.symlink(tmp_path / "loop.png", tmp_path / "loop.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    os.symlink("/dev/zero", tmp_path / "endless.png")
+    files, errors, skipped, met = _list(str(tmp_path))
+    assert sorted(files) == sorted([good, str(tmp_path / "a" / "b" / "deep.png"), str(tmp_path / "link-to-file.png")])
+    assert errors == {str(tmp_path / "dangling.png"): "dangling link", str(tmp_path / "loop.png"): "link loop",
+                      str(tmp_path / "pipe.png"): "not a regular file",
+                      str(tmp_path / "endless.png"): "not a regular file"}
+    assert skipped == {"hidden": 2, "link to a folder": 1}
+    assert met == len(files) + len(errors) + sum(skipped.values()) == 10
+
+
+def test_unreadable_folder_is_an_error_row_not_a_silent_gap(test_split, tmp_path, monkeypatch):
+    _png(tmp_path / "open", "a.png", test_split.images[0])
+    _png(tmp_path / "locked", "b.png", test_split.images[0])
+    real_scandir = os.scandir
+
+    def scandir(path):  # the tests run as root, whom permissions do not stop, so the refusal is simulated
+        if str(path).endswith("locked"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    files, errors, _, _ = _list(str(tmp_path))
+    assert list(files) == [str(tmp_path / "open" / "a.png")]
+    assert errors == {str(tmp_path / "locked"): "unreadable folder"}
+
+
+def test_a_path_too_long_for_the_system_is_an_error_row(test_split, tmp_path):
+    folder = os.open(tmp_path, os.O_RDONLY)
+    try:  # 40 nested 200-character folders: 8,000 characters, over Linux's 4,096 for a whole path
+        for _ in range(40):
+            os.mkdir("d" * 200, dir_fd=folder)
+            inner = os.open("d" * 200, os.O_RDONLY, dir_fd=folder)
+            os.close(folder)
+            folder = inner
+    finally:
+        os.close(folder)
+    files, errors, _, _ = _list(str(tmp_path))
+    assert files == {} and list(errors.values()) == ["path too long"]
+
+
+def test_names_that_are_not_utf8_survive_as_keys(test_split, tmp_path):
+    name = os.fsdecode(b"caf\xe9.png")  # Latin-1, not UTF-8
+    _png(tmp_path, name, test_split.images[0])
+    files, _, _, _ = _list(str(tmp_path))
+    assert list(files) == [str(tmp_path / "caf\\xe9.png")]
+
+
+def test_existing_names_with_glob_characters_are_taken_literally(test_split, tmp_path):
+    wanted = _png(tmp_path / "batch[1]", "a.png", test_split.images[0])
+    _png(tmp_path / "batch1", "sibling.png", test_split.images[1])
+    assert list(_list(str(tmp_path / "batch[1]"))[0]) == [wanted]
+    assert list(_list(wanted)[0]) == [wanted]
+    assert list(_list(str(tmp_path / "batch?" / "*.png"))[0]) == [str(tmp_path / "batch1" / "sibling.png")]
+
+
+def test_a_file_two_inputs_name_is_listed_once(test_split, tmp_path):
+    path = _png(tmp_path, "a.png", test_split.images[0])
+    files, _, skipped, met = _list(str(tmp_path), path, str(tmp_path / "*.png"), os.path.relpath(path))
+    assert list(files) == [path] and skipped == {"listed twice": 3} and met == 4
+
+
+def test_an_empty_input_is_refused():
+    with pytest.raises(ValueError, match="an input is empty"):
+        listing.input_spec("")
+
+
+def test_folder_listing_is_beams_listing_where_beam_sees_the_files(test_split, tmp_path):
+    from apache_beam.io.filesystems import FileSystems
+
+    samples.write_pngs(test_split.images[:4], str(tmp_path / "a" / "b"), ["0.png", "1.png", "2.png", "3.png"])
+    (tmp_path / "notes.txt").write_text("still an input")
+    os.symlink(tmp_path / "a" / "b" / "0.png", tmp_path / "link-to-file.png")
+    beams = sorted((m.path, m.size_in_bytes, m.last_updated_in_seconds)
+                   for m in FileSystems.match([os.path.join(str(tmp_path), "**")])[0].metadata_list)
+    lister = listing.Listing()
+    assert sorted(lister.entries([listing.input_spec(str(tmp_path))])) == beams
