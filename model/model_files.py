@@ -112,14 +112,46 @@ def read_card(path: str) -> dict:
         raise ModelFileError(f"model file {path} not found; pass --model with the path of a trained .keras file")
     card_path = card_path_for(path)
     try:
-        with open(card_path, encoding="utf-8") as stream:
-            card = json.load(stream)
+        with open(card_path, "rb") as stream:
+            text = stream.read()
     except FileNotFoundError as error:
         raise ModelFileError(f"model card {card_path} not found; every model needs the card `train` writes") from error
-    except json.JSONDecodeError as error:
+    return parse_card(text, card_path)
+
+
+def parse_card(text: bytes, card_path: str) -> dict:
+    """A card's bytes -> the card, checked: a JSON object with the fields loaders need, fitting this code."""
+    try:
+        card = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelFileError(f"model card {card_path} is not valid JSON: {error}") from error
+    if not isinstance(card, dict):
+        raise ModelFileError(f"model card {card_path} is not a JSON object (it holds a {type(card).__name__})")
     validate_card(card, card_path)
     return card
+
+
+def check_archive(archive, path: str) -> None:
+    """Checks, without TensorFlow, that a .keras file (a path or a binary file object) is a whole Keras archive of a
+    model this code can score: every member intact, a model config, weights, and an input of IMAGE_SHAPE."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(archive) as opened:
+            damaged = opened.testzip()  # reads every member and checks its CRC
+            names = set(opened.namelist())
+            config = json.loads(opened.read("config.json")) if "config.json" in names else None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+        raise ModelFileError(f"{path} is not a whole .keras archive ({error}); it may be cut short") from error
+    if damaged:
+        raise ModelFileError(f"{path} is damaged: its member {damaged} fails its checksum")
+    if not isinstance(config, dict) or "model.weights.h5" not in names:
+        raise ModelFileError(f"{path} is a zip archive but not a Keras model (no config.json and model.weights.h5)")
+    shapes = [layer.get("config", {}).get("batch_shape") for layer in config.get("config", {}).get("layers", [])
+              if isinstance(layer, dict) and layer.get("class_name") == "InputLayer"]
+    if len(shapes) != 1 or not isinstance(shapes[0], list) or tuple(shapes[0][1:]) != IMAGE_SHAPE:
+        raise ModelFileError(f"{path}: the model's input is {shapes[0][1:] if shapes and shapes[0] else shapes}, "
+                             f"this code feeds {list(IMAGE_SHAPE)}")
 
 
 def validate_card(card: dict, card_path: str) -> None:
@@ -127,7 +159,10 @@ def validate_card(card: dict, card_path: str) -> None:
     missing = {"version", "class_names", "input_shape", "preprocessing_version", "content_sha256"} - set(card)
     if missing:
         raise ModelFileError(f"model card {card_path} lacks {', '.join(sorted(missing))}")
-    if tuple(card["class_names"]) != CLASS_NAMES:
+    if not isinstance(card["input_shape"], list) or tuple(card["input_shape"]) != IMAGE_SHAPE:
+        raise ModelFileError(f"model card {card_path}: input shape {card['input_shape']}, this code feeds "
+                             f"{list(IMAGE_SHAPE)}")
+    if not isinstance(card["class_names"], list) or tuple(card["class_names"]) != CLASS_NAMES:
         raise ModelFileError(f"model card {card_path}: class names {card['class_names']} differ from {list(CLASS_NAMES)}")
     if card["preprocessing_version"] not in COMPATIBLE_PREPROCESSING_VERSIONS:
         raise ModelFileError(f"model card {card_path}: trained with preprocessing {card['preprocessing_version']!r}, "

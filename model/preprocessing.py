@@ -8,6 +8,11 @@ from PIL import Image, UnidentifiedImageError
 
 from model import native_png, vocabulary
 
+# The raster formats images are opened as; nothing else is even identified. Pillow's EPS and PS plugins would hand the
+# file to Ghostscript (an external program) where it is installed. (Multi-picture JPEGs open as JPEG; PPM stands for
+# all of Netpbm's raw formats, PBM, PGM and PPM.)
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "PPM")
+
 # The largest source image (width * height) we decode; a larger one is rejected before its pixels are read.
 DEFAULT_MAX_PIXELS = 40_000_000
 
@@ -116,14 +121,17 @@ def _opened(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise NotAnImageError("the input is empty (0 bytes)")
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError as error:
         raise ImageTooLargeError(_describe(error)) from error
     except UnidentifiedImageError as error:
         # Pillow's own message names a BytesIO object at some address, which says nothing useful about the input.
-        detail = f"Pillow recognises no image format in these {len(data)} bytes (they start {bytes(data[:8])!r})"
+        detail = (f"no allowed image format ({', '.join(ALLOWED_FORMATS)}) in these {len(data)} bytes (they start "
+                  f"{bytes(data[:8])!r})")
         raise NotAnImageError(detail) from error
     except Exception as error:  # A plugin recognised its format, then found the file cut short or broken.
+        if "too large" in str(error).lower():  # e.g. a PNG text chunk that would inflate past Pillow's limit
+            raise ImageTooLargeError(_describe(error)) from error
         raise TruncatedImageError(_describe(error)) from error
     width, height = image.size
     if width * height > max_pixels:

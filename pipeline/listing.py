@@ -130,50 +130,49 @@ def _walked(root: str, with_paths: bool = False):
     while folders:
         folder = folders.pop()
         try:
-            with os.scandir(folder) as listing:
-                names = sorted(entry.name for entry in listing)
+            with os.scandir(folder) as listed:
+                entries = list(listed)
         except OSError as error:
             entry = error_row(key_for(folder), "read", _error_type(error, "unreadable folder"),
                               f"the folder cannot be listed: {error.strerror or error}")
             yield (None, entry) if with_paths else entry  # None: whatever a glob asks, it may hide matches
             continue
-        for name in names:
-            path = os.path.join(folder, name)
-            if name.startswith("."):
+        for found in entries:
+            if found.name.startswith("."):
                 entry = "hidden"
+            elif found.is_dir(follow_symlinks=False):
+                folders.append(found.path)
+                continue
             else:
-                entry = next(_classified(path, folders), None)
-                if entry is None:
-                    continue  # a folder, queued above
-            yield (path, entry) if with_paths else entry
+                entry = _classified_entry(found.path, found)
+            yield (found.path, entry) if with_paths else entry
 
 
-def _classified(path: str, folders: list = None):
-    """One path: (path, size, mtime) for a regular file (or a link to one), else an error row or a reason to skip.
+def _classified(path: str):
+    """One path named as a file: yields its entry (a folder named this way is a folder input, not this)."""
+    yield _classified_entry(path, None)
 
-    A folder is appended to `folders` when given (walking), and is an error when named as a file.
+
+def _classified_entry(path: str, found):
+    """(path, size, mtime) for a regular file (or a link to one), else an error row or a reason to skip.
+
+    `found` is the os.DirEntry when walking: its type and its (followed) status come without extra system calls.
     """
     try:
-        is_link = os.path.islink(path)
-        status = os.stat(path)
+        is_link = found.is_symlink() if found is not None else os.path.islink(path)
+        status = found.stat() if found is not None else os.stat(path)  # both follow a link to its target
     except OSError as error:
         if error.errno == errno.ENOENT and os.path.lexists(path):
-            yield error_row(key_for(path), "read", "dangling link", f"the link points to {os.readlink(path)!r}, "
-                            "which does not exist")
-        else:
-            yield error_row(key_for(path), "read", _error_type(error, "unreadable"), error.strerror or str(error))
-        return
+            return error_row(key_for(path), "read", "dangling link", f"the link points to {os.readlink(path)!r}, "
+                             "which does not exist")
+        return error_row(key_for(path), "read", _error_type(error, "unreadable"), error.strerror or str(error))
     if stat.S_ISDIR(status.st_mode):
-        if is_link:
-            yield "link to a folder"
-        elif folders is not None:
-            folders.append(path)
-        return
+        return "link to a folder" if is_link else error_row(key_for(path), "read", "not a regular file",
+                                                              "it is a folder")
     if not stat.S_ISREG(status.st_mode):
         kind = _special_kind(status.st_mode)
-        yield error_row(key_for(path), "read", "not a regular file", f"it is a {kind}; only regular files are read")
-        return
-    yield _portable(path), status.st_size, status.st_mtime
+        return error_row(key_for(path), "read", "not a regular file", f"it is a {kind}; only regular files are read")
+    return _portable(path), status.st_size, status.st_mtime
 
 
 def _special_kind(mode: int) -> str:

@@ -14,7 +14,7 @@ from model.vocabulary import NUM_CLASSES
 from pipeline import timeline
 from pipeline.blocks import Block
 from pipeline.errors import error_row
-from pipeline.served_model import ServedModel, load_served_model
+from pipeline.served_model import ServedModel, load_served_model, thread_settings
 
 
 @dataclasses.dataclass
@@ -31,7 +31,7 @@ class KerasModelHandler(ModelHandler):
 
     def __init__(self, model_uri: str, share_across_processes: bool = False, threads: int = 0, copies: int = 0):
         # TensorFlow reads its thread counts once, at start-up: Beam sets these in the worker before load_model.
-        env_vars = {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1"} if threads else {}
+        env_vars = thread_settings(threads)
         # large_model / model_copies are Beam's switches for one model per machine, served to its worker processes.
         super().__init__(min_batch_size=1, max_batch_size=1, large_model=share_across_processes,
                          model_copies=copies or None, env_vars=env_vars)

@@ -3,6 +3,7 @@
     OUTPUT/dt=2026-11-22/{scores/, errors/, _inputs/, manifest.json, _SUCCESS}
     OUTPUT/.staging/dt=2026-11-22.RUN_ID/     a run in progress (readers never look here)
     OUTPUT/.trash/dt=2026-11-22.RUN_ID/       the partition being replaced, for the instant of the swap
+    OUTPUT/.locks/                            one lock per date (see housekeeping)
 """
 
 import os
@@ -47,9 +48,10 @@ def complete_partitions(output: str) -> dict:
 def swap_into_place(staging: str, final: str, trash: str) -> None:
     """Replaces `final` by the complete `staging` folder, whole; the old files never mix with the new ones.
 
-    On a local disk this is two renames, so a reader sees the old partition or the new one. Object stores have no
-    folder rename: there the old _SUCCESS goes first and the new one (already in staging) arrives last, so readers
-    that wait for _SUCCESS never read a mix either.
+    On a local disk this is two renames, so a reader sees the old partition or the new one (a crash between them
+    leaves the old one in `trash`, which the next run puts back: see housekeeping). Object stores have no folder
+    rename: there the old _SUCCESS goes first and the new one (already in staging) arrives last, so readers that wait
+    for _SUCCESS never read a mix either.
     """
     if is_local(final):
         if os.path.exists(final):
@@ -64,21 +66,18 @@ def swap_into_place(staging: str, final: str, trash: str) -> None:
     if marker in old:
         FileSystems.delete([marker])  # first, so readers stop trusting the partition before anything else changes
     FileSystems.delete([p for p in old if p != marker])
-    staged = sorted(m.path for m in FileSystems.match([FileSystems.join(staging, "**")])[0].metadata_list)
-    staged.sort(key=lambda path: path.endswith("/" + SUCCESS))  # the marker moves last
-    FileSystems.rename(staged, [final + path[len(staging):] for path in staged])
+    move_into_place(staging, final)
 
 
-def recover(output: str, run_date: str) -> None:
-    """Puts back a partition whose swap was cut off between its two renames (local disks only)."""
-    final = partition_path(output, run_date)
-    trash_root = FileSystems.join(output, ".trash")
-    if not is_local(output) or os.path.exists(final) or not os.path.isdir(trash_root):
+def move_into_place(folder: str, final: str) -> None:
+    """Moves a complete partition folder to `final`, where there is none: one rename locally; elsewhere file by
+    file with _SUCCESS last, so readers never trust a partition that is still arriving."""
+    if is_local(final):
+        os.rename(folder, final)
         return
-    for name in sorted(os.listdir(trash_root), reverse=True):
-        if name.startswith(f"dt={run_date}.") and os.path.exists(os.path.join(trash_root, name, SUCCESS)):
-            os.rename(os.path.join(trash_root, name), final)
-            return
+    files = sorted(m.path for m in FileSystems.match([FileSystems.join(folder, "**")])[0].metadata_list)
+    files.sort(key=lambda path: path.endswith("/" + SUCCESS))  # the marker moves last
+    FileSystems.rename(files, [final + path[len(folder):] for path in files])
 
 
 class AlreadyScored:

@@ -2,16 +2,13 @@
 
 import dataclasses
 import hashlib
-import json
+import io
 import os
 
 from apache_beam.io.filesystems import FileSystems
 
 from model import model_files
-from pipeline import listing
-
-_ZIP_SIGNATURE = b"PK\x03\x04"
-
+from pipeline import listing, served_model
 
 class PreflightError(ValueError):
     """A mistake in the run's flags or files; the message says what to change."""
@@ -61,30 +58,60 @@ def check_input(flag: str, text: str) -> None:
                            "does not expand it")
 
 
+MODEL_HINT = "pass --model with a .keras file that `python -m model.train` wrote (its .json card beside it)"
+
+
 def check_model(uri: str) -> tuple:
-    """Returns (card, sha256 of the model file) after checking the file looks like a Keras model and its card fits."""
-    hint = "pass --model with a .keras file that `python -m model.train` wrote (its .json card beside it)"
+    """Returns (card, sha256 of the model file) after checking, without TensorFlow, that the file is a whole Keras
+    archive of a model with this code's input, and that its card is a JSON object that fits this code."""
+    if FileSystems.get_scheme(uri) is None and os.path.isdir(uri):
+        raise PreflightError(f"--model {uri} is a folder; {MODEL_HINT}")
     if not FileSystems.exists(uri):
-        raise PreflightError(f"model file {uri} not found; {hint}")
-    digest = hashlib.sha256()
-    with FileSystems.open(uri, compression_type="uncompressed") as stream:
-        head = stream.read(4)
-        digest.update(head)
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    if head != _ZIP_SIGNATURE:
-        raise PreflightError(f"{uri} is not a Keras .keras file (it is not a zip archive); {hint}")
+        raise PreflightError(f"model file {uri} not found; {MODEL_HINT}")
     card_uri = model_files.card_path_for(uri)
     try:
-        with FileSystems.open(card_uri, compression_type="uncompressed") as stream:
-            card = json.loads(stream.read())
-    except Exception as error:  # Missing, unreadable or not JSON: all mean the card cannot be trusted.
-        raise PreflightError(f"model card {card_uri} cannot be read ({error}); {hint}") from error
-    try:
-        model_files.validate_card(card, card_uri)
+        data = _read(uri)
+        model_files.check_archive(io.BytesIO(data), uri)
+        card = model_files.parse_card(_read(card_uri, f"model card {card_uri}"), card_uri)
     except model_files.ModelFileError as error:
-        raise PreflightError(f"{error}; {hint}") from error
-    return card, digest.hexdigest()
+        raise PreflightError(f"{error}; {MODEL_HINT}") from error
+    return card, hashlib.sha256(data).hexdigest()
+
+
+def _read(uri: str, what: str = None) -> bytes:
+    try:
+        with FileSystems.open(uri, compression_type="uncompressed") as stream:
+            return stream.read()
+    except Exception as error:  # Missing, unreadable, a folder: the user must point at another file.
+        raise model_files.ModelFileError(f"{what or uri} cannot be read ({error})") from error
+
+
+def load_model_here(uri: str, threads: int) -> None:
+    """Loads and checks the model fully (weights against the card's content hash) in this process, for a run whose
+    worker is this process: a mistake is then caught before any work, at no cost, since the worker takes this load."""
+    try:
+        served_model.preload(uri, threads)
+    except model_files.ModelFileError as error:
+        raise PreflightError(f"{error}; {MODEL_HINT}") from error
+
+
+def check_beam_options(beam_options) -> None:
+    """Raises PreflightError for Beam options that would only fail deep inside Beam: an unknown runner, a negative
+    number of local workers."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+    from apache_beam.runners.runner import create_runner
+
+    runner = beam_options.view_as(StandardOptions).runner
+    try:
+        create_runner(runner)
+    except ImportError as error:
+        raise PreflightError(f"--runner={runner} needs packages that are not installed ({error}); for Dataflow "
+                             "install the project with `pip install -e '.[gcp]'`") from error
+    except Exception as error:  # Beam's own message lists the runners it knows
+        raise PreflightError(f"--runner={runner} is not a runner Beam knows ({error})") from None
+    direct = beam_options.view_as(DirectOptions)
+    if direct.direct_num_workers is not None and direct.direct_num_workers < 0:
+        raise PreflightError(f"--direct_num_workers={direct.direct_num_workers}: give 1 or more (0 means one per core)")
 
 
 def check_output(output: str) -> None:

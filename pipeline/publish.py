@@ -26,10 +26,9 @@ class RunInfo:
 
 
 def start_run(config, beam_options, checked) -> RunInfo:
-    """Names the run, restores a partition a killed swap left aside, and records what the manifest will say."""
+    """Names the run and records what the manifest will say (call it holding the date's lock)."""
     now = datetime.datetime.now(datetime.timezone.utc)
     run_id = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    partitions.recover(config.output, config.run_date)
     final = partitions.partition_path(config.output, config.run_date)
     runner = {"name": str(beam_options.view_as(StandardOptions).runner)}
     if runner["name"] == "FnApiRunner":  # Only the local runner has these; elsewhere they would mislead.

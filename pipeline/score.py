@@ -4,33 +4,28 @@
 """
 
 import dataclasses
+import errno
 import logging
 import os
 import sys
 import time
 
 
-class _KnownNoise(logging.Filter):
-    """Drops two warnings Beam 2.77 logs on every run here that say nothing about the user's job."""
+from pipeline import console  # noqa: E402  (first: it quiets Beam before Beam is imported)
 
-    MESSAGES = ("apitools not found", "Resource module is not available")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.MESSAGES)
-
-
-# Installed before Beam is imported: the first of those warnings is logged while `import apache_beam` runs.
-logging.getLogger().addFilter(_KnownNoise())
+console.quiet_beam_logging()
 
 import apache_beam as beam  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions  # noqa: E402
 
-from pipeline import listing, options, partitions, preflight, publish, sinks, sources, tfrecords, timeline  # noqa: E402,E501
+from model import model_files  # noqa: E402
+from pipeline import (  # noqa: E402
+    housekeeping, listing, options, partitions, preflight, publish, sinks, sources, tfrecords, timeline)
 from pipeline.model_handler import KerasModelHandler  # noqa: E402
 from pipeline.scoring import ScoreImages  # noqa: E402
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_ERROR_RATE = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_ERROR_RATE, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 
 
 def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, version: str, folder: str) -> None:
@@ -97,41 +92,78 @@ def run(argv=None) -> int:
     timeline.mark("command started")
     config, beam_args = options.parse(sys.argv[1:] if argv is None else argv)
     try:
-        checked = preflight.check(config)
-    except preflight.NoInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_NO_INPUT
+        config, beam_options, checked = _checked(config, beam_args)
     except preflight.PreflightError as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    timeline.mark("checks done")
+        return EXIT_NO_INPUT if isinstance(error, preflight.NoInputError) else EXIT_USAGE
+    try:
+        with housekeeping.date_lock(config.output, config.run_date):
+            housekeeping.clear_leftovers(config.output, config.run_date)
+            return _score_and_publish(config, beam_options, checked)
+    except housekeeping.DateLocked as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BUSY
+
+
+def _checked(config: options.ScoreConfig, beam_args: list) -> tuple:
+    """(config with its thread counts filled in, Beam's options, what preflight checked); raises PreflightError."""
+    checked = preflight.check(config)
     beam_options = pipeline_options(beam_args)
+    preflight.check_beam_options(beam_options)
     config = worker_threads(config, beam_options)
+    if _worker_is_this_process(beam_options):
+        preflight.load_model_here(config.model, config.model_threads)
+    timeline.mark("checks done")
+    return config, beam_options, checked
+
+
+def _worker_is_this_process(beam_options: PipelineOptions) -> bool:
+    direct = beam_options.view_as(DirectOptions)
+    return (beam_options.view_as(StandardOptions).runner == "FnApiRunner"
+            and (direct.direct_running_mode == "in_memory" or direct.direct_num_workers == 1))
+
+
+def _score_and_publish(config: options.ScoreConfig, beam_options: PipelineOptions, checked) -> int:
     run_info = publish.start_run(config, beam_options, checked)
     started = time.monotonic()
     try:
         with beam.Pipeline(options=beam_options) as pipeline:
             build(pipeline, config, checked.card, checked.version, run_info.staging)
             timeline.mark("graph built")
+        timeline.mark("pipeline done")
+        counts = publish.read_counts(run_info)
+        if counts["scored"] + counts["failed"] == 0:  # Nothing was tried: an empty run must not replace a good one.
+            publish.discard(run_info)
+            print(f"nothing to score: {publish.skipped_text(counts)}; {run_info.partition} was left as it was",
+                  file=sys.stderr)
+            return EXIT_NO_INPUT
+        manifest = publish.finish_run(run_info, counts, time.monotonic() - started)
     except Exception as error:  # The partition in place stays untouched; say so rather than only dumping a trace.
-        logging.exception("the pipeline failed")
         publish.discard(run_info)
-        print(f"error: the pipeline failed ({type(error).__name__}: {error}); {run_info.partition} was left as it "
-              f"was and nothing was published", file=sys.stderr)
-        return EXIT_FAILED
-    timeline.mark("pipeline done")
-    counts = publish.read_counts(run_info)
-    if counts["scored"] + counts["failed"] == 0:  # Nothing was tried: an empty run must not replace a good one.
-        publish.discard(run_info)
-        print(f"nothing to score: {publish.skipped_text(counts)}; {run_info.partition} was left as it was",
-              file=sys.stderr)
-        return EXIT_NO_INPUT
-    manifest = publish.finish_run(run_info, counts, time.monotonic() - started)
+        return _failed(error, run_info.partition)
     timeline.mark("published")
     print(publish.summary(manifest))
     if not manifest["counts"]["invariant_holds"]:
         return EXIT_FAILED
     return EXIT_ERROR_RATE if manifest["error_rate_exceeded"] else EXIT_OK
+
+
+def _failed(error: Exception, partition: str) -> int:
+    """Says in one line why a run failed; a traceback only for what is not a known cause."""
+    text = str(error)
+    untouched = f"{partition} was left as it was and nothing was published"
+    if "ModelFileError: " in text or isinstance(error, model_files.ModelFileError):  # raised in a worker's load
+        detail = text.split("ModelFileError: ", 1)[-1].splitlines()[0]
+        print(f"error: {detail}; {preflight.MODEL_HINT}; {untouched}", file=sys.stderr)
+        return EXIT_USAGE
+    if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in text:
+        print(f"error: the disk is full (no space left on device) while writing the run; {untouched}; free some "
+              "space and run again", file=sys.stderr)
+        return EXIT_FAILED
+    logging.exception("the pipeline failed")
+    print(f"error: the pipeline failed ({type(error).__name__}: {text.splitlines()[0] if text else ''}); {untouched}",
+          file=sys.stderr)
+    return EXIT_FAILED
 
 
 def main() -> None:

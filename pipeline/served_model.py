@@ -43,16 +43,36 @@ def compiled_forward(model):
     return lambda block: forward(block).numpy()
 
 
+# Models loaded before the pipeline ran, by the process that is also its worker (see preflight.load_model_here).
+_preloaded = {}
+
+
+def thread_settings(threads: int) -> dict:
+    """The environment that gives TensorFlow `threads` threads for the model (0: its default). TensorFlow reads it once,
+    when it first runs an operation."""
+    return {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1"} if threads else {}
+
+
+def preload(model_uri: str, threads: int = 0) -> None:
+    """Loads and checks the model now, for the worker of this process to take (raises ModelFileError)."""
+    os.environ.update(thread_settings(threads))
+    timeline.mark("model loading")
+    _preloaded[model_uri] = model_files.load(localize(model_uri))
+    timeline.mark("model loaded")
+
+
 def load_served_model(model_uri: str) -> ServedModel:
-    """Copies the model to local disk if needed, then loads and checks it (safe mode).
+    """Copies the model to local disk if needed, then loads and checks it (safe mode), or takes the one preloaded.
 
     Loading happens in the worker's own thread, before any input is read: measured here, loading in a background
     thread while the first blocks were decoded made start-up slower, not faster (importing TensorFlow is Python
     work, and two busy threads share one interpreter lock).
     """
-    timeline.mark("model loading")
-    loaded = model_files.load(localize(model_uri))
-    timeline.mark("model loaded")
+    loaded = _preloaded.pop(model_uri, None)
+    if loaded is None:
+        timeline.mark("model loading")
+        loaded = model_files.load(localize(model_uri))
+        timeline.mark("model loaded")
     return ServedModel(loaded)
 
 

@@ -1,4 +1,5 @@
-"""Lets a Beam SDK worker process that ran the scorer exit without taking TensorFlow apart first.
+"""Lets a Beam SDK worker process that ran the scorer exit without taking TensorFlow apart first (and keeps its
+console as quiet as the launcher's: see console).
 
 Beam's local multi-process runner stops its worker processes one after the other and waits for each to exit. A Python
 process that has loaded TensorFlow spends about a second tearing its modules down at exit, so a 2-worker run sat idle
@@ -10,6 +11,8 @@ import atexit
 import logging
 import os
 import sys
+
+from pipeline import console
 
 _WORKER_MAIN = "apache_beam.runners.worker.sdk_worker_main"
 _exit_installed = []
@@ -26,6 +29,7 @@ def exit_quickly_at_the_end() -> None:
     if _exit_installed or not in_sdk_worker():
         return
     _exit_installed.append(True)
+    console.quiet_beam_logging()
     failed = []
     previous_hook = sys.excepthook
 

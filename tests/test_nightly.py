@@ -11,7 +11,7 @@ import time
 import pytest
 
 from model import samples
-from pipeline import partitions, score
+from pipeline import score
 from tests.conftest import REPO_ROOT, SAMPLE_INPUTS, read_rows
 
 BROKEN = os.path.join(SAMPLE_INPUTS, "images", "broken")
@@ -49,7 +49,7 @@ def test_rerun_of_a_date_replaces_the_partition_whole(test_split, tiny_model_pat
     manifest = _manifest(out, "2026-11-20")
     assert (partition / "_SUCCESS").read_text() == manifest["run_id"]
     assert not stale.exists()
-    assert sorted(os.listdir(out)) == [".staging", ".trash", "dt=2026-11-20"]
+    assert sorted(os.listdir(out)) == [".locks", ".staging", ".trash", "dt=2026-11-20"]
     assert len(read_rows(str(partition / "scores"))) == manifest["counts"]["scored"] == 20
     assert not os.listdir(out / ".staging") and not os.listdir(out / ".trash")
 
@@ -82,15 +82,6 @@ def test_killed_run_leaves_the_previous_partition_untouched(test_split, tiny_mod
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert {name: (partition / name).read_bytes() for name in _files(partition)} == before
     assert [p for p in _files(out) if p.endswith("_SUCCESS")] == ["dt=2026-11-21/_SUCCESS"]
-
-
-def test_swap_cut_between_its_renames_is_recovered(tmp_path):
-    out = tmp_path / "out"
-    aside = out / ".trash" / "dt=2026-11-21.RUN"
-    aside.mkdir(parents=True)
-    (aside / "_SUCCESS").write_text("RUN")
-    partitions.recover(str(out), "2026-11-21")
-    assert (out / "dt=2026-11-21" / "_SUCCESS").read_text() == "RUN"
 
 
 def test_incremental_run_scores_only_new_and_changed_files(test_split, tiny_model_path, shipped_model, tmp_path):

@@ -300,6 +300,22 @@ def test_non_images_are_not_images(data):
     assert raised.value.reason == "not an image"
 
 
+def test_formats_outside_the_allow_list_are_never_opened():
+    # Pillow's EPS plugin would run Ghostscript on this if it were installed; here it is not even identified.
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\n0 0 moveto 28 28 lineto stroke showpage\n"
+    with pytest.raises(NotAnImageError, match=r"no allowed image format \(PNG, JPEG, WEBP, BMP, TIFF, GIF, PPM\)"):
+        to_model_input(eps)
+
+
+def test_a_text_chunk_that_inflates_past_the_limit_is_too_large_not_truncated(fashion):
+    bomb = zlib.compress(b"a" * (100 << 20))  # 100 MB of text in a 100 KB chunk
+    chunk = struct.pack(">I", 10 + len(bomb)) + b"zTXt" + b"Comment\x00\x00" + bomb
+    chunk += struct.pack(">I", zlib.crc32(b"zTXt" + b"Comment\x00\x00" + bomb))
+    png = encode(Image.fromarray(fashion[0]), "PNG")
+    with pytest.raises(ImageTooLargeError, match="Decompressed data too large"):
+        to_model_input(png[:33] + chunk + png[33:])
+
+
 def test_error_types_and_reasons():
     expected = {
         NotAnImageError: "not an image",
@@ -317,7 +333,7 @@ def test_error_types_and_reasons():
 
 def test_image_without_pixels_is_unsupported(monkeypatch):
     # No encoder writes a 0-pixel image, but some decoders report one for a damaged header.
-    monkeypatch.setattr(Image, "open", lambda stream: Image.new("L", (0, 5)))
+    monkeypatch.setattr(Image, "open", lambda stream, **options: Image.new("L", (0, 5)))
     with pytest.raises(UnsupportedImageError, match="no pixels"):
         to_model_input(b"a header that claims 0x5 pixels")
 

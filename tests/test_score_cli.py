@@ -41,6 +41,42 @@ def test_flag_mistakes_fail_fast(capsys, argv, message):
     _fails(capsys, argv, score.EXIT_USAGE, message)
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--runner=Bogus"], "--runner=Bogus is not a runner Beam knows"),
+    (["--direct_num_workers=-1"], "--direct_num_workers=-1: give 1 or more"),
+    (["--direct_running_mode=sideways"], "invalid choice: 'sideways'"),
+    (["--model_threads", "-2"], "-2 is not a whole number of 0 or more"),
+    (["--model_copies", "-1", "--share_model"], "-1 is not a whole number of 0 or more"),
+    (["--max_file_bytes", "0"], "0 is not a positive whole number"),
+    (["--compression", "bzip2"], "invalid choice: 'bzip2'"),
+])
+def test_runner_and_count_mistakes_fail_fast_without_a_traceback(capsys, tmp_path, tiny_model_path, extra, message):
+    argv = ["--input", os.path.join(SAMPLE_INPUTS, "images", "fashion"), "--output", str(tmp_path / "out"),
+            "--model", tiny_model_path, *extra]
+    err = _fails(capsys, argv, score.EXIT_USAGE, message)
+    assert "Traceback" not in err
+
+
+def test_an_empty_input_is_a_usage_error_not_the_current_folder(capsys, tmp_path, tiny_model_path):
+    _fails(capsys, ["--input", "", "--output", str(tmp_path / "out"), "--model", tiny_model_path], score.EXIT_USAGE,
+           "an input is empty; give a folder, a file or a glob")
+
+
+def test_a_folder_of_nothing_scoreable_exits_3_and_keeps_the_partition(capsys, tmp_path, tiny_model_path, test_split):
+    from model import samples
+
+    hidden_only = tmp_path / "in"
+    samples.write_pngs(test_split.images[:2], str(hidden_only), [".a.png", ".b.png"])
+    samples.write_pngs(test_split.images[:1], str(hidden_only / ".thumbnails"), ["c.png"])
+    out = tmp_path / "out"
+    partition = out / "dt=2026-11-20"
+    partition.mkdir(parents=True)
+    (partition / "_SUCCESS").write_text("GOOD")
+    err = _fails(capsys, ["--input", str(hidden_only), "--output", str(out), "--model", tiny_model_path,
+                          "--run_date", "2026-11-20"], score.EXIT_NO_INPUT, "holds nothing to score (3 hidden skipped)")
+    assert (partition / "_SUCCESS").read_text() == "GOOD" and "Traceback" not in err
+
+
 def test_glob_matching_nothing_has_its_own_exit_code(capsys, tmp_path):
     err = _fails(capsys, ["--input", str(tmp_path / "*.png"), "--output", str(tmp_path / "out")], score.EXIT_NO_INPUT,
                  "matches no files")
@@ -49,24 +85,67 @@ def test_glob_matching_nothing_has_its_own_exit_code(capsys, tmp_path):
            score.EXIT_NO_INPUT, "--input_tfrecords")
 
 
-def test_missing_or_wrong_model_fails_before_any_work(capsys, tmp_path, tiny_model_path):
+def _model_copy(tiny_model_path, folder, name, content=None, card_changes=None, card_text=None):
+    """A copy of the tiny model (or other bytes) named `name`, with its card changed as asked."""
+    path = folder / name
+    if content is None:
+        shutil.copy(tiny_model_path, path)
+    else:
+        path.write_bytes(content)
+    card = json.load(open(model_files.card_path_for(tiny_model_path)))
+    text = card_text if card_text is not None else json.dumps(dict(card, **(card_changes or {})))
+    open(model_files.card_path_for(str(path)), "w").write(text)
+    return str(path)
+
+
+def _zip_without_config() -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("metadata.json", "{}")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name, make, message", [
+    ("nope.keras", None, "not found; pass --model"),
+    ("text.keras", dict(content=b"hello"), "is not a whole .keras archive"),
+    ("cut.keras", "cut", "is not a whole .keras archive"),
+    ("no-config.keras", dict(content=_zip_without_config()), "is a zip archive but not a Keras model"),
+    ("list-card.keras", dict(card_text="[1, 2]"), "is not a JSON object"),
+    ("not-json-card.keras", dict(card_text="{not json"), "is not valid JSON"),
+    ("old-card.keras", dict(card_changes={"preprocessing_version": "old"}), "preprocessing"),
+    ("shape-card.keras", dict(card_changes={"input_shape": [32, 32]}), "input shape [32, 32]"),
+    ("other-weights.keras", dict(card_changes={"content_sha256": "0" * 64}), "do not match the card's content_sha256"),
+    ("a-folder.keras", "folder", "is a folder"),
+])
+def test_model_mistakes_fail_before_any_work(capsys, tmp_path, tiny_model_path, name, make, message):
     images = os.path.join(SAMPLE_INPUTS, "images", "fashion")
     out = str(tmp_path / "out")
-    _fails(capsys, ["--input", images, "--output", out, "--model", str(tmp_path / "nope.keras")], score.EXIT_USAGE,
-           "not found; pass --model")
-    not_zip = tmp_path / "text.keras"
-    not_zip.write_text("hello")
-    shutil.copy(model_files.card_path_for(tiny_model_path), model_files.card_path_for(str(not_zip)))
-    _fails(capsys, ["--input", images, "--output", out, "--model", str(not_zip)], score.EXIT_USAGE, "not a zip archive")
-    no_card = tmp_path / "no-card.keras"
-    shutil.copy(tiny_model_path, no_card)
-    _fails(capsys, ["--input", images, "--output", out, "--model", str(no_card)], score.EXIT_USAGE, "cannot be read")
-    other = tmp_path / "other.keras"
-    shutil.copy(tiny_model_path, other)
-    card = json.load(open(model_files.card_path_for(tiny_model_path)))
-    json.dump(dict(card, preprocessing_version="old"), open(model_files.card_path_for(str(other)), "w"))
-    _fails(capsys, ["--input", images, "--output", out, "--model", str(other)], score.EXIT_USAGE, "preprocessing")
+    if make == "cut":
+        model = _model_copy(tiny_model_path, tmp_path, name, content=open(tiny_model_path, "rb").read()[:5000])
+    elif make == "folder":
+        (tmp_path / name).mkdir()
+        model = str(tmp_path / name)
+    elif make is None:
+        model = str(tmp_path / name)
+    else:
+        model = _model_copy(tiny_model_path, tmp_path, name, **make)
+    _fails(capsys, ["--input", images, "--output", out, "--model", model], score.EXIT_USAGE, message)
     assert not os.path.exists(out) or not [name for name in os.listdir(out) if name.startswith("dt=")]
+
+
+def test_a_card_that_does_not_fit_the_weights_fails_with_exit_2_in_worker_processes_too(capsys, tmp_path,
+                                                                                      tiny_model_path):
+    model = _model_copy(tiny_model_path, tmp_path, "other-weights.keras", card_changes={"content_sha256": "0" * 64})
+    out = str(tmp_path / "out")
+    # Worker processes check the weights against the card when they load the model, before they read any input.
+    _fails(capsys, ["--input", os.path.join(SAMPLE_INPUTS, "images", "fashion"), "--output", out, "--model", model,
+                    "--direct_running_mode=multi_processing", "--direct_num_workers=2", "--progress_seconds", "0"],
+           score.EXIT_USAGE, "do not match the card's content_sha256")
+    assert not [name for name in os.listdir(out) if name.startswith("dt=")]
+    assert os.listdir(os.path.join(out, ".staging")) == []
 
 
 def test_unwritable_output_fails_before_any_work(capsys, tmp_path, tiny_model_path):

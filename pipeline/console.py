@@ -1,0 +1,35 @@
+"""Keeps the console to what the user needs: drops Beam's known noise, and its echoes of a failing step's traceback
+(the run prints one line saying what failed, and logs the traceback itself when the cause is not a known one)."""
+
+import logging
+
+# Warnings Beam 2.77 logs on every run here that say nothing about the user's job.
+_NOISE = ("apitools not found", "Resource module is not available")
+# Loggers through which Beam reports, again and again, a step that failed: in the process that ran it, in the SDK
+# worker that ran the bundle, and in the local runner that forwards its workers' logs.
+_FAILURE_ECHOES = ("apache_beam.runners.common", "apache_beam.runners.worker.sdk_worker",
+                   "apache_beam.runners.portability.local_job_service")
+
+
+class _KnownNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_NOISE)
+
+
+class _FailureEcho(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        message = record.getMessage()
+        return "[while running" not in message and "Error processing instruction" not in message
+
+
+def quiet_beam_logging() -> None:
+    """Installs the filters (idempotent). Call it before importing Beam: the first warning comes with the import."""
+    root = logging.getLogger()
+    if not any(isinstance(f, _KnownNoise) for f in root.filters):
+        root.addFilter(_KnownNoise())
+    for name in _FAILURE_ECHOES:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _FailureEcho) for f in logger.filters):
+            logger.addFilter(_FailureEcho())
