@@ -22,9 +22,11 @@ _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The first chunk, IHDR: width, height, bit depth 8, colour type 0 (grey), compression 0, filter 0, no interlacing.
 _NATIVE_HEADER = struct.pack(">I4sIIBBBBB", 13, b"IHDR", IMAGE_WIDTH, IMAGE_HEIGHT, 8, 0, 0, 0, 0)
 _PREFIX = _SIGNATURE + _NATIVE_HEADER
-# Chunks that never change the pixels Pillow decodes. Anything else (PLTE, tRNS, gAMA, iCCP, sBIT, eXIf, unknown
-# chunks...) sends the file through the full conversion, which knows what to do with it.
-_HARMLESS = frozenset({b"pHYs", b"tIME", b"tEXt", b"zTXt", b"iTXt"})
+# Chunks that never change the pixels Pillow decodes, and which Pillow reads without complaint when they are small.
+# Anything else (PLTE, tRNS, gAMA, iCCP, sBIT, eXIf, compressed text that Pillow inflates and may refuse as too
+# large, unknown chunks...) sends the file through the full conversion, which knows what to do with it.
+_HARMLESS = frozenset({b"pHYs", b"tIME", b"tEXt"})
+_HARMLESS_BYTES = 1 << 16
 # Text chunks under these keywords carry EXIF or XMP, where an orientation tag may rotate the image.
 _ORIENTATION_KEYWORDS = (b"Raw profile type exif\x00", b"XML:com.adobe.xmp\x00")
 _CHUNK_HEAD = struct.Struct(">I4s")
@@ -77,7 +79,8 @@ def _pixel_data(data: bytes):
 
 
 def _harmless(data: bytes, kind: bytes, position: int) -> bool:
-    return kind in _HARMLESS and not data.startswith(_ORIENTATION_KEYWORDS, position + 8)
+    length = _CHUNK_HEAD.unpack_from(data, position)[0]
+    return kind in _HARMLESS and length <= _HARMLESS_BYTES and not data.startswith(_ORIENTATION_KEYWORDS, position + 8)
 
 
 def _crc_ok(data: bytes, position: int, body_end: int) -> bool:

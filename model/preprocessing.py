@@ -126,6 +126,10 @@ def _opened(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageTooLargeError(_describe(error)) from error
     except UnidentifiedImageError as error:
         # Pillow's own message names a BytesIO object at some address, which says nothing useful about the input.
+        kind = _signature_format(data)
+        if kind:
+            detail = f"the {len(data):,} bytes start like a {kind} file, but its header cannot be read (cut or damaged)"
+            raise TruncatedImageError(detail) from error
         detail = (f"no allowed image format ({', '.join(ALLOWED_FORMATS)}) in these {len(data)} bytes (they start "
                   f"{bytes(data[:8])!r})")
         raise NotAnImageError(detail) from error
@@ -140,6 +144,17 @@ def _opened(data: bytes, max_pixels: int) -> Image.Image:
     if width == 0 or height == 0:
         raise UnsupportedImageError(f"the image has no pixels ({width}x{height})")
     return image
+
+
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def _signature_format(data: bytes) -> str:
+    """The allowed format whose signature the bytes start with, or ''."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for signature, name in _SIGNATURES if data.startswith(signature)), "")
 
 
 def _reduction(size: tuple) -> int:

@@ -64,6 +64,9 @@ def _variants(item: np.ndarray) -> dict:
         "exif chunk": _encoded(Image.fromarray(item), exif=sideways),
         "exif in text": with_text.getvalue(),
         "harmless text": _with_chunk(plain, _chunk(b"tEXt", b"Comment\x00hello")),
+        "compressed text": _with_chunk(plain, _chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"hello"))),
+        "text bomb": _with_chunk(plain, _chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"a" * (20 << 20)))),
+        "long text": _with_chunk(plain, _chunk(b"tEXt", b"Comment\x00" + b"a" * (2 << 20))),
         "bad ancillary crc": _with_chunk(plain, _chunk(b"tEXt", b"Comment\x00hello")[:-1] + b"\x00"),
         "bad header crc": plain[:29] + bytes([plain[29] ^ 0xFF]) + plain[30:],
         "bad pixel crc": plain[:-13] + bytes([plain[-13] ^ 0xFF]) + plain[-12:],
@@ -88,6 +91,7 @@ def test_unusual_pngs_give_what_to_model_input_gives(test_split):
         assert _same(to_model_inputs([data])[0], expected) and _same(together, expected), name
     assert native_pixels([_variants(items[0])["harmless text"]])[0] is not None
     for name in ("gamma chunk", "exif chunk", "exif in text", "bad ancillary crc", "bad header crc", "no end chunk",
+                 "compressed text", "text bomb", "long text",
                  "bytes after the end", "palette", "16-bit", "transparent black"):
         assert native_pixels([_variants(items[0])[name]])[0] is None, name
 
