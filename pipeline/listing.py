@@ -5,7 +5,8 @@ An input that exists as a local file or folder is taken literally, even when its
 is a glob, on any Beam filesystem (a trailing `/` on an object store means everything below it). Local folders and
 globs are walked with os.scandir, which sees what a glob would not report: links to nowhere, link loops, FIFOs and
 devices (never opened: reading one would hang or never end), folders that cannot be read. Hidden entries (names that
-start with `.`) are skipped and counted; links to folders are not followed (a loop could never end) and are counted.
+start with `.`) are skipped and counted; links to folders are not followed (a loop could never end) and are counted;
+so is the run's own output folder when it lies below an input.
 The same file named by two inputs is listed once.
 
 Local paths whose names are not valid UTF-8 travel as bytes (Beam's coders write text as UTF-8); `key_for` turns
@@ -75,10 +76,12 @@ class Listing:
     """Lists input specs; iterate `entries(specs)` for (path, size, modification time) and error rows, then read
     `skipped` (reason -> count) and `met` (every entry met, skipped ones included)."""
 
-    def __init__(self):
+    def __init__(self, output: str = None):
         self.skipped = collections.Counter()
         self.met = 0
         self._seen = set()
+        # The run's own output, when it lies below an input: its earlier partitions are not images to score.
+        self._output = os.path.abspath(output) if output and FileSystems.get_scheme(output) is None else None
 
     def entries(self, specs):
         for spec in specs:
@@ -101,12 +104,13 @@ class Listing:
         elif spec.kind == "file":
             yield from _classified(spec.path)
         elif spec.kind == "folder":
-            yield from _walked(spec.path)
+            yield from _walked(spec.path, output=self._output)
         else:
             matches = re.compile(FileSystem.translate_pattern(spec.path)).match
             root = _fixed_prefix_folder(spec.path)
             if os.path.isdir(root):
-                yield from (entry for path, entry in _walked(root, with_paths=True) if path is None or matches(path))
+                yield from (entry for path, entry in _walked(root, with_paths=True, output=self._output)
+                            if path is None or matches(path))
 
 
 def _remote(spec: InputSpec):
@@ -124,8 +128,9 @@ def _fixed_prefix_folder(pattern: str) -> str:
     return os.path.dirname(pattern[:found.start()]) if found else os.path.dirname(pattern)
 
 
-def _walked(root: str, with_paths: bool = False):
-    """Everything below a folder: files, error rows and reasons to skip (with each entry's path if asked)."""
+def _walked(root: str, with_paths: bool = False, output: str = None):
+    """Everything below a folder: files, error rows and reasons to skip (with each entry's path if asked); the folder
+    `output` counts as one skipped entry."""
     folders = [root]
     while folders:
         folder = folders.pop()
@@ -141,8 +146,10 @@ def _walked(root: str, with_paths: bool = False):
             if found.name.startswith("."):
                 entry = "hidden"
             elif found.is_dir(follow_symlinks=False):
-                folders.append(found.path)
-                continue
+                if found.path != output:
+                    folders.append(found.path)
+                    continue
+                entry = "the run's own output folder"
             else:
                 entry = _classified_entry(found.path, found)
             yield (found.path, entry) if with_paths else entry
@@ -196,14 +203,15 @@ class Matched(typing.NamedTuple):
 class _ListInUnits(beam.DoFn):
     """All input specs (one element, so that a file two inputs name is listed once) -> units of entries."""
 
-    def __init__(self, unit_size: int, count_files: bool, already_scored=None):
+    def __init__(self, unit_size: int, count_files: bool, already_scored=None, output: str = None):
         self.unit_size = unit_size
+        self.output = output
         self.count_files = count_files  # False for TFRecords: their records are counted once read
         self.already_scored = already_scored  # a callable returning the set of (key, size, mtime) to skip, or None
 
     def process(self, specs):
         timeline.mark("listing files")
-        listing = Listing()
+        listing = Listing(self.output)
         found = list(listing.entries(specs))
         timeline.mark("files listed")
         if self.already_scored is not None:
@@ -227,9 +235,11 @@ COUNTS = "counts"
 class ListInputs(beam.PTransform):
     """Command-line inputs -> Matched(units of up to unit_size entries, counts)."""
 
-    def __init__(self, inputs, unit_size: int = 256, count_files: bool = True, already_scored=None):
+    def __init__(self, inputs, unit_size: int = 256, count_files: bool = True, already_scored=None,
+                 output: str = None):
         super().__init__()
         self.specs = [input_spec(text) for text in inputs]
+        self.output = output
         self.unit_size = unit_size
         self.count_files = count_files
         self.already_scored = already_scored
@@ -237,7 +247,8 @@ class ListInputs(beam.PTransform):
     def expand(self, pipeline):
         listed = (pipeline
                   | "Inputs" >> beam.Create([self.specs])
-                  | "ListInUnits" >> beam.ParDo(_ListInUnits(self.unit_size, self.count_files, self.already_scored))
+                  | "ListInUnits" >> beam.ParDo(_ListInUnits(self.unit_size, self.count_files, self.already_scored,
+                                                           self.output))
                   .with_outputs(COUNTS, main="units"))
         # Reshuffled, so the units spread over the workers (fused with the listing, one worker would read them all).
         return Matched(listed.units | "SpreadUnits" >> beam.Reshuffle(), listed[COUNTS])

@@ -32,12 +32,14 @@ def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, vers
     """Adds the scoring graph to `pipeline`, writing scores/, errors/, _inputs/ and the counts file under `folder`."""
     if config.inputs:
         skip = partitions.AlreadyScored(config.output, config.run_date, version) if config.skip_scored else None
-        listed = pipeline | "ListImages" >> listing.ListInputs(config.inputs, config.files_per_chunk, True, skip)
+        listed = pipeline | "ListImages" >> listing.ListInputs(config.inputs, config.files_per_chunk, True, skip,
+                                                               config.output)
         read = sources.ReadImageFiles(config.max_file_bytes)
         _ = listed.units | "WriteFingerprints" >> sinks.WriteFingerprints(
             FileSystems.join(folder, partitions.INPUTS), version)
     else:  # One unit per TFRecord file; its records are only counted once read.
-        listed = pipeline | "ListTFRecords" >> listing.ListInputs(config.input_tfrecords, 1, False)
+        listed = pipeline | "ListTFRecords" >> listing.ListInputs(config.input_tfrecords, 1, False,
+                                                                  output=config.output)
         read = tfrecords.ReadTFRecordFiles(config.image_feature, config.key_feature, config.raw_feature,
                                            config.compression, config.max_file_bytes)
     handler = KerasModelHandler(config.model, config.share_model, config.model_threads, config.model_copies)

@@ -96,6 +96,15 @@ def test_a_file_two_inputs_name_is_listed_once(test_split, tmp_path):
     assert list(files) == [path] and skipped == {"listed twice": 3} and met == 4
 
 
+def test_the_runs_own_output_below_an_input_is_skipped(test_split, tmp_path):
+    wanted = _png(tmp_path / "photos", "a.png", test_split.images[0])
+    _png(tmp_path / "scores" / "dt=2026-11-20" / "scores", "part-0.parquet", test_split.images[0])
+    lister = listing.Listing(output=str(tmp_path / "scores"))
+    found = list(lister.entries([listing.input_spec(str(tmp_path))]))
+    assert found == [(wanted, os.path.getsize(wanted), os.path.getmtime(wanted))]
+    assert dict(lister.skipped) == {"the run's own output folder": 1}
+
+
 def test_an_empty_input_is_refused():
     with pytest.raises(ValueError, match="an input is empty"):
         listing.input_spec("")
