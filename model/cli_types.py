@@ -23,3 +23,11 @@ def probability(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
     return value
+
+
+def seconds(text: str) -> float:
+    """A number of seconds of 0 or more (0 usually turns the thing off)."""
+    value = float(text)
+    if not value >= 0.0 or value == float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds of 0 or more")
+    return value

@@ -5,7 +5,7 @@ import dataclasses
 import datetime
 
 from model import preprocessing
-from model.cli_types import count_or_auto, positive_int, probability
+from model.cli_types import count_or_auto, positive_int, probability, seconds
 from model.model_files import DEFAULT_MODEL_PATH
 from model.vocabulary import RECORD_KEY_FILENAME, RECORD_KEY_IMAGE, RECORD_KEY_RAW_PIXELS
 from pipeline.sources import DEFAULT_MAX_FILE_BYTES
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="predictions below this confidence are counted per class in the manifest")
     parser.add_argument("--files_per_chunk", type=positive_int, default=ScoreConfig.files_per_chunk,
                         help="matched files handed to a worker at a time")
-    parser.add_argument("--progress_seconds", type=float, default=ScoreConfig.progress_seconds,
+    parser.add_argument("--progress_seconds", type=seconds, default=ScoreConfig.progress_seconds,
                         help="seconds between progress lines per worker (0: none)")
     parser.add_argument("--model_threads", type=count_or_auto, default=ScoreConfig.model_threads,
                         help="TensorFlow threads per worker process (0: cores / local worker processes for "

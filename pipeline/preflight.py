@@ -116,6 +116,8 @@ def check_beam_options(beam_options) -> None:
 
 def check_output(output: str) -> None:
     """Creates the output folder if needed and proves a file can be written there."""
+    if not output.strip():
+        raise PreflightError("--output is empty; give the folder the run writes its partitions under")
     if FileSystems.get_scheme(output) is None and os.path.isfile(output):
         raise PreflightError(f"--output {output} is a file; give a folder")
     probe = FileSystems.join(output, f".write-check-{os.getpid()}")

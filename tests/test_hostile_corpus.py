@@ -264,6 +264,11 @@ def test_a_hostile_tfrecord_folder(test_split, tiny_model_path, tmp_path):
     (["--input", "{good}", "--max_pixels", "-5"], score.EXIT_USAGE),
     (["--input", "{good}", "--run_date", "yesterday"], score.EXIT_USAGE),
     (["--input", "{good}", "--no_such_flag"], score.EXIT_USAGE),
+    (["--input", "{good}", "--output", ""], score.EXIT_USAGE),
+    (["--input", "{good}", "--progress_seconds", "-1"], score.EXIT_USAGE),
+    (["--input", "{good}", "--low_confidence", "nan"], score.EXIT_USAGE),
+    (["--input", "{good}", "--model", "{good}/native.png"], score.EXIT_USAGE),
+    (["--input", "{good}", "--skip_scored", "--input_tfrecords", "{good}"], score.EXIT_USAGE),
 ])
 def test_command_line_mistakes_have_the_readmes_exit_codes(test_split, tiny_model_path, tmp_path, argv, code):
     good = tmp_path / "good"
