@@ -13,19 +13,16 @@ Local paths whose names are not valid UTF-8 travel as bytes (Beam's coders write
 any path into the row key, writing each byte that is not UTF-8 as \\xNN.
 """
 
-import collections
 import dataclasses
 import errno
+import functools
 import os
 import re
 import stat
-import typing
 
-import apache_beam as beam
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import timeline
 from pipeline.errors import error_row
 
 _GLOB_CHARACTERS = re.compile(r"[*?\[]")
@@ -72,54 +69,88 @@ def _portable(path: str):
         return os.fsencode(path)
 
 
-class Listing:
-    """Lists input specs; iterate `entries(specs)` for (path, size, modification time) and error rows, then read
-    `skipped` (reason -> count) and `met` (every entry met, skipped ones included)."""
-
-    def __init__(self, output: str = None):
-        self.skipped = collections.Counter()
-        self.met = 0
-        self._seen = set()
-        # The run's own output, when it lies below an input: its earlier partitions are not images to score.
-        self._output = os.path.abspath(output) if output and FileSystems.get_scheme(output) is None else None
-
-    def entries(self, specs):
-        for spec in specs:
-            for entry in self._listed(spec):
-                if isinstance(entry, str):  # a reason to skip
-                    self.met += 1
-                    self.skipped[entry] += 1
-                    continue
-                key = entry["key"] if isinstance(entry, dict) else key_for(entry[0])
-                self.met += 1
-                if key in self._seen:
-                    self.skipped["listed twice"] += 1
-                    continue
-                self._seen.add(key)
-                yield entry
-
-    def _listed(self, spec: InputSpec):
-        if FileSystems.get_scheme(spec.path) is not None:
-            yield from _remote(spec)
-        elif spec.kind == "file":
-            yield from _classified(spec.path)
-        elif spec.kind == "folder":
-            yield from _walked(spec.path, output=self._output)
-        else:
-            matches = re.compile(FileSystem.translate_pattern(spec.path)).match
-            root = _fixed_prefix_folder(spec.path)
-            if os.path.isdir(root):
-                yield from (entry for path, entry in _walked(root, with_paths=True, output=self._output)
-                            if path is None or matches(path))
+FOLDER = "folder"  # what `level` gives for a folder to walk
 
 
-def _remote(spec: InputSpec):
-    pattern = spec.path
+def spec_entries(spec: InputSpec, output: str = None):
+    """Every (path, entry) an input names, where an entry is (path, size, mtime), an error row or a reason to skip."""
+    if FileSystems.get_scheme(spec.path) is not None:
+        yield from remote_entries(spec.path)
+    elif spec.kind == "file":
+        yield spec.path, classify(spec.path)
+    else:
+        root, matches = walk_root(spec)
+        if os.path.isdir(root):
+            yield from ((path, entry) for path, entry in walk(root, output) if path is None or matches(path))
+
+
+def walk_root(spec: InputSpec) -> tuple:
+    """(the folder to walk, a test of the paths found there) for a local folder or glob input."""
+    if spec.kind == "folder":
+        return spec.path, lambda path: True
+    return _fixed_prefix_folder(spec.path), re.compile(FileSystem.translate_pattern(spec.path)).match
+
+
+def remote_entries(pattern: str):
     for metadata in FileSystems.match([pattern])[0].metadata_list:
-        if os.path.basename(metadata.path.rstrip("/")).startswith("."):
-            yield "hidden"
+        entry = ("hidden" if os.path.basename(metadata.path.rstrip("/")).startswith(".")
+                 else (metadata.path, metadata.size_in_bytes, metadata.last_updated_in_seconds))
+        yield metadata.path, entry
+
+
+def walk(root: str, output: str = None):
+    """(path, entry) for everything below a folder; the folder `output` is one skipped entry. An unreadable folder's
+    path is None: whatever a glob asks, it may hide matches."""
+    folders = [root]
+    while folders:
+        for path, entry in level(folders.pop(), output):
+            if entry == FOLDER:
+                folders.append(path)
+            else:
+                yield path, entry
+
+
+def level(folder: str, output: str = None):
+    """(path, entry or FOLDER) for what one folder holds, not below it."""
+    try:
+        with os.scandir(folder) as listed:
+            found = list(listed)
+    except OSError as error:
+        yield None, error_row(key_for(folder), "read", _error_type(error, "unreadable folder"),
+                              f"the folder cannot be listed: {error.strerror or error}")
+        return
+    for item in found:
+        if item.name.startswith("."):
+            yield item.path, "hidden"
+        elif item.is_dir(follow_symlinks=False):
+            yield item.path, FOLDER if item.path != output else "the run's own output folder"
         else:
-            yield metadata.path, metadata.size_in_bytes, metadata.last_updated_in_seconds
+            yield item.path, classify(item.path, item)
+
+
+def lists(spec: InputSpec, path: str, output: str = None) -> bool:
+    """Would `spec` list `path` as an entry? (Then a later input that names it again is skipped as listed twice.)"""
+    if FileSystems.get_scheme(spec.path) is not None:
+        return FileSystems.get_scheme(path) is not None and bool(
+            re.match(FileSystem.translate_pattern(spec.path), path))
+    if spec.kind == "file":
+        return path == spec.path
+    root, matches = walk_root(spec)
+    if not path.startswith(root + os.sep) or not matches(path):
+        return False
+    folder = os.path.dirname(path)
+    return not _hidden_or_linked(root, folder, output) and not os.path.basename(path).startswith(".")
+
+
+@functools.lru_cache(maxsize=4096)
+def _hidden_or_linked(root: str, folder: str, output: str) -> bool:
+    """Is some folder between root (exclusive) and folder (inclusive) hidden, a link, or the output? (A walk from
+    root would not enter it.)"""
+    while folder != root and len(folder) > len(root):
+        if os.path.basename(folder).startswith(".") or os.path.islink(folder) or folder == output:
+            return True
+        folder = os.path.dirname(folder)
+    return False
 
 
 def _fixed_prefix_folder(pattern: str) -> str:
@@ -128,42 +159,11 @@ def _fixed_prefix_folder(pattern: str) -> str:
     return os.path.dirname(pattern[:found.start()]) if found else os.path.dirname(pattern)
 
 
-def _walked(root: str, with_paths: bool = False, output: str = None):
-    """Everything below a folder: files, error rows and reasons to skip (with each entry's path if asked); the folder
-    `output` counts as one skipped entry."""
-    folders = [root]
-    while folders:
-        folder = folders.pop()
-        try:
-            with os.scandir(folder) as listed:
-                entries = list(listed)
-        except OSError as error:
-            entry = error_row(key_for(folder), "read", _error_type(error, "unreadable folder"),
-                              f"the folder cannot be listed: {error.strerror or error}")
-            yield (None, entry) if with_paths else entry  # None: whatever a glob asks, it may hide matches
-            continue
-        for found in entries:
-            if found.name.startswith("."):
-                entry = "hidden"
-            elif found.is_dir(follow_symlinks=False):
-                if found.path != output:
-                    folders.append(found.path)
-                    continue
-                entry = "the run's own output folder"
-            else:
-                entry = _classified_entry(found.path, found)
-            yield (found.path, entry) if with_paths else entry
-
-
-def _classified(path: str):
-    """One path named as a file: yields its entry (a folder named this way is a folder input, not this)."""
-    yield _classified_entry(path, None)
-
-
-def _classified_entry(path: str, found):
+def classify(path: str, found=None):
     """(path, size, mtime) for a regular file (or a link to one), else an error row or a reason to skip.
 
     `found` is the os.DirEntry when walking: its type and its (followed) status come without extra system calls.
+    A folder named as a file (an input, not a walk) is an error.
     """
     try:
         is_link = found.is_symlink() if found is not None else os.path.islink(path)
@@ -193,62 +193,3 @@ def _special_kind(mode: int) -> str:
 def _error_type(error: OSError, unreadable: str) -> str:
     return {errno.ELOOP: "link loop", errno.ENAMETOOLONG: "path too long", errno.ENOENT: "gone",
             errno.EACCES: unreadable, errno.EPERM: unreadable}.get(error.errno, type(error).__name__)
-
-
-class Matched(typing.NamedTuple):
-    units: beam.PCollection  # lists of (path, size, modification time) and error rows, reshuffled over the workers
-    counts: beam.PCollection  # ("matched", n), ("skipped", n) and ("skipped_by_reason/REASON", n)
-
-
-class _ListInUnits(beam.DoFn):
-    """All input specs (one element, so that a file two inputs name is listed once) -> units of entries."""
-
-    def __init__(self, unit_size: int, count_files: bool, already_scored=None, output: str = None):
-        self.unit_size = unit_size
-        self.output = output
-        self.count_files = count_files  # False for TFRecords: their records are counted once read
-        self.already_scored = already_scored  # a callable returning the set of (key, size, mtime) to skip, or None
-
-    def process(self, specs):
-        timeline.mark("listing files")
-        listing = Listing(self.output)
-        found = list(listing.entries(specs))
-        timeline.mark("files listed")
-        if self.already_scored is not None:
-            done = self.already_scored()
-            todo = [e for e in found if isinstance(e, dict) or (key_for(e[0]), e[1], e[2]) not in done]
-            listing.skipped["already scored"] += len(found) - len(todo)
-            found = todo
-        found.sort(key=lambda entry: entry["key"] if isinstance(entry, dict) else key_for(entry[0]))
-        skipped = sum(listing.skipped.values())
-        yield beam.pvalue.TaggedOutput(COUNTS, ("matched", listing.met if self.count_files else skipped))
-        yield beam.pvalue.TaggedOutput(COUNTS, ("skipped", skipped))
-        for reason, amount in sorted(listing.skipped.items()):
-            yield beam.pvalue.TaggedOutput(COUNTS, (f"skipped_by_reason/{reason}", amount))
-        for start in range(0, len(found), self.unit_size):
-            yield found[start:start + self.unit_size]
-
-
-COUNTS = "counts"
-
-
-class ListInputs(beam.PTransform):
-    """Command-line inputs -> Matched(units of up to unit_size entries, counts)."""
-
-    def __init__(self, inputs, unit_size: int = 256, count_files: bool = True, already_scored=None,
-                 output: str = None):
-        super().__init__()
-        self.specs = [input_spec(text) for text in inputs]
-        self.output = output
-        self.unit_size = unit_size
-        self.count_files = count_files
-        self.already_scored = already_scored
-
-    def expand(self, pipeline):
-        listed = (pipeline
-                  | "Inputs" >> beam.Create([self.specs])
-                  | "ListInUnits" >> beam.ParDo(_ListInUnits(self.unit_size, self.count_files, self.already_scored,
-                                                           self.output))
-                  .with_outputs(COUNTS, main="units"))
-        # Reshuffled, so the units spread over the workers (fused with the listing, one worker would read them all).
-        return Matched(listed.units | "SpreadUnits" >> beam.Reshuffle(), listed[COUNTS])

@@ -1,4 +1,4 @@
-"""Defines the output layout: date partitions, their staging and swap into place, and what earlier runs scored.
+"""Defines the output layout: date partitions, and their staging and swap into place.
 
     OUTPUT/dt=2026-11-22/{scores/, errors/, _inputs/, manifest.json, _SUCCESS}
     OUTPUT/.staging/dt=2026-11-22.RUN_ID/     a run in progress (readers never look here)
@@ -9,7 +9,6 @@
 import os
 import re
 
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 SUCCESS = "_SUCCESS"
@@ -78,37 +77,3 @@ def move_into_place(folder: str, final: str) -> None:
     files = sorted(m.path for m in FileSystems.match([FileSystems.join(folder, "**")])[0].metadata_list)
     files.sort(key=lambda path: path.endswith("/" + SUCCESS))  # the marker moves last
     FileSystems.rename(files, [final + path[len(folder):] for path in files])
-
-
-class AlreadyScored:
-    """A picklable callable for the match step: the files to skip, read from the output on the worker."""
-
-    def __init__(self, output: str, run_date: str, model_version: str):
-        self.output, self.run_date, self.model_version = output, run_date, model_version
-
-    def __call__(self) -> set:
-        return already_scored(self.output, self.run_date, self.model_version)
-
-
-def already_scored(output: str, run_date: str, model_version: str) -> set:
-    """(key, size, modification time) of files scored by `model_version` in complete partitions of other dates.
-
-    A file that failed there is not included, so it is tried again.
-    """
-    seen = set()
-    for date, folder in complete_partitions(output).items():
-        if date == run_date:
-            continue  # this date is being replaced whole, so its rows cannot be relied on
-        fingerprints = _read_folder(FileSystems.join(folder, INPUTS), ["key", "size_bytes", "modified", "model_version"])
-        failed = {row["key"] for row in _read_folder(FileSystems.join(folder, "errors"), ["key"])}
-        seen.update((row["key"], row["size_bytes"], row["modified"]) for row in fingerprints
-                    if row["model_version"] == model_version and row["key"] not in failed)
-    return seen
-
-
-def _read_folder(folder: str, columns: list) -> list:
-    rows = []
-    for metadata in FileSystems.match([FileSystems.join(folder, "*.parquet")])[0].metadata_list:
-        with FileSystems.open(metadata.path, compression_type="uncompressed") as stream:
-            rows.extend(pq.read_table(stream, columns=columns).to_pylist())
-    return rows

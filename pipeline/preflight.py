@@ -45,9 +45,12 @@ def check_input(flag: str, text: str) -> None:
             found = FileSystems.match([spec.path], limits=[1])[0].metadata_list
             skipped = {}
         else:
-            lister = listing.Listing()
-            found = next(iter(lister.entries([spec])), None) is not None
-            skipped = dict(lister.skipped)
+            found, skipped = False, {}
+            for _, entry in listing.spec_entries(spec):
+                if not isinstance(entry, str):
+                    found = True
+                    break
+                skipped[entry] = skipped.get(entry, 0) + 1
     except Exception as error:  # Beam wraps every filesystem problem (no such bucket, no credentials) alike.
         raise PreflightError(f"{flag} {text!r} cannot be listed: {error}") from error
     if not found:

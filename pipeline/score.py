@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from model import model_files  # noqa: E402
 from pipeline import (  # noqa: E402
-    housekeeping, listing, options, partitions, preflight, publish, sinks, sources, tfrecords, timeline)
+    fingerprints, housekeeping, matching, options, preflight, publish, sinks, sources, tfrecords, timeline)
 from pipeline.model_handler import KerasModelHandler  # noqa: E402
 from pipeline.scoring import ScoreImages  # noqa: E402
 
@@ -31,25 +31,25 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_ERROR_RATE, EXIT_BUSY = 0,
 def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, version: str, folder: str) -> None:
     """Adds the scoring graph to `pipeline`, writing scores/, errors/, _inputs/ and the counts file under `folder`."""
     if config.inputs:
-        skip = partitions.AlreadyScored(config.output, config.run_date, version) if config.skip_scored else None
-        listed = pipeline | "ListImages" >> listing.ListInputs(config.inputs, config.files_per_chunk, True, skip,
-                                                               config.output)
+        skip = fingerprints.AlreadyScored(config.output, config.run_date, version) if config.skip_scored else None
+        matched = pipeline | "MatchImages" >> matching.MatchInputs(
+            config.inputs, config.files_per_chunk, True, skip, config.output, version)
         read = sources.ReadImageFiles(config.max_file_bytes)
-        _ = listed.units | "WriteFingerprints" >> sinks.WriteFingerprints(
-            FileSystems.join(folder, partitions.INPUTS), version)
-    else:  # One unit per TFRecord file; its records are only counted once read.
-        listed = pipeline | "ListTFRecords" >> listing.ListInputs(config.input_tfrecords, 1, False,
-                                                                  output=config.output)
+        _ = matched.fingerprints | "WriteFingerprints" >> fingerprints.WriteFingerprints(
+            FileSystems.join(folder, fingerprints.INPUTS))
+    else:  # One unit per TFRecord file, spread over the workers; its records are only counted once read.
+        matched = pipeline | "MatchTFRecords" >> matching.MatchInputs(
+            config.input_tfrecords, 1, False, output=config.output, spread=True)
         read = tfrecords.ReadTFRecordFiles(config.image_feature, config.key_feature, config.raw_feature,
                                            config.compression, config.max_file_bytes)
     handler = KerasModelHandler(config.model, config.share_model, config.model_threads, config.model_copies)
-    scored = listed.units | "Score" >> ScoreImages(handler, read, config.max_pixels, config.decode_threads,
+    scored = matched.units | "Score" >> ScoreImages(handler, read, config.max_pixels, config.decode_threads,
                                                    config.progress_seconds)
     _ = scored | "WriteScores" >> sinks.WriteScores(FileSystems.join(folder, "scores"), card, version)
     _ = (scored
          | "ErrorRows" >> beam.FlatMap(lambda block: block.errors)
          | "WriteErrors" >> sinks.WriteErrors(FileSystems.join(folder, "errors")))
-    counts = [listed.counts, scored | "CountScored" >> beam.FlatMap(
+    counts = [matched.counts, scored | "CountScored" >> beam.FlatMap(
         sinks.block_counts, config.low_confidence, count_matched=not config.inputs)]
     if not config.inputs:  # Record keys come from a feature, so several records may carry the same one.
         counts.append(scored | "CountDuplicateKeys" >> sinks.CountDuplicateKeys())

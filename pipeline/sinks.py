@@ -9,7 +9,6 @@ from apache_beam.io.filesystems import FileSystems
 
 from model.vocabulary import CLASS_NAMES, NUM_CLASSES
 from pipeline.errors import ERRORS_SCHEMA
-from pipeline.listing import key_for
 from pipeline.model_handler import ScoredBlock
 
 _LABELS = np.array(CLASS_NAMES, dtype=object)
@@ -75,42 +74,6 @@ class WriteErrors(beam.PTransform):
     def expand(self, rows):
         return rows | "WriteParquet" >> beam.io.WriteToParquet(
             FileSystems.join(self.folder, "part"), schema=ERRORS_SCHEMA, codec="snappy", file_name_suffix=".parquet")
-
-
-FINGERPRINTS_SCHEMA = pa.schema(
-    [
-        pa.field("key", pa.string(), nullable=False),
-        pa.field("size_bytes", pa.int64(), nullable=False),
-        pa.field("modified", pa.float64(), nullable=False),
-        pa.field("model_version", pa.string(), nullable=False),
-    ]
-)
-
-
-def fingerprint_table(unit: list, version: str) -> pa.Table:
-    """A unit's files (path, size, modification time) as rows that let a later run skip what this one scored."""
-    files = [(key_for(path), size, modified) for path, size, modified in
-             (entry for entry in unit if not isinstance(entry, dict))]
-    paths, sizes, modified = zip(*files) if files else ((), (), ())
-    return pa.Table.from_arrays(
-        [pa.array(paths, pa.string()), pa.array(sizes, pa.int64()), pa.array(modified, pa.float64()),
-         pa.array([version] * len(paths), pa.string())], schema=FINGERPRINTS_SCHEMA)
-
-
-class WriteFingerprints(beam.PTransform):
-    """Chunks of matched files -> `_inputs` Parquet: what --skip_scored reads in later runs."""
-
-    def __init__(self, folder: str, version: str):
-        super().__init__()
-        self.folder = folder
-        self.version = version
-
-    def expand(self, chunks):
-        return (chunks
-                | "ToArrow" >> beam.Map(fingerprint_table, self.version)
-                | "WriteParquet" >> beam.io.WriteToParquetBatched(
-                    FileSystems.join(self.folder, "part"), schema=FINGERPRINTS_SCHEMA, codec="snappy",
-                    file_name_suffix=".parquet"))
 
 
 def block_counts(block: ScoredBlock, low_confidence: float, count_matched: bool = False):

@@ -1,22 +1,36 @@
-"""Tests listing on real folders full of odd entries: every entry met is a file, an error row or a counted skip, paths
-mean what they say, and a file two inputs name is listed once."""
+"""Tests listing and matching on real folders full of odd entries: every entry met is a file, an error row or a
+counted skip, paths mean what they say, and a file two inputs name is listed once."""
 
+import collections
 import errno
 import os
 
 import pytest
+from apache_beam.pvalue import TaggedOutput
 
 from model import samples
-from pipeline import listing
+from pipeline import listing, matching
 
 
-def _list(*inputs):
-    """(files as {key: size}, error rows as {key: error type}, skipped reasons, entries met) for some inputs."""
-    lister = listing.Listing()
-    entries = list(lister.entries([listing.input_spec(text) for text in inputs]))
-    files = {listing.key_for(e[0]): e[1] for e in entries if not isinstance(e, dict)}
-    errors = {e["key"]: e["error_type"] for e in entries if isinstance(e, dict)}
-    return files, errors, dict(lister.skipped), lister.met
+def _list(*inputs, output=None):
+    """Plans and lists inputs as the pipeline's matching steps do (without a pipeline): (files as {key: size}, error
+    rows as {key: error type}, skipped reasons, entries met)."""
+    specs = [listing.input_spec(text) for text in inputs]
+    plan = matching._PlanTasks(output)
+    lister = matching._ListTasks(specs, 10**6, True, None, None, output)
+    files, errors, skipped, met = {}, {}, collections.Counter(), 0
+    for numbered in enumerate(specs):
+        for task in plan.process(numbered):
+            for item in lister.process(task):
+                if isinstance(item, TaggedOutput):
+                    name, amount = item.value
+                    met += amount if name == "matched" else 0
+                    if name.startswith("skipped_by_reason/"):
+                        skipped[name.split("/", 1)[1]] += amount
+                    continue
+                files.update((listing.key_for(e[0]), e[1]) for e in item if not isinstance(e, dict))
+                errors.update((e["key"], e["error_type"]) for e in item if isinstance(e, dict))
+    return files, errors, dict(skipped), met
 
 
 def _png(folder, name, image) -> str:
@@ -99,10 +113,9 @@ def test_a_file_two_inputs_name_is_listed_once(test_split, tmp_path):
 def test_the_runs_own_output_below_an_input_is_skipped(test_split, tmp_path):
     wanted = _png(tmp_path / "photos", "a.png", test_split.images[0])
     _png(tmp_path / "scores" / "dt=2026-11-20" / "scores", "part-0.parquet", test_split.images[0])
-    lister = listing.Listing(output=str(tmp_path / "scores"))
-    found = list(lister.entries([listing.input_spec(str(tmp_path))]))
-    assert found == [(wanted, os.path.getsize(wanted), os.path.getmtime(wanted))]
-    assert dict(lister.skipped) == {"the run's own output folder": 1}
+    files, errors, skipped, _ = _list(str(tmp_path), output=str(tmp_path / "scores"))
+    assert files == {wanted: os.path.getsize(wanted)} and errors == {}
+    assert skipped == {"the run's own output folder": 1}
 
 
 def test_an_empty_input_is_refused():
@@ -118,5 +131,5 @@ def test_folder_listing_is_beams_listing_where_beam_sees_the_files(test_split, t
     os.symlink(tmp_path / "a" / "b" / "0.png", tmp_path / "link-to-file.png")
     beams = sorted((m.path, m.size_in_bytes, m.last_updated_in_seconds)
                    for m in FileSystems.match([os.path.join(str(tmp_path), "**")])[0].metadata_list)
-    lister = listing.Listing()
-    assert sorted(lister.entries([listing.input_spec(str(tmp_path))])) == beams
+    found = [entry for _, entry in listing.spec_entries(listing.input_spec(str(tmp_path)))]
+    assert sorted(found) == beams

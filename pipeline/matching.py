@@ -1,0 +1,157 @@
+"""Defines matching as Beam steps: the run's inputs -> listing tasks spread over the workers -> units of files that
+flow straight on to scoring, with --skip_scored's already-scored files left out on the way.
+
+Planning looks at the top of each input only: every sub-folder becomes a task of its own, and the files at the top
+are classified there and handed on in ready-made tasks of up to PLAN_CHUNK entries. The tasks are reshuffled, so the
+workers share them; each walks its folder and emits units as it goes, in the same step as the scoring that follows
+(no shuffle between them), so the first block is scored while the rest is still being listed, and no worker ever
+holds more than a batch of the listing. A file that an earlier input already lists is skipped as listed twice, by
+asking that input (`listing.lists`), not by remembering every name.
+"""
+
+import os
+import typing
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline import fingerprints, listing, timeline
+from pipeline.listing import FOLDER, key_for
+
+COUNTS, FINGERPRINTS = "counts", "fingerprints"
+# Top-level entries planning hands on in one task; and files looked up in the history at a time (sorted, a batch is
+# one key range, and one row group of the fingerprints this run writes).
+PLAN_CHUNK = 4096
+LOOKUP_BATCH = 8192
+
+
+class Task(typing.NamedTuple):
+    spec: int  # which input it comes from
+    folder: str  # a folder to walk, or "" when the entries are already here
+    entries: tuple = ()  # (path, entry) pairs, for the top of an input
+
+
+class Matched(typing.NamedTuple):
+    units: beam.PCollection  # lists of (path, size, modification time) and error rows
+    counts: beam.PCollection  # ("matched", n), ("skipped", n) and ("skipped_by_reason/REASON", n)
+    fingerprints: beam.PCollection  # fingerprint tables of the files this run reads
+
+
+class _PlanTasks(beam.DoFn):
+    def __init__(self, output: str):
+        self.output = output
+
+    def process(self, numbered):
+        index, spec = numbered
+        if spec.kind != "file" and FileSystems.get_scheme(spec.path) is None:
+            root, matches = listing.walk_root(spec)
+            top = listing.level(root, self.output) if os.path.isdir(root) else ()
+            ready = []
+            for path, entry in top:
+                if entry == FOLDER:
+                    yield Task(index, path)
+                elif path is None or matches(path):
+                    ready.append((path, entry))
+                    if len(ready) == PLAN_CHUNK:
+                        yield Task(index, "", tuple(ready))
+                        ready = []
+            if ready:
+                yield Task(index, "", tuple(ready))
+            return
+        entries = list(listing.spec_entries(spec, self.output))  # a single file, or an object store's listing
+        for start in range(0, len(entries), PLAN_CHUNK):
+            yield Task(index, "", tuple(entries[start:start + PLAN_CHUNK]))
+
+
+class _ListTasks(beam.DoFn):
+    """Tasks -> units of up to unit_size entries (main), counts (COUNTS) and fingerprint tables (FINGERPRINTS)."""
+
+    def __init__(self, specs: list, unit_size: int, count_files: bool, already_scored, version: str, output: str):
+        self.specs, self.unit_size, self.count_files = specs, unit_size, count_files
+        self.already_scored, self.version, self.output = already_scored, version, output
+
+    def process(self, task: Task):
+        timeline.mark("listing files")
+        entries = task.entries
+        if task.folder:
+            _, matches = listing.walk_root(self.specs[task.spec])
+            entries = ((path, entry) for path, entry in listing.walk(task.folder, self.output)
+                       if path is None or matches(path))
+        batch = _Batch()
+        for path, entry in entries:
+            if path is not None and not isinstance(entry, str) and self._listed_before(task.spec, path):
+                entry = "listed twice"
+            batch.add(entry)
+            if len(batch.files) >= LOOKUP_BATCH:
+                yield from self._flush(batch)
+                batch = _Batch()
+        yield from self._flush(batch)
+
+    def _listed_before(self, index: int, path: str) -> bool:
+        return any(listing.lists(spec, path, self.output) for spec in self.specs[:index])
+
+    def _flush(self, batch: "_Batch"):
+        batch.files.sort(key=lambda entry: key_for(entry[0]))
+        if self.already_scored is not None and batch.files:
+            done = self.already_scored.mask([key_for(path) for path, _, _ in batch.files],
+                                            [size for _, size, _ in batch.files],
+                                            [modified for _, _, modified in batch.files])
+            if done.any():
+                batch.skipped["already scored"] = batch.skipped.get("already scored", 0) + int(done.sum())
+                batch.files = [entry for entry, skip in zip(batch.files, done) if not skip]
+        skipped = sum(batch.skipped.values())
+        yield beam.pvalue.TaggedOutput(COUNTS, ("matched", batch.met if self.count_files else skipped))
+        yield beam.pvalue.TaggedOutput(COUNTS, ("skipped", skipped))
+        for reason, amount in sorted(batch.skipped.items()):
+            yield beam.pvalue.TaggedOutput(COUNTS, (f"skipped_by_reason/{reason}", amount))
+        if batch.files and self.version is not None:
+            yield beam.pvalue.TaggedOutput(FINGERPRINTS, fingerprints.table(
+                [key_for(path) for path, _, _ in batch.files], [size for _, size, _ in batch.files],
+                [modified for _, _, modified in batch.files], self.version))
+        found = batch.files + batch.errors
+        for start in range(0, len(found), self.unit_size):
+            yield found[start:start + self.unit_size]
+
+
+class _Batch:
+    def __init__(self):
+        self.files, self.errors, self.met = [], [], 0
+        self.skipped = {}
+
+    def add(self, entry) -> None:
+        self.met += 1
+        if isinstance(entry, str):
+            self.skipped[entry] = self.skipped.get(entry, 0) + 1
+        elif isinstance(entry, dict):
+            self.errors.append(entry)
+        else:
+            self.files.append(entry)
+
+
+class MatchInputs(beam.PTransform):
+    """Command-line inputs -> Matched(units, counts, fingerprints).
+
+    Image files: units go straight on to scoring in the step that lists them. TFRecord files (spread=True): each file
+    is a unit, and the units are reshuffled, so that the files, not only the folders, spread over the workers.
+    `version` is the model version fingerprints are written for (None: no fingerprints).
+    """
+
+    def __init__(self, inputs, unit_size: int = 256, count_files: bool = True, already_scored=None,
+                 output: str = None, version: str = None, spread: bool = False):
+        super().__init__()
+        self.specs = [listing.input_spec(text) for text in inputs]
+        self.unit_size, self.count_files, self.already_scored = unit_size, count_files, already_scored
+        self.output = os.path.abspath(output) if output and FileSystems.get_scheme(output) is None \
+            else output
+        self.version, self.spread = version, spread
+
+    def expand(self, pipeline):
+        listed = (pipeline
+                  | "Inputs" >> beam.Create(list(enumerate(self.specs)))
+                  | "PlanTasks" >> beam.ParDo(_PlanTasks(self.output))
+                  | "SpreadTasks" >> beam.Reshuffle()
+                  | "ListTasks" >> beam.ParDo(_ListTasks(self.specs, self.unit_size, self.count_files,
+                                                         self.already_scored, self.version, self.output))
+                  .with_outputs(COUNTS, FINGERPRINTS, main="units"))
+        units = listed.units | "SpreadUnits" >> beam.Reshuffle() if self.spread else listed.units
+        return Matched(units, listed[COUNTS], listed[FINGERPRINTS])

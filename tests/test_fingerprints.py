@@ -1,0 +1,83 @@
+"""Tests --skip_scored's lookup against the history: on thousands of fingerprints in several partitions it skips
+exactly what the earlier behaviour (every partition's fingerprints in one set) skipped, batch by batch."""
+
+import json
+import os
+import random
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import fingerprints, matching
+from pipeline.errors import ERRORS_SCHEMA
+
+
+def _reference(partitions: dict, run_date: str, version: str) -> set:
+    """The earlier behaviour: (key, size, mtime) scored by `version` in complete partitions of other dates, minus
+    the files each of those partitions failed on."""
+    seen = set()
+    for date, (rows, failed, complete) in partitions.items():
+        if date != run_date and complete:
+            seen.update((key, size, modified) for key, size, modified, row_version in rows
+                        if row_version == version and key not in failed)
+    return seen
+
+
+def _write(output, date, rows, failed, complete, manifest_version):
+    folder = os.path.join(output, f"dt={date}")
+    os.makedirs(os.path.join(folder, "_inputs"))
+    os.makedirs(os.path.join(folder, "errors"))
+    rows = sorted(rows)
+    with pq.ParquetWriter(os.path.join(folder, "_inputs", "part-0.parquet"), fingerprints.SCHEMA) as writer:
+        for start in range(0, len(rows), 700):  # many row groups, each a key range
+            chunk = rows[start:start + 700]
+            writer.write_table(pa.Table.from_pylist(
+                [dict(zip(fingerprints.SCHEMA.names, row)) for row in chunk], schema=fingerprints.SCHEMA))
+    errors = pa.Table.from_pylist([{"key": key, "stage": "decode", "error_type": "truncated", "error_message": "x"}
+                                   for key in sorted(failed)], schema=ERRORS_SCHEMA)
+    pq.write_table(errors, os.path.join(folder, "errors", "part-0.parquet"))
+    with open(os.path.join(folder, "manifest.json"), "w") as stream:
+        json.dump({"model": {"version": manifest_version}}, stream)
+    if complete:
+        open(os.path.join(folder, "_SUCCESS"), "w").close()
+
+
+def test_lookup_skips_exactly_what_the_whole_history_in_one_set_skipped(tmp_path):
+    generator = random.Random(11)
+    output, version = str(tmp_path / "out"), "1.0.0+abc"
+    files = [(f"/data/images/{folder:02d}/{index:05d}.png", 1000 + index, 1.7e9 + index)
+             for folder in range(6) for index in range(800)]
+    history = {}
+    for date, manifest_version, complete in (("2026-11-01", version, True), ("2026-11-02", version, True),
+                                             ("2026-11-03", "2.0.0+def", True), ("2026-11-04", version, False),
+                                             ("2026-11-10", version, True)):
+        rows = []
+        for key, size, modified in generator.sample(files, 2500):
+            change = generator.random()
+            if change < 0.1:
+                size += 1  # the file has changed size since
+            elif change < 0.2:
+                modified += 1.5  # or was touched since
+            rows.append((key, size, modified, manifest_version))
+        failed = {row[0] for row in generator.sample(rows, 150)}  # failed there: to be tried again
+        history[date] = (rows, failed, complete)
+        _write(output, date, rows, failed, complete, manifest_version)
+    expected = _reference(history, "2026-11-10", version)  # the run's own date does not count
+    lookup = fingerprints.AlreadyScored(output, "2026-11-10", version)
+    ordered = sorted(files)
+    found = set()
+    for start in range(0, len(ordered), matching.LOOKUP_BATCH // 8):
+        batch = ordered[start:start + matching.LOOKUP_BATCH // 8]
+        mask = lookup.mask([k for k, _, _ in batch], [s for _, s, _ in batch], [m for _, _, m in batch])
+        found.update(entry for entry, skip in zip(batch, mask) if skip)
+    assert found == expected & set(files) and 500 < len(found) < len(files)
+    new_model = fingerprints.AlreadyScored(output, "2026-11-10", "9.9.9+new")
+    assert not new_model.mask([k for k, _, _ in ordered[:100]], [s for _, s, _ in ordered[:100]],
+                              [m for _, _, m in ordered[:100]]).any()
+
+
+def test_lookup_with_no_history_skips_nothing(tmp_path):
+    lookup = fingerprints.AlreadyScored(str(tmp_path / "nothing-yet"), "2026-11-10", "1.0.0+abc")
+    assert lookup.mask(["/a.png"], [1], [2.0]).tolist() == [False]
+    assert isinstance(lookup.mask([], [], []), np.ndarray)
