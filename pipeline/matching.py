@@ -2,11 +2,13 @@
 flow straight on to scoring, with --skip_scored's already-scored files left out on the way.
 
 Planning looks at the top of each input only: every sub-folder becomes a task of its own, and the files at the top
-are classified there and handed on in ready-made tasks of up to PLAN_CHUNK entries. The tasks are reshuffled, so the
-workers share them; each walks its folder and emits units as it goes, in the same step as the scoring that follows
-(no shuffle between them), so the first block is scored while the rest is still being listed, and no worker ever
-holds more than a batch of the listing. A file that an earlier input already lists is skipped as listed twice, by
-asking that input (`listing.lists`), not by remembering every name.
+are classified there and handed on in ready-made tasks of up to PLAN_CHUNK entries; an object store's input (no
+folders there to split on) is one task, listed by Beam's filesystem on the worker that gets it. The tasks are
+reshuffled, so the workers share them; each walks its folder and emits units as it goes, in the same step as the
+scoring that follows (no shuffle between them), so the first block is scored while the rest is still being listed,
+and no worker holds more than a batch of a local listing (Beam lists an object store's prefix into one list). A file
+that an earlier input already lists is skipped as listed twice, by asking that input (`listing.lists`), not by
+remembering every name.
 """
 
 import os
@@ -27,7 +29,7 @@ LOOKUP_BATCH = 8192
 
 class Task(typing.NamedTuple):
     spec: int  # which input it comes from
-    folder: str  # a folder to walk, or "" when the entries are already here
+    folder: str  # a local folder to walk, an object store's input to list, or "" when the entries are here
     entries: tuple = ()  # (path, entry) pairs, for the top of an input
 
 
@@ -58,9 +60,10 @@ class _PlanTasks(beam.DoFn):
             if ready:
                 yield Task(index, "", tuple(ready))
             return
-        entries = list(listing.spec_entries(spec, self.output))  # a single file, or an object store's listing
-        for start in range(0, len(entries), PLAN_CHUNK):
-            yield Task(index, "", tuple(entries[start:start + PLAN_CHUNK]))
+        if spec.kind == "file":
+            yield Task(index, "", tuple(listing.spec_entries(spec, self.output)))
+        else:  # an object store's folder or pattern: listed by whichever worker gets the task
+            yield Task(index, spec.path)
 
 
 class _ListTasks(beam.DoFn):
@@ -73,7 +76,9 @@ class _ListTasks(beam.DoFn):
     def process(self, task: Task):
         timeline.mark("listing files")
         entries = task.entries
-        if task.folder:
+        if task.folder and FileSystems.get_scheme(task.folder) is not None:
+            entries = listing.spec_entries(self.specs[task.spec], self.output)
+        elif task.folder:
             _, matches = listing.walk_root(self.specs[task.spec])
             entries = ((path, entry) for path, entry in listing.walk(task.folder, self.output)
                        if path is None or matches(path))
@@ -92,23 +97,24 @@ class _ListTasks(beam.DoFn):
 
     def _flush(self, batch: "_Batch"):
         batch.files.sort(key=lambda entry: key_for(entry[0]))
+        keys = [key_for(path) for path, _, _ in batch.files]
+        carried = {}  # position in the batch -> the run that scored the file as it is
         if self.already_scored is not None and batch.files:
-            done = self.already_scored.mask([key_for(path) for path, _, _ in batch.files],
-                                            [size for _, size, _ in batch.files],
-                                            [modified for _, _, modified in batch.files])
-            if done.any():
-                batch.skipped["already scored"] = batch.skipped.get("already scored", 0) + int(done.sum())
-                batch.files = [entry for entry, skip in zip(batch.files, done) if not skip]
+            scored_by = self.already_scored.scored_by(keys, [size for _, size, _ in batch.files],
+                                                      [modified for _, _, modified in batch.files])
+            carried = {at: run for at, run in enumerate(scored_by) if run is not None}
+            if carried:
+                batch.skipped["already scored"] = batch.skipped.get("already scored", 0) + len(carried)
         skipped = sum(batch.skipped.values())
         yield beam.pvalue.TaggedOutput(COUNTS, ("matched", batch.met if self.count_files else skipped))
         yield beam.pvalue.TaggedOutput(COUNTS, ("skipped", skipped))
         for reason, amount in sorted(batch.skipped.items()):
             yield beam.pvalue.TaggedOutput(COUNTS, (f"skipped_by_reason/{reason}", amount))
-        if batch.files and self.version is not None:
+        if batch.files and self.version is not None:  # read tonight, or carried forward with the run that scored it
             yield beam.pvalue.TaggedOutput(FINGERPRINTS, fingerprints.table(
-                [key_for(path) for path, _, _ in batch.files], [size for _, size, _ in batch.files],
-                [modified for _, _, modified in batch.files], self.version))
-        found = batch.files + batch.errors
+                keys, [size for _, size, _ in batch.files], [modified for _, _, modified in batch.files],
+                self.version, [carried.get(at) for at in range(len(keys))]))
+        found = [entry for at, entry in enumerate(batch.files) if at not in carried] + batch.errors
         for start in range(0, len(found), self.unit_size):
             yield found[start:start + self.unit_size]
 

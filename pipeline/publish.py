@@ -9,7 +9,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
 from model.vocabulary import CLASS_NAMES
-from pipeline import partitions, sinks
+from pipeline import fingerprints, partitions, sinks
 
 COUNTS = "_counts.json"
 MANIFEST = "manifest.json"
@@ -40,6 +40,7 @@ def start_run(config, beam_options, checked) -> RunInfo:
         "started_at": now.isoformat(),
         "inputs": {"images": list(config.inputs), "tfrecords": list(config.input_tfrecords)},
         "skip_scored": config.skip_scored,
+        fingerprints.INDEX_FLAG: bool(config.inputs),  # _inputs: every file of the inputs scored tonight or before
         "runner": runner,
         "model_threads": config.model_threads or "tensorflow default",
         "model": {"path": config.model, "sha256": checked.model_sha256, "version": checked.version},

@@ -31,7 +31,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_ERROR_RATE, EXIT_BUSY = 0,
 def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, version: str, folder: str) -> None:
     """Adds the scoring graph to `pipeline`, writing scores/, errors/, _inputs/ and the counts file under `folder`."""
     if config.inputs:
-        skip = fingerprints.AlreadyScored(config.output, config.run_date, version) if config.skip_scored else None
+        skip = (fingerprints.AlreadyScored(config.output, config.run_date, version, config.inputs)
+                if config.skip_scored else None)
         matched = pipeline | "MatchImages" >> matching.MatchInputs(
             config.inputs, config.files_per_chunk, True, skip, config.output, version)
         read = sources.ReadImageFiles(config.max_file_bytes)

@@ -60,24 +60,27 @@ def test_lookup_skips_exactly_what_the_whole_history_in_one_set_skipped(tmp_path
             elif change < 0.2:
                 modified += 1.5  # or was touched since
             rows.append((key, size, modified, manifest_version))
+        if date == "2026-11-02":  # a key written twice, once changed (first) and once as it is
+            rows += [(key, size - 7, modified, row_version) for key, size, modified, row_version
+                     in generator.sample(rows, 100)]
         failed = {row[0] for row in generator.sample(rows, 150)}  # failed there: to be tried again
         history[date] = (rows, failed, complete)
         _write(output, date, rows, failed, complete, manifest_version)
     expected = _reference(history, "2026-11-10", version)  # the run's own date does not count
-    lookup = fingerprints.AlreadyScored(output, "2026-11-10", version)
+    lookup = fingerprints.AlreadyScored(output, "2026-11-10", version, ["/data/images"])
     ordered = sorted(files)
     found = set()
     for start in range(0, len(ordered), matching.LOOKUP_BATCH // 8):
         batch = ordered[start:start + matching.LOOKUP_BATCH // 8]
-        mask = lookup.mask([k for k, _, _ in batch], [s for _, s, _ in batch], [m for _, _, m in batch])
-        found.update(entry for entry, skip in zip(batch, mask) if skip)
+        runs = lookup.scored_by([k for k, _, _ in batch], [s for _, s, _ in batch], [m for _, _, m in batch])
+        found.update(entry for entry, run in zip(batch, runs) if run is not None)
     assert found == expected & set(files) and 500 < len(found) < len(files)
-    new_model = fingerprints.AlreadyScored(output, "2026-11-10", "9.9.9+new")
-    assert not new_model.mask([k for k, _, _ in ordered[:100]], [s for _, s, _ in ordered[:100]],
+    new_model = fingerprints.AlreadyScored(output, "2026-11-10", "9.9.9+new", ["/data/images"])
+    assert not new_model.scored_by([k for k, _, _ in ordered[:100]], [s for _, s, _ in ordered[:100]],
                               [m for _, _, m in ordered[:100]]).any()
 
 
 def test_lookup_with_no_history_skips_nothing(tmp_path):
-    lookup = fingerprints.AlreadyScored(str(tmp_path / "nothing-yet"), "2026-11-10", "1.0.0+abc")
-    assert lookup.mask(["/a.png"], [1], [2.0]).tolist() == [False]
-    assert isinstance(lookup.mask([], [], []), np.ndarray)
+    lookup = fingerprints.AlreadyScored(str(tmp_path / "nothing-yet"), "2026-11-10", "1.0.0+abc", ["/a.png"])
+    assert lookup.scored_by(["/a.png"], [1], [2.0]).tolist() == [None]
+    assert isinstance(lookup.scored_by([], [], []), np.ndarray)

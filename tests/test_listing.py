@@ -6,6 +6,8 @@ import errno
 import os
 
 import pytest
+from apache_beam.io.filesystem import FileMetadata, MatchResult
+from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.pvalue import TaggedOutput
 
 from model import samples
@@ -133,3 +135,39 @@ def test_folder_listing_is_beams_listing_where_beam_sees_the_files(test_split, t
                    for m in FileSystems.match([os.path.join(str(tmp_path), "**")])[0].metadata_list)
     found = [entry for _, entry in listing.spec_entries(listing.input_spec(str(tmp_path)))]
     assert sorted(found) == beams
+
+
+class _StoreFileSystem(LocalFileSystem):
+    """A stand-in for an object store: local files behind `storetest://`, listed by prefix as a bucket is."""
+
+    PREFIX = "storetest://"
+
+    @classmethod
+    def scheme(cls):
+        return "storetest"
+
+    def match(self, patterns, limits=None):
+        results = super().match([pattern[len(self.PREFIX):] for pattern in patterns], limits)
+        return [MatchResult(pattern, [FileMetadata(self.PREFIX + found.path, found.size_in_bytes,
+                                                   found.last_updated_in_seconds) for found in result.metadata_list])
+                for pattern, result in zip(patterns, results)]
+
+    def open(self, path, mime_type="application/octet-stream", compression_type=None):
+        return super().open(path[len(self.PREFIX):], mime_type, compression_type)
+
+
+def test_an_object_store_input_is_listed_by_the_worker_that_gets_its_task(test_split, tiny_model_path, tmp_path):
+    from pipeline import score
+    from tests.conftest import partition, read_rows
+
+    for shelf in ("a", "b"):
+        samples.write_pngs(test_split.images[:30], str(tmp_path / shelf), [f"{i:02d}.png" for i in range(30)])
+    inputs = [f"storetest://{tmp_path / 'a'}/*.png", f"storetest://{tmp_path / 'b'}/*.png"]
+    tasks = [task for numbered in enumerate(listing.input_spec(text) for text in inputs)
+             for task in matching._PlanTasks(None).process(numbered)]
+    assert [(task.folder, task.entries) for task in tasks] == [(text, ()) for text in inputs]  # planning lists nothing
+    out = str(tmp_path / "out")
+    assert score.run(["--input", *inputs, "--output", out, "--model", tiny_model_path, "--progress_seconds", "0"]) == 0
+    rows = read_rows(os.path.join(partition(out), "scores"))
+    assert [row["key"] for row in rows] == sorted(f"storetest://{tmp_path / shelf}/{i:02d}.png"
+                                                  for shelf in "ab" for i in range(30))

@@ -106,6 +106,59 @@ def test_incremental_run_scores_only_new_and_changed_files(test_split, tiny_mode
     assert (counts["skipped"], counts["scored"], counts["failed"]) == (0, 50, 1)
 
 
+def _plant_partition(out, date, version, files, started, finished):
+    """An earlier complete partition, as a run of `version` that read `files` between those times would leave it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline import fingerprints
+    from pipeline.errors import ERRORS_SCHEMA
+
+    folder = out / f"dt={date}"
+    (folder / "_inputs").mkdir(parents=True)
+    (folder / "errors").mkdir()
+    files = sorted(files)
+    pq.write_table(fingerprints.table(files, [os.stat(f).st_size for f in files], [os.stat(f).st_mtime for f in files],
+                                      version), folder / "_inputs" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist([], schema=ERRORS_SCHEMA), folder / "errors" / "part-0.parquet")
+    (folder / "manifest.json").write_text(json.dumps({"run_id": f"planted-{date}", "model": {"version": version},
+                                                      "started_at": started, "finished_at": finished}))
+    (folder / "_SUCCESS").write_text(f"planted-{date}")
+
+
+def test_each_run_carries_the_scored_files_forward_so_one_partition_answers(test_split, tiny_model_path, tmp_path):
+    import pyarrow.parquet as pq
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    old = _images(test_split, inputs, 0, 20)
+    argv = ["--input", inputs, "--output", out, "--model", tiny_model_path, "--skip_scored"]
+    assert _run(*argv, "--run_date", "2026-11-01") == 0
+    first = _manifest(out, "2026-11-01")
+    assert first["inputs_indexed"]
+    new = _images(test_split, inputs, 100, 3)
+    assert _run(*argv, "--run_date", "2026-11-02") == 0
+    second = _manifest(out, "2026-11-02")
+    assert (second["counts"]["scored"], second["counts"]["skipped"]) == (3, 20)
+    rows = pq.read_table(out / "dt=2026-11-02" / "_inputs").to_pylist()
+    assert {row["key"]: row["scored_by_run"] for row in rows} == {**{key: first["run_id"] for key in old},
+                                                                    **{key: None for key in new}}
+    version = second["model"]["version"]
+    later = _images(test_split, inputs, 200, 2)
+    # A partition finished before the newest index began is covered by it: its claims are not asked for.
+    _plant_partition(out, "2026-10-20", version, later[:1], "2026-10-20T01:00:00+00:00", "2026-10-20T01:05:00+00:00")
+    # One finished after the index began (another date's run at the same time) is asked.
+    _plant_partition(out, "2026-10-21", version, later[1:], second["started_at"], "2099-01-01T00:00:00+00:00")
+    shutil.rmtree(out / "dt=2026-11-01")  # the scores of the 20 carried files are gone with it: scored again
+    assert _run(*argv, "--run_date", "2026-11-03") == 0
+    third = _manifest(out, "2026-11-03")
+    scored = {row["key"] for row in read_rows(str(out / "dt=2026-11-03" / "scores"))}
+    assert scored == set(old) | {later[0]}
+    assert (third["counts"]["scored"], third["counts"]["skipped"]) == (21, 4)
+    rows = pq.read_table(out / "dt=2026-11-03" / "_inputs").to_pylist()
+    assert {row["key"]: row["scored_by_run"] for row in rows if row["scored_by_run"]} == {
+        **{key: second["run_id"] for key in new}, later[1]: "planted-2026-10-21"}
+
+
 def test_error_rate_above_the_limit_writes_everything_then_exits_4(test_split, tiny_model_path, tmp_path, capsys):
     inputs, out = tmp_path / "in", tmp_path / "out"
     _images(test_split, inputs, 0, 8)
