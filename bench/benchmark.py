@@ -2,7 +2,7 @@
 
     python bench/benchmark.py                          # every section (about 20 minutes on 2 cores)
     python bench/benchmark.py --only native photos     # some of: native tfrecords photos conversion scaling
-                                                       # phases memory
+                                                       # phases memory scale (scale: a million files, long histories)
 
 Every run is a fresh process, so imports and start-up count, and starts with its input files in the page cache (see
 warm_page_cache). Ways are interleaved and repeated (the median of --repeat runs is reported), and each way runs at
@@ -12,6 +12,7 @@ Peak RSS is summed over the process and its children.
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -293,6 +294,62 @@ def conversion(args) -> None:
               f"{(per_image > 8).mean():.1%}, worst image {per_image.max():.1f}")
 
 
+def _timed_run(command: list, log: str) -> tuple:
+    """(seconds, peak RSS, seconds from start to the first scored block) of one run with its timeline in `log`."""
+    from pipeline import timeline
+
+    if os.path.exists(log):
+        os.remove(log)
+    os.environ[timeline.TIMELINE_ENV] = log
+    try:
+        seconds, rss = measure(command)
+    finally:
+        del os.environ[timeline.TIMELINE_ENV]
+    rows = timeline.read(log)
+    first = min((t for t, _, phase in rows if phase == "first block scored"), default=float("nan"))
+    return seconds, rss, first - rows[0][0]
+
+
+def scale(args) -> None:
+    """A million files and a long history (`--only scale`; not in the default sections: ~10 minutes)."""
+    import json
+
+    from model import model_files
+    from pipeline import listing
+
+    count, nights, new, year = args.scale_files, args.scale_nights, args.scale_new, args.scale_year_nights
+    folder = datasets.linked_pngs(count, args.cache)
+    started = time.monotonic()
+    listed = sum(1 for _ in listing.walk(folder))
+    listing_seconds = time.monotonic() - started
+    version = model_files.model_version(model_files.read_card(model_files.DEFAULT_MODEL_PATH))
+    histories = {}
+    for name, nights_here, spread in (("rescored", nights, False), ("grown", year, True)):
+        histories[name] = os.path.join(args.cache, f"history-{name}-{count}-{nights_here}-{new}")
+        if not os.path.exists(os.path.join(histories[name], ".complete")):
+            shutil.rmtree(histories[name], ignore_errors=True)
+            datasets.history(folder, histories[name], nights_here, new, version, spread=spread)
+            open(os.path.join(histories[name], ".complete"), "w").close()
+    full = os.path.join(args.cache, "out", "scale-full")
+    shutil.rmtree(full, ignore_errors=True)
+    print(f"\nScale: {count:,} PNG files (hard links, {count // 10_000} folders), 1 worker, one run each")
+    print(f"  listing: {listed:,} entries in {listing_seconds:.1f} s ({listed / listing_seconds:,.0f} entries/s, "
+          "one thread)")
+    for name, output, flags in (
+            ("full run", full, ()),
+            (f"--skip_scored, {nights} nights x {count:,} fingerprints, {new:,} new", histories["rescored"],
+             ("--skip_scored",)),
+            (f"--skip_scored, {year} nights sharing {count - new:,}, {new:,} new", histories["grown"],
+             ("--skip_scored",))):
+        seconds, rss, first = _timed_run(pipeline(["--input", folder], output, *flags, *ONE_WORKER),
+                                         os.path.join(args.cache, "out", "scale-timeline.txt"))
+        newest = max(entry for entry in os.listdir(output) if entry.startswith("dt="))
+        with open(os.path.join(output, newest, "manifest.json"), encoding="utf-8") as stream:
+            counts = json.load(stream)["counts"]
+        print(f"  {name}: {seconds:.1f} s, first scored block after {first:.1f} s, peak RSS {rss / 2**30:.2f} GiB; "
+              f"scored {counts['scored']:,}, skipped {counts['skipped']:,}", flush=True)
+
+
 def memory(args) -> None:
     out = os.path.join(args.cache, "out")
     print("\nMemory (pipeline, 1 worker, one run each)")
@@ -302,15 +359,20 @@ def memory(args) -> None:
 
 
 SECTIONS = {"native": native, "tfrecords": tfrecords, "photos": photos, "conversion": conversion,
-            "scaling": scaling, "phases": phases, "memory": memory}
+            "scaling": scaling, "phases": phases, "memory": memory, "scale": scale}
+DEFAULT_SECTIONS = [name for name in SECTIONS if name != "scale"]
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), default=list(SECTIONS))
+    parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), default=DEFAULT_SECTIONS)
     parser.add_argument("--sizes", type=int, nargs=2, default=(10_000, 50_000), metavar=("N1", "N2"))
     parser.add_argument("--photo_sizes", type=int, nargs=2, default=(1_000, 3_000), metavar=("N1", "N2"))
     parser.add_argument("--memory_sizes", type=int, nargs="+", default=(10_000, 100_000))
+    parser.add_argument("--scale_files", type=int, default=1_000_000)
+    parser.add_argument("--scale_nights", type=int, default=30)
+    parser.add_argument("--scale_new", type=int, default=10_000)
+    parser.add_argument("--scale_year_nights", type=int, default=365)
     parser.add_argument("--repeat", type=int, default=3, help="runs per way and size, interleaved; median reported")
     parser.add_argument("--cache", default="/tmp/fashion-bench", help="where inputs are generated once and reused")
     args = parser.parse_args(argv)

@@ -1,5 +1,6 @@
 """Builds the benchmark's inputs once from the real test split (and reuses them), and reads accuracy back."""
 
+import datetime
 import glob
 import os
 import shutil
@@ -87,3 +88,67 @@ def conversion_rate(folder: str, count: int = 200) -> float:
             to_model_input(payload)
         best = min(best, time.perf_counter() - started)
     return len(payloads) / best
+
+
+def linked_pngs(count: int, cache: str) -> str:
+    """`count` PNG files as hard links to the 10,000 test PNGs, 10,000 to a sub-folder (a million cost no disk)."""
+    def build(folder):
+        source = pngs(TEST_IMAGES, cache)
+        originals = sorted(glob.glob(os.path.join(source, "**", "*.png"), recursive=True))
+        for start in range(0, count, TEST_IMAGES):
+            sub = os.path.join(folder, f"{start // TEST_IMAGES:03d}")
+            os.makedirs(sub)
+            for index in range(start, min(start + TEST_IMAGES, count)):
+                os.link(originals[index % TEST_IMAGES], os.path.join(sub, f"{index:07d}.png"))
+    return _cached(os.path.join(cache, f"linked-png-{count}"), build)
+
+
+def history(folder: str, output: str, nights: int, new: int, version: str, spread: bool = False,
+            rows_per_group: int = 8192) -> None:
+    """Writes `nights` complete partitions under `output` as earlier runs of `version` would have left them.
+
+    By default every night read every file of `folder` but the last `new` (as they are on disk), plus as many files
+    since deleted, so that each partition holds as many fingerprints as the folder has files: a folder rescored
+    every night, by runs that kept only what they read (as before runs carried their history forward). With
+    `spread`, the files but the last `new` are shared out at random, each night reading its own share: a folder that
+    grows every night, run with --skip_scored; the last night also carries every earlier night's files forward, as
+    today's runs do, so its fingerprints index the folder."""
+    import json
+    import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline import fingerprints
+    from pipeline.errors import ERRORS_SCHEMA
+
+    paths = sorted(glob.glob(os.path.join(folder, "**", "*.png"), recursive=True))
+    old = paths[: len(paths) - new]
+    rows = [(path, status.st_size, status.st_mtime, None) for path, status in zip(old, map(os.stat, old))]
+    if spread:
+        random.Random(7).shuffle(rows)
+        shares = [sorted(rows[night::nights]) for night in range(nights)]
+        shares[-1] = sorted(shares[-1] + [(key, size, modified, f"history-{night}") for night in range(nights - 1)
+                                          for key, size, modified, _ in shares[night]])
+    else:
+        gone = [(os.path.join(folder, "gone", f"{index:07d}.png"), 1234, 1.7e9, None) for index in range(new)]
+        shares = [sorted(rows + gone)] * nights
+    for night, share in enumerate(shares):
+        keys, sizes, modified, scored_by = (list(column) for column in zip(*share))
+        table = fingerprints.table(keys, sizes, modified, version, scored_by)
+        day = datetime.date(2025, 11, 1) + datetime.timedelta(days=night)
+        partition = os.path.join(output, f"dt={day}")
+        os.makedirs(os.path.join(partition, "_inputs"))
+        os.makedirs(os.path.join(partition, "errors"))
+        pq.write_table(table, os.path.join(partition, "_inputs", "part-0.parquet"), row_group_size=rows_per_group)
+        pq.write_table(pa.Table.from_pylist([], schema=ERRORS_SCHEMA), os.path.join(partition, "errors",
+                                                                                    "part-0.parquet"))
+        manifest = {"run_id": f"history-{night}", "model": {"version": version}, "counts": {"scored": len(share)},
+                    "started_at": f"{day}T02:00:00+00:00", "finished_at": f"{day}T02:10:00+00:00"}
+        if spread:
+            manifest.update(inputs={"images": [folder], "tfrecords": []})
+            manifest[fingerprints.INDEX_FLAG] = night == nights - 1
+        with open(os.path.join(partition, "manifest.json"), "w", encoding="utf-8") as stream:
+            json.dump(manifest, stream)
+        with open(os.path.join(partition, "_SUCCESS"), "w", encoding="utf-8") as stream:
+            stream.write(f"history-{night}")
