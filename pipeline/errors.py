@@ -1,6 +1,11 @@
-"""Defines dead letters: the row that records an input which could not be scored, and its Parquet schema."""
+"""Defines dead letters: the row that records an input which could not be scored, its Parquet schema, the folder of
+a partition that holds them, and their writer."""
 
+import apache_beam as beam
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+
+FOLDER = "errors"  # in a partition, beside scores/
 
 # Where in the run an input failed.
 STAGES = ("read", "decode", "predict")
@@ -18,3 +23,16 @@ ERRORS_SCHEMA = pa.schema(
 def error_row(key: str, stage: str, error_type: str, message: str) -> dict:
     """One row of the `errors` table: which input, at which stage, what kind of error, and what exactly went wrong."""
     return {"key": key, "stage": stage, "error_type": error_type, "error_message": message}
+
+
+class WriteErrors(beam.PTransform):
+    """Error rows -> Parquet files in FOLDER under the given partition folder (an empty file when nothing failed, so
+    readers always find the schema)."""
+
+    def __init__(self, partition: str):
+        super().__init__()
+        self.folder = FileSystems.join(partition, FOLDER)
+
+    def expand(self, rows):
+        return rows | "WriteParquet" >> beam.io.WriteToParquet(
+            FileSystems.join(self.folder, "part"), schema=ERRORS_SCHEMA, codec="snappy", file_name_suffix=".parquet")

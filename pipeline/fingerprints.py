@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import partitions
+from pipeline import errors, partitions
 
 INPUTS = partitions.INPUTS  # the folder of a partition that holds its fingerprints
 SCHEMA = pa.schema(
@@ -231,7 +231,7 @@ class _Partition:
         """Keys this partition failed on (read once: failures are few next to the files read)."""
         if self._failed is None:
             keys = []
-            for path in _parquet_files(FileSystems.join(self.folder, "errors")):
+            for path in _parquet_files(FileSystems.join(self.folder, errors.FOLDER)):
                 with FileSystems.open(path, compression_type="uncompressed") as stream:
                     keys.append(pq.read_table(stream, columns=["key"]).column("key").combine_chunks())
             self._failed = pa.concat_arrays(keys) if keys else pa.array([], pa.string())

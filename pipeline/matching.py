@@ -17,10 +17,10 @@ import typing
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import fingerprints, listing, timeline
+from pipeline import counts, fingerprints, listing, timeline
 from pipeline.listing import FOLDER, key_for
 
-COUNTS, FINGERPRINTS = "counts", "fingerprints"
+_COUNTS, _FINGERPRINTS = "counts", "fingerprints"  # output tags of the listing step
 # Top-level entries planning hands on in one task; and files looked up in the history at a time (sorted, a batch is
 # one key range, and one row group of the fingerprints this run writes).
 PLAN_CHUNK = 4096
@@ -35,7 +35,7 @@ class Task(typing.NamedTuple):
 
 class Matched(typing.NamedTuple):
     units: beam.PCollection  # lists of (path, size, modification time) and error rows
-    counts: beam.PCollection  # ("matched", n), ("skipped", n) and ("skipped_by_reason/REASON", n)
+    counts: beam.PCollection  # (name, amount) pairs of pipeline.counts: matched, skipped, skipped by reason
     fingerprints: beam.PCollection  # fingerprint tables of the files this run reads
 
 
@@ -67,7 +67,7 @@ class _PlanTasks(beam.DoFn):
 
 
 class _ListTasks(beam.DoFn):
-    """Tasks -> units of up to unit_size entries (main), counts (COUNTS) and fingerprint tables (FINGERPRINTS)."""
+    """Tasks -> units of up to unit_size entries (main), counts (_COUNTS) and fingerprint tables (_FINGERPRINTS)."""
 
     def __init__(self, specs: list, unit_size: int, count_files: bool, already_scored, version: str, output: str):
         self.specs, self.unit_size, self.count_files = specs, unit_size, count_files
@@ -105,13 +105,10 @@ class _ListTasks(beam.DoFn):
             carried = {at: run for at, run in enumerate(scored_by) if run is not None}
             if carried:
                 batch.skipped["already scored"] = batch.skipped.get("already scored", 0) + len(carried)
-        skipped = sum(batch.skipped.values())
-        yield beam.pvalue.TaggedOutput(COUNTS, ("matched", batch.met if self.count_files else skipped))
-        yield beam.pvalue.TaggedOutput(COUNTS, ("skipped", skipped))
-        for reason, amount in sorted(batch.skipped.items()):
-            yield beam.pvalue.TaggedOutput(COUNTS, (f"skipped_by_reason/{reason}", amount))
+        for pair in counts.listing_counts(batch.met, batch.skipped, self.count_files):
+            yield beam.pvalue.TaggedOutput(_COUNTS, pair)
         if batch.files and self.version is not None:  # read tonight, or carried forward with the run that scored it
-            yield beam.pvalue.TaggedOutput(FINGERPRINTS, fingerprints.table(
+            yield beam.pvalue.TaggedOutput(_FINGERPRINTS, fingerprints.table(
                 keys, [size for _, size, _ in batch.files], [modified for _, _, modified in batch.files],
                 self.version, [carried.get(at) for at in range(len(keys))]))
         found = [entry for at, entry in enumerate(batch.files) if at not in carried] + batch.errors
@@ -158,6 +155,6 @@ class MatchInputs(beam.PTransform):
                   | "SpreadTasks" >> beam.Reshuffle()
                   | "ListTasks" >> beam.ParDo(_ListTasks(self.specs, self.unit_size, self.count_files,
                                                          self.already_scored, self.version, self.output))
-                  .with_outputs(COUNTS, FINGERPRINTS, main="units"))
+                  .with_outputs(_COUNTS, _FINGERPRINTS, main="units"))
         units = listed.units | "SpreadUnits" >> beam.Reshuffle() if self.spread else listed.units
-        return Matched(units, listed[COUNTS], listed[FINGERPRINTS])
+        return Matched(units, listed[_COUNTS], listed[_FINGERPRINTS])

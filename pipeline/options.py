@@ -38,6 +38,23 @@ class ScoreConfig:
     decode_threads: int = 0
 
 
+# The numeric flags: (name, type, help); each defaults to the ScoreConfig field of its name.
+_NUMBERS = (
+    ("max_error_rate", probability, "above this share of failed inputs the run still writes everything, then exits 4"),
+    ("max_pixels", positive_int, "largest source image (width x height) decoded; larger ones are errors"),
+    ("max_file_bytes", positive_int, "larger files are error rows, refused before they are read (and the largest "
+                                     "TFRecord record read from a compressed file)"),
+    ("low_confidence", probability, "predictions below this confidence are counted per class in the manifest"),
+    ("files_per_chunk", positive_int, "matched files handed to a worker at a time"),
+    ("progress_seconds", seconds, "seconds between progress lines per worker (0: none)"),
+    ("model_threads", count_or_auto, "TensorFlow threads per worker process (0: cores / local worker processes for "
+                                     "multi_processing runs, else TensorFlow's default)"),
+    ("decode_threads", count_or_auto, "threads per worker process that decode photos (0: cores / local worker "
+                                      "processes for local runs, 1 on remote runners)"),
+    ("model_copies", count_or_auto, "with --share_model: how many shared copies per machine (0: one)"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fashion-score",
@@ -63,31 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip_scored", action="store_true",
                         help="skip image files (same path, size and modification time) that this model version "
                              "scored in earlier complete partitions")
-    parser.add_argument("--max_error_rate", type=probability, default=ScoreConfig.max_error_rate,
-                        help="above this share of failed inputs the run still writes everything, then exits 4")
     parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help="a .keras file with its .json card beside it, "
                         "on any Beam filesystem (default: the shipped model)")
-    parser.add_argument("--max_pixels", type=positive_int, default=ScoreConfig.max_pixels,
-                        help="largest source image (width x height) decoded; larger ones are errors")
-    parser.add_argument("--max_file_bytes", type=positive_int, default=ScoreConfig.max_file_bytes,
-                        help="larger files are error rows, refused before they are read (and the largest TFRecord "
-                             "record read from a compressed file)")
-    parser.add_argument("--low_confidence", type=probability, default=ScoreConfig.low_confidence,
-                        help="predictions below this confidence are counted per class in the manifest")
-    parser.add_argument("--files_per_chunk", type=positive_int, default=ScoreConfig.files_per_chunk,
-                        help="matched files handed to a worker at a time")
-    parser.add_argument("--progress_seconds", type=seconds, default=ScoreConfig.progress_seconds,
-                        help="seconds between progress lines per worker (0: none)")
-    parser.add_argument("--model_threads", type=count_or_auto, default=ScoreConfig.model_threads,
-                        help="TensorFlow threads per worker process (0: cores / local worker processes for "
-                             "multi_processing runs, else TensorFlow's default)")
-    parser.add_argument("--decode_threads", type=count_or_auto, default=ScoreConfig.decode_threads,
-                        help="threads per worker process that decode photos (0: cores / local worker processes "
-                             "for local runs, 1 on remote runners)")
     parser.add_argument("--share_model", action="store_true",
                         help="one model copy per machine, served to all its worker processes (large models)")
-    parser.add_argument("--model_copies", type=count_or_auto, default=ScoreConfig.model_copies,
-                        help="with --share_model: how many shared copies per machine (0: one)")
+    for name, kind, text in _NUMBERS:
+        parser.add_argument(f"--{name}", type=kind, default=getattr(ScoreConfig, name), help=text)
     return parser
 
 

@@ -19,19 +19,22 @@ class NoInputError(PreflightError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Checked:
+class CheckedModel:
+    """The model a run will score with, as preflight found it: its card, version and the file's sha256."""
+
     card: dict
     version: str
     model_sha256: str
 
 
-def check(config) -> Checked:
+def check(config) -> CheckedModel:
+    """Checks the inputs, the model and the output; returns what it found of the model."""
     for flag, patterns in (("--input", config.inputs), ("--input_tfrecords", config.input_tfrecords)):
         for pattern in patterns:
             check_input(flag, pattern)
     card, digest = check_model(config.model)
     check_output(config.output)
-    return Checked(card, model_files.model_version(card), digest)
+    return CheckedModel(card, model_files.model_version(card), digest)
 
 
 def check_input(flag: str, text: str) -> None:

@@ -9,9 +9,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
 from model.vocabulary import CLASS_NAMES
-from pipeline import fingerprints, partitions, sinks
+from pipeline import fingerprints, partitions
 
-COUNTS = "_counts.json"
 MANIFEST = "manifest.json"
 
 
@@ -25,7 +24,7 @@ class RunInfo:
     manifest_base: dict
 
 
-def start_run(config, beam_options, checked) -> RunInfo:
+def start_run(config, beam_options, model) -> RunInfo:
     """Names the run and records what the manifest will say (call it holding the date's lock)."""
     now = datetime.datetime.now(datetime.timezone.utc)
     run_id = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
@@ -43,7 +42,7 @@ def start_run(config, beam_options, checked) -> RunInfo:
         fingerprints.INDEX_FLAG: bool(config.inputs),  # _inputs: every file of the inputs scored tonight or before
         "runner": runner,
         "model_threads": config.model_threads or "tensorflow default",
-        "model": {"path": config.model, "sha256": checked.model_sha256, "version": checked.version},
+        "model": {"path": config.model, "sha256": model.model_sha256, "version": model.version},
         "low_confidence_threshold": config.low_confidence,
         "max_error_rate": config.max_error_rate,
         "partition": final,
@@ -51,15 +50,6 @@ def start_run(config, beam_options, checked) -> RunInfo:
     return RunInfo(run_id, final, partitions.staging_path(config.output, config.run_date, run_id),
                    partitions.trash_path(config.output, config.run_date, run_id),
                    config.max_error_rate, base)
-
-
-def read_counts(run: RunInfo) -> dict:
-    """The run's counts (from the file the pipeline wrote into staging), with zeros for what did not happen."""
-    path = FileSystems.join(run.staging, COUNTS)
-    with FileSystems.open(path, compression_type="uncompressed") as stream:
-        counts = _complete(sinks.nest_counts(json.loads(stream.read() or b"{}")))
-    FileSystems.delete([path])
-    return counts
 
 
 def discard(run: RunInfo) -> None:
@@ -85,20 +75,6 @@ def finish_run(run: RunInfo, counts: dict, seconds: float) -> dict:
 def _write(path: str, content: bytes) -> None:
     with FileSystems.create(path) as stream:
         stream.write(content)
-
-
-def _complete(counts: dict) -> dict:
-    """Fills in zeros for what did not happen, and checks that every matched input was scored, failed or skipped."""
-    complete = {name: counts.get(name, 0) for name in ("matched", "skipped", "scored", "failed")}
-    complete["invariant_holds"] = complete["matched"] == complete["scored"] + complete["failed"] + complete["skipped"]
-    complete["per_class"] = {name: counts.get("class", {}).get(name, 0) for name in CLASS_NAMES}
-    complete["low_confidence_per_class"] = {name: counts.get("low_confidence", {}).get(name, 0) for name in CLASS_NAMES}
-    complete["low_confidence"] = sum(complete["low_confidence_per_class"].values())
-    complete["failed_by_stage"] = counts.get("failed_by_stage", {})
-    complete["failed_by_type"] = counts.get("failed_by_type", {})
-    complete["skipped_by_reason"] = counts.get("skipped_by_reason", {})
-    complete["duplicate_keys"] = counts.get("duplicate_keys", 0)
-    return complete
 
 
 def skipped_text(counts: dict) -> str:

@@ -1,4 +1,5 @@
-"""The scoring job: `build(pipeline, config, ...)` wires the graph; `run(argv)` is the CLI around it.
+"""The scoring command: checks the run, takes the date's lock, runs the graph (pipeline.graph), publishes the
+partition and exits with a code the README documents.
 
     python -m pipeline.score --input sample_inputs/images --output /tmp/scores
 """
@@ -16,46 +17,12 @@ from pipeline import console  # noqa: E402  (first: it quiets Beam before Beam i
 console.quiet_beam_logging()
 
 import apache_beam as beam  # noqa: E402
-from apache_beam.io.filesystems import FileSystems  # noqa: E402
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions  # noqa: E402
 
 from model import model_files  # noqa: E402
-from pipeline import (  # noqa: E402
-    fingerprints, housekeeping, matching, options, preflight, publish, sinks, sources, tfrecords, timeline)
-from pipeline.model_handler import KerasModelHandler  # noqa: E402
-from pipeline.scoring import ScoreImages  # noqa: E402
+from pipeline import counts, graph, housekeeping, options, preflight, publish, timeline  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_ERROR_RATE, EXIT_BUSY = 0, 1, 2, 3, 4, 5
-
-
-def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, version: str, folder: str) -> None:
-    """Adds the scoring graph to `pipeline`, writing scores/, errors/, _inputs/ and the counts file under `folder`."""
-    if config.inputs:
-        skip = (fingerprints.AlreadyScored(config.output, config.run_date, version, config.inputs)
-                if config.skip_scored else None)
-        matched = pipeline | "MatchImages" >> matching.MatchInputs(
-            config.inputs, config.files_per_chunk, True, skip, config.output, version)
-        read = sources.ReadImageFiles(config.max_file_bytes)
-        _ = matched.fingerprints | "WriteFingerprints" >> fingerprints.WriteFingerprints(
-            FileSystems.join(folder, fingerprints.INPUTS))
-    else:  # One unit per TFRecord file, spread over the workers; its records are only counted once read.
-        matched = pipeline | "MatchTFRecords" >> matching.MatchInputs(
-            config.input_tfrecords, 1, False, output=config.output, spread=True)
-        read = tfrecords.ReadTFRecordFiles(config.image_feature, config.key_feature, config.raw_feature,
-                                           config.compression, config.max_file_bytes)
-    handler = KerasModelHandler(config.model, config.share_model, config.model_threads, config.model_copies)
-    scored = matched.units | "Score" >> ScoreImages(handler, read, config.max_pixels, config.decode_threads,
-                                                   config.progress_seconds)
-    _ = scored | "WriteScores" >> sinks.WriteScores(FileSystems.join(folder, "scores"), card, version)
-    _ = (scored
-         | "ErrorRows" >> beam.FlatMap(lambda block: block.errors)
-         | "WriteErrors" >> sinks.WriteErrors(FileSystems.join(folder, "errors")))
-    counts = [matched.counts, scored | "CountScored" >> beam.FlatMap(
-        sinks.block_counts, config.low_confidence, count_matched=not config.inputs)]
-    if not config.inputs:  # Record keys come from a feature, so several records may carry the same one.
-        counts.append(scored | "CountDuplicateKeys" >> sinks.CountDuplicateKeys())
-    _ = counts | "AllCounts" >> beam.Flatten() | "WriteCounts" >> sinks.WriteCounts(
-        FileSystems.join(folder, publish.COUNTS))
 
 
 def pipeline_options(beam_args) -> PipelineOptions:
@@ -95,29 +62,29 @@ def run(argv=None) -> int:
     timeline.mark("command started")
     config, beam_args = options.parse(sys.argv[1:] if argv is None else argv)
     try:
-        config, beam_options, checked = _checked(config, beam_args)
+        config, beam_options, model = _checked(config, beam_args)
     except preflight.PreflightError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_NO_INPUT if isinstance(error, preflight.NoInputError) else EXIT_USAGE
     try:
         with housekeeping.date_lock(config.output, config.run_date):
             housekeeping.clear_leftovers(config.output, config.run_date)
-            return _score_and_publish(config, beam_options, checked)
+            return _score_and_publish(config, beam_options, model)
     except housekeeping.DateLocked as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BUSY
 
 
 def _checked(config: options.ScoreConfig, beam_args: list) -> tuple:
-    """(config with its thread counts filled in, Beam's options, what preflight checked); raises PreflightError."""
-    checked = preflight.check(config)
+    """(config with its thread counts filled in, Beam's options, the checked model); raises PreflightError."""
+    model = preflight.check(config)
     beam_options = pipeline_options(beam_args)
     preflight.check_beam_options(beam_options)
     config = worker_threads(config, beam_options)
     if _worker_is_this_process(beam_options):
         preflight.load_model_here(config.model, config.model_threads)
     timeline.mark("checks done")
-    return config, beam_options, checked
+    return config, beam_options, model
 
 
 def _worker_is_this_process(beam_options: PipelineOptions) -> bool:
@@ -126,21 +93,22 @@ def _worker_is_this_process(beam_options: PipelineOptions) -> bool:
             and (direct.direct_running_mode == "in_memory" or direct.direct_num_workers == 1))
 
 
-def _score_and_publish(config: options.ScoreConfig, beam_options: PipelineOptions, checked) -> int:
-    run_info = publish.start_run(config, beam_options, checked)
+def _score_and_publish(config: options.ScoreConfig, beam_options: PipelineOptions,
+                       model: preflight.CheckedModel) -> int:
+    run_info = publish.start_run(config, beam_options, model)
     started = time.monotonic()
     try:
         with beam.Pipeline(options=beam_options) as pipeline:
-            build(pipeline, config, checked.card, checked.version, run_info.staging)
+            graph.build(pipeline, config, model.card, model.version, run_info.staging)
             timeline.mark("graph built")
         timeline.mark("pipeline done")
-        counts = publish.read_counts(run_info)
-        if counts["scored"] + counts["failed"] == 0:  # Nothing was tried: an empty run must not replace a good one.
+        run_counts = counts.read(run_info.staging)
+        if run_counts[counts.SCORED] + run_counts[counts.FAILED] == 0:  # Nothing was tried: an empty run must not replace a good one.
             publish.discard(run_info)
-            print(f"nothing to score: {publish.skipped_text(counts)}; {run_info.partition} was left as it was",
+            print(f"nothing to score: {publish.skipped_text(run_counts)}; {run_info.partition} was left as it was",
                   file=sys.stderr)
             return EXIT_NO_INPUT
-        manifest = publish.finish_run(run_info, counts, time.monotonic() - started)
+        manifest = publish.finish_run(run_info, run_counts, time.monotonic() - started)
     except Exception as error:  # The partition in place stays untouched; say so rather than only dumping a trace.
         publish.discard(run_info)
         return _failed(error, run_info.partition)

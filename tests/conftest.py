@@ -1,6 +1,6 @@
-"""Shared fixtures: the real dataset, a small real IDX subset, and a tiny trained model with its card."""
+"""Shared fixtures: the real dataset, a small real IDX subset, a tiny trained model with its card, the shipped
+model. Plain helpers are in tests/helpers.py."""
 
-import gzip
 import os
 
 import numpy as np
@@ -8,8 +8,7 @@ import pytest
 
 from model import data
 from model.vocabulary import DATASET_INSTALL_HINT, DEFAULT_DATA_DIR, IDX_FILES
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import SHIPPED_MODEL, write_idx
 
 
 @pytest.fixture(scope="session")
@@ -23,13 +22,6 @@ def data_dir() -> str:
 @pytest.fixture(scope="session")
 def test_split(data_dir) -> data.LabelledImages:
     return data.load_split("test", data_dir)
-
-
-def write_idx(path: str, array: np.ndarray) -> None:
-    """Writes a uint8 array as a gzipped IDX file (magic 0x0000080N, big-endian sizes)."""
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    with gzip.open(path, "wb") as stream:
-        stream.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
 @pytest.fixture(scope="session")
@@ -57,35 +49,8 @@ def tiny_model_path(small_data_dir, tmp_path_factory) -> str:
     return export
 
 
-SHIPPED_MODEL = os.path.join(REPO_ROOT, "model", "artifacts", "fashion_cnn.keras")
-SAMPLE_INPUTS = os.path.join(REPO_ROOT, "sample_inputs")
-
-
 @pytest.fixture(scope="session")
 def shipped_model() -> str:
     if not os.path.isfile(SHIPPED_MODEL):
         pytest.fail(f"the shipped model {SHIPPED_MODEL} is missing; train it with `make train-default`")
     return SHIPPED_MODEL
-
-
-def local_pipeline(*args):
-    """A TestPipeline on the offline Python runner (Beam's DirectRunner would first try to download Prism)."""
-    from apache_beam.testing.test_pipeline import TestPipeline
-
-    return TestPipeline(runner="FnApiRunner", argv=list(args), blocking=True)
-
-
-def read_rows(folder: str) -> list:
-    """All rows of a Parquet folder as dicts, sorted by key, read with pyarrow."""
-    import pyarrow.parquet as pq
-
-    return sorted(pq.read_table(folder).to_pylist(), key=lambda row: row["key"])
-
-
-def partition(output: str) -> str:
-    """The one date partition (dt=YYYY-MM-DD) a scoring run wrote under `output`."""
-    import glob
-
-    found = glob.glob(os.path.join(str(output), "dt=*"))
-    assert len(found) == 1, f"expected one partition under {output}, found {found}"
-    return found[0]

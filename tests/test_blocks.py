@@ -9,7 +9,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from model import samples
 from pipeline import blocks
 from pipeline.blocks import BLOCK_ROWS, DecodeBlocks
-from tests.conftest import local_pipeline
+from tests.helpers import local_pipeline
 
 
 def records_as_they_are(unit, pool=None):

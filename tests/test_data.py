@@ -10,7 +10,7 @@ from PIL import Image
 
 from model import data
 from model.vocabulary import CLASS_NAMES, IDX_FILES, NUM_CLASSES
-from tests.conftest import write_idx
+from tests.helpers import write_idx
 
 
 @pytest.mark.parametrize("split, total, per_class", [("train", 60000, 6000), ("test", 10000, 1000)])

@@ -7,7 +7,7 @@ import shlex
 import pytest
 
 from pipeline import options
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 DEPLOY = os.path.join(REPO_ROOT, "deploy")
 

@@ -18,7 +18,7 @@ from PIL import Image
 from model import samples
 from model.vocabulary import RECORD_KEY_RAW_PIXELS
 from pipeline import score, tfrecords
-from tests.conftest import partition, read_rows
+from tests.helpers import partition, read_rows
 
 SCORED = "scored"
 MAX_FILE_BYTES = 400_000

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from pipeline import housekeeping, score
-from tests.conftest import REPO_ROOT, SAMPLE_INPUTS
+from tests.helpers import REPO_ROOT, SAMPLE_INPUTS
 
 
 def _partition(out, date, run_id):

@@ -158,7 +158,7 @@ class _StoreFileSystem(LocalFileSystem):
 
 def test_an_object_store_input_is_listed_by_the_worker_that_gets_its_task(test_split, tiny_model_path, tmp_path):
     from pipeline import score
-    from tests.conftest import partition, read_rows
+    from tests.helpers import partition, read_rows
 
     for shelf in ("a", "b"):
         samples.write_pngs(test_split.images[:30], str(tmp_path / shelf), [f"{i:02d}.png" for i in range(30)])

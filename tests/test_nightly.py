@@ -12,7 +12,7 @@ import pytest
 
 from model import samples
 from pipeline import score
-from tests.conftest import REPO_ROOT, SAMPLE_INPUTS, read_rows
+from tests.helpers import REPO_ROOT, SAMPLE_INPUTS, read_rows
 
 BROKEN = os.path.join(SAMPLE_INPUTS, "images", "broken")
 

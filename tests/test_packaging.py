@@ -2,7 +2,6 @@
 
 import configparser
 import fnmatch
-import glob
 import hashlib
 import os
 import shutil
@@ -10,13 +9,11 @@ import subprocess
 import sys
 import tarfile
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 NAME, VERSION = "fashion-scorer", "0.1.0"
 PREFIX = f"{NAME}-{VERSION}/"
-PIPELINE_MODULES = ("score", "sources", "scoring", "sinks", "model_handler", "options", "preflight", "publish")
-MODEL_MODULES = ("preprocessing", "vocabulary", "model_files", "data", "architectures", "train", "evaluate", "predict",
-                 "weights_text")
+PACKAGES = ("pipeline", "model")
 ARTIFACTS = ("model/artifacts/fashion_cnn.keras", "model/artifacts/fashion_cnn.json")
 CONSOLE_SCRIPTS = ("fashion-score", "fmnist-train", "fmnist-evaluate", "fmnist-predict", "fmnist-weights")
 # What `setup.py sdist` writes into its working directory: the egg-info, and the release tree while it archives.
@@ -83,9 +80,9 @@ def test_sdist_carries_code_model_and_console_scripts(tmp_path, shipped_model):
     source = _copy_checkout(str(tmp_path / "checkout"))
     with tarfile.open(_build_sdist(source, str(tmp_path / "dist"))) as sdist:
         members = {name[len(PREFIX):] for name in sdist.getnames() if name.startswith(PREFIX)}
-        expected = {f"pipeline/{name}.py" for name in PIPELINE_MODULES} | {f"model/{name}.py" for name in MODEL_MODULES}
-        expected |= {os.path.relpath(path, source) for path in glob.glob(os.path.join(source, "*", "*.py"))
-                     if os.path.basename(os.path.dirname(path)) in ("pipeline", "model")}
+        # Every module of the packages, as git lists them (a module left out of the sdist breaks an installed run).
+        expected = {path for path in _source_files() if path.endswith(".py") and path.split("/")[0] in PACKAGES}
+        assert {"pipeline/score.py", "pipeline/graph.py", "model/train.py", "model/preprocessing.py"} <= expected
         assert sorted((expected | {"setup.py", "PKG-INFO", *ARTIFACTS}) - members) == []
         for artifact in ARTIFACTS:  # The copies in the sdist are the files themselves, not stale or empty ones.
             with open(os.path.join(source, artifact), "rb") as stream:

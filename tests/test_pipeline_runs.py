@@ -9,7 +9,7 @@ import pytest
 from model import model_files, samples
 from pipeline import score
 from pipeline import timeline
-from tests.conftest import SAMPLE_INPUTS, partition, read_rows
+from tests.helpers import SAMPLE_INPUTS, partition, read_rows
 
 
 @pytest.fixture(scope="module")

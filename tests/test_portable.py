@@ -8,7 +8,7 @@ import sys
 
 from pipeline import timeline
 from tests import portable_servers
-from tests.conftest import REPO_ROOT, SAMPLE_INPUTS, partition, read_rows
+from tests.helpers import REPO_ROOT, SAMPLE_INPUTS, partition, read_rows
 
 # The broken images make the errors output non-empty, so comparing it between runners means something.
 INPUTS = [os.path.join(SAMPLE_INPUTS, "images", "fashion"), os.path.join(SAMPLE_INPUTS, "images", "broken")]

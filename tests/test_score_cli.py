@@ -12,7 +12,7 @@ import pytest
 
 from model import data, model_files
 from pipeline import score
-from tests.conftest import REPO_ROOT, SAMPLE_INPUTS, partition, read_rows
+from tests.helpers import REPO_ROOT, SAMPLE_INPUTS, partition, read_rows
 
 
 def _fails(capsys, argv, code, message):
@@ -198,7 +198,7 @@ def test_real_cli_scores_sample_inputs_with_the_shipped_model(shipped_model, tes
     assert not os.listdir(os.path.join(out, ".staging"))
 
 
-def test_local_worker_processes_share_the_cores_between_them():
+def test_local_worker_processes_share_the_cores_between_them(monkeypatch):
     from pipeline import options
 
     def threads(*flags):
@@ -206,9 +206,11 @@ def test_local_worker_processes_share_the_cores_between_them():
         config = score.worker_threads(config, score.pipeline_options(beam_args))
         return config.model_threads, config.decode_threads
 
-    cores = os.cpu_count()
-    assert threads() == (0, cores)  # one in-memory worker: TensorFlow's default, and every core decodes
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert threads() == (0, 8)  # one in-memory worker: TensorFlow's default, and every core decodes
     two = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
-    assert threads(*two) == (max(1, cores // 2), max(1, cores // 2))
+    assert threads(*two) == (4, 4)
+    assert threads("--direct_running_mode=multi_processing", "--direct_num_workers=3") == (2, 2)
+    assert threads("--direct_running_mode=multi_processing", "--direct_num_workers=16") == (1, 1)  # at least one
     assert threads(*two, "--model_threads", "3", "--decode_threads", "2") == (3, 2)
     assert threads("--runner=PortableRunner", "--job_endpoint=localhost:1") == (0, 1)  # a process per core there

@@ -12,7 +12,7 @@ import pytest
 from model import samples
 from model.vocabulary import RECORD_KEY_RAW_PIXELS
 from pipeline import tfrecords
-from tests.conftest import SAMPLE_INPUTS
+from tests.helpers import SAMPLE_INPUTS
 
 
 def _read(*paths, **options):

@@ -11,7 +11,7 @@ import keras
 import pytest
 
 from model import checkpoints, train
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 
 def _train_command(data_dir, run_dir, epochs):

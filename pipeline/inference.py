@@ -1,4 +1,5 @@
-"""Defines scoring: units of input -> decoded blocks -> RunInference with our handler -> scored blocks."""
+"""Defines inference over units of input: decoded into blocks (in the background) -> RunInference with our handler
+-> scored blocks, with a progress line per worker."""
 
 import os
 import sys

@@ -1,6 +1,7 @@
-"""Tests scoring: decoding into blocks, failure isolation in the model handler, and the Arrow rows, with real
+"""Tests inference: decoding into blocks, failure isolation in the model handler, and the Arrow rows, with real
 images."""
 
+import json
 
 import apache_beam as beam
 import numpy as np
@@ -10,11 +11,11 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from model import model_files, samples
 from model.vocabulary import CLASS_NAMES
-from pipeline import sinks
+from pipeline import counts, scores_output
 from pipeline.model_handler import KerasModelHandler, predict_isolating_failures
+from pipeline.inference import ScoreImages
 from pipeline.served_model import MODEL_CALL_ROWS, ServedModel, predict_fixed_rows
-from pipeline.scoring import ScoreImages
-from tests.conftest import local_pipeline
+from tests.helpers import local_pipeline
 
 POISON = 255  # a pixel value in the top-left corner that the fake model below refuses
 
@@ -104,8 +105,8 @@ def test_rows_follow_the_output_contract(tiny_model_path, test_split):
     probabilities = predict_fixed_rows(loaded.model.predict_on_batch, test_split.images[:5])
     from pipeline.model_handler import ScoredBlock
 
-    table = sinks.to_table(ScoredBlock([f"k{i}" for i in range(5)], probabilities, []),
-                           sinks.scores_schema(loaded.card), loaded.version)
+    table = scores_output.to_table(ScoredBlock([f"k{i}" for i in range(5)], probabilities, []),
+                                   scores_output.scores_schema(loaded.card), loaded.version)
     assert table.schema.field("probabilities").type == pa.list_(pa.float32())
     assert table.schema.field("label_index").type == pa.int32()
     rows = table.to_pylist()
@@ -114,9 +115,10 @@ def test_rows_follow_the_output_contract(tiny_model_path, test_split):
         assert row["confidence"] == pytest.approx(float(expected.max()), abs=0) and len(row["probabilities"]) == 10
         np.testing.assert_array_equal(np.array(row["probabilities"], dtype=np.float32), expected)
         assert row["model_version"] == loaded.version
-    assert table.schema.metadata[b"class_names"].decode().count('"') == 20
+    assert json.loads(table.schema.metadata[b"class_names"]) == list(CLASS_NAMES)
+    assert json.loads(table.schema.metadata[b"model_card"]) == loaded.card
 
 
 def test_nest_counts():
-    assert sinks.nest_counts({"class/Bag": 3, "scored": 9, "failed_by_type/truncated": 1}) == {
+    assert counts.nest({"class/Bag": 3, "scored": 9, "failed_by_type/truncated": 1}) == {
         "class": {"Bag": 3}, "scored": 9, "failed_by_type": {"truncated": 1}}

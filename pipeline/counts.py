@@ -1,0 +1,141 @@
+"""Defines a run's counts: their names, the pairs each step emits, the one combine that sums them, the file it writes
+into the staging folder, and reading that file back, completed and checked, for the manifest.
+
+Every step that counts emits (name, amount) pairs; a name is a counter ("scored") or a group and a member
+("class/Bag"). The sums are written once, by one worker, as COUNTS_FILE; publishing reads it and removes it.
+"""
+
+import json
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from model.vocabulary import CLASS_NAMES
+
+COUNTS_FILE = "_counts.json"
+
+# Counters: matched = scored + failed + skipped.
+MATCHED, SKIPPED, SCORED, FAILED, DUPLICATE_KEYS = "matched", "skipped", "scored", "failed", "duplicate_keys"
+# Groups, each counted by member.
+CLASS, LOW_CONFIDENCE = "class", "low_confidence"
+FAILED_BY_STAGE, FAILED_BY_TYPE, SKIPPED_BY_REASON = "failed_by_stage", "failed_by_type", "skipped_by_reason"
+
+
+def member(group: str, name: str) -> str:
+    """The counter name of one member of a group: member(CLASS, "Bag") == "class/Bag"."""
+    return f"{group}/{name}"
+
+
+def listing_counts(met: int, skipped: dict, count_files: bool = True):
+    """Yields the pairs for a batch of listed entries: `met` entries, `skipped` {reason: amount}. With count_files
+    False (TFRecords, whose records are counted once read) only the skipped entries count as matched."""
+    total = sum(skipped.values())
+    yield MATCHED, met if count_files else total
+    yield SKIPPED, total
+    for reason, amount in sorted(skipped.items()):
+        yield member(SKIPPED_BY_REASON, reason), amount
+
+
+def block_counts(block, low_confidence: float, count_matched: bool = False):
+    """Yields the pairs for a ScoredBlock: scored, per class, low-confidence per class, failed by stage and type; and
+    matched, for inputs only known once read (TFRecords)."""
+    index = block.probabilities.argmax(axis=1)
+    confident = block.probabilities.max(axis=1) >= low_confidence
+    if count_matched:
+        yield MATCHED, len(block.keys) + len(block.errors)
+    yield SCORED, len(block.keys)
+    for label, amount in zip(*np.unique(index, return_counts=True)):
+        yield member(CLASS, CLASS_NAMES[label]), int(amount)
+    for label, amount in zip(*np.unique(index[~confident], return_counts=True)):
+        yield member(LOW_CONFIDENCE, CLASS_NAMES[label]), int(amount)
+    yield FAILED, len(block.errors)
+    for row in block.errors:
+        yield member(FAILED_BY_STAGE, row["stage"]), 1
+        yield member(FAILED_BY_TYPE, row["error_type"]), 1
+
+
+class CountDuplicateKeys(beam.PTransform):
+    """ScoredBlocks -> (DUPLICATE_KEYS, n) for every key scored n + 1 times (TFRecord keys come from a feature)."""
+
+    def expand(self, blocks):
+        return (blocks
+                | "Keys" >> beam.FlatMap(lambda block: block.keys)
+                | "CountEach" >> beam.combiners.Count.PerElement()
+                | "Repeats" >> beam.FlatMap(lambda counted: [(DUPLICATE_KEYS, counted[1] - 1)] if counted[1] > 1
+                                            else []))
+
+
+class SumCounts(beam.CombineFn):
+    """Sums (name, amount) pairs into one dict, in a single combine (cheaper than per-key sums here)."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, sums, pair):
+        name, amount = pair
+        sums[name] = sums.get(name, 0) + amount
+        return sums
+
+    def merge_accumulators(self, accumulators):
+        merged = {}
+        for sums in accumulators:
+            for name, amount in sums.items():
+                merged[name] = merged.get(name, 0) + amount
+        return merged
+
+    def extract_output(self, sums):
+        return sums
+
+
+def _write_json(sums: dict, path: str) -> None:
+    with FileSystems.create(path) as stream:
+        stream.write(json.dumps(sums, sort_keys=True).encode())
+
+
+class WriteCounts(beam.PTransform):
+    """(name, amount) pairs -> COUNTS_FILE in the given folder: one JSON object of sums, written by one worker."""
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.path = FileSystems.join(folder, COUNTS_FILE)
+
+    def expand(self, pairs):
+        return (pairs
+                | "Sum" >> beam.CombineGlobally(SumCounts())
+                | "WriteJson" >> beam.Map(_write_json, self.path))
+
+
+def read(folder: str) -> dict:
+    """The counts a run wrote into `folder` (then removed), completed: zeros for what did not happen, every class,
+    and whether every matched input was scored, failed or skipped."""
+    path = FileSystems.join(folder, COUNTS_FILE)
+    with FileSystems.open(path, compression_type="uncompressed") as stream:
+        counts = complete(nest(json.loads(stream.read() or b"{}")))
+    FileSystems.delete([path])
+    return counts
+
+
+def nest(flat: dict) -> dict:
+    """{'class/Bag': 3, 'scored': 9} -> {'class': {'Bag': 3}, 'scored': 9}."""
+    nested = {}
+    for name, amount in sorted(flat.items()):
+        group, _, name_in_group = name.partition("/")
+        if name_in_group:
+            nested.setdefault(group, {})[name_in_group] = amount
+        else:
+            nested[name] = amount
+    return nested
+
+
+def complete(counts: dict) -> dict:
+    """Nested counts as the manifest holds them: zeros for what did not happen, and the invariant checked."""
+    done = {name: counts.get(name, 0) for name in (MATCHED, SKIPPED, SCORED, FAILED)}
+    done["invariant_holds"] = done[MATCHED] == done[SCORED] + done[FAILED] + done[SKIPPED]
+    done["per_class"] = {name: counts.get(CLASS, {}).get(name, 0) for name in CLASS_NAMES}
+    done["low_confidence_per_class"] = {name: counts.get(LOW_CONFIDENCE, {}).get(name, 0) for name in CLASS_NAMES}
+    done["low_confidence"] = sum(done["low_confidence_per_class"].values())
+    for group in (FAILED_BY_STAGE, FAILED_BY_TYPE, SKIPPED_BY_REASON):
+        done[group] = counts.get(group, {})
+    done[DUPLICATE_KEYS] = counts.get(DUPLICATE_KEYS, 0)
+    return done

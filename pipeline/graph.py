@@ -1,0 +1,43 @@
+"""Defines the scoring graph: inputs matched (pipeline.matching) -> read and decoded into blocks, scored by
+RunInference (pipeline.inference) -> scores/, errors/, _inputs/ (fingerprints) and the run's counts, in one folder.
+
+    with beam.Pipeline(options=...) as pipeline:
+        graph.build(pipeline, config, card, version, staging_folder)
+"""
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline import counts, errors, fingerprints, matching, options, scores_output, sources, tfrecords
+from pipeline.inference import ScoreImages
+from pipeline.model_handler import KerasModelHandler
+
+
+def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, version: str, folder: str) -> None:
+    """Adds the scoring graph to `pipeline`, writing scores/, errors/, _inputs/ and the counts file under `folder`
+    (the run's staging folder)."""
+    if config.inputs:
+        skip = (fingerprints.AlreadyScored(config.output, config.run_date, version, config.inputs)
+                if config.skip_scored else None)
+        matched = pipeline | "MatchImages" >> matching.MatchInputs(
+            config.inputs, config.files_per_chunk, True, skip, config.output, version)
+        read = sources.ReadImageFiles(config.max_file_bytes)
+        _ = matched.fingerprints | "WriteFingerprints" >> fingerprints.WriteFingerprints(
+            FileSystems.join(folder, fingerprints.INPUTS))
+    else:  # One unit per TFRecord file, spread over the workers; its records are only counted once read.
+        matched = pipeline | "MatchTFRecords" >> matching.MatchInputs(
+            config.input_tfrecords, 1, False, output=config.output, spread=True)
+        read = tfrecords.ReadTFRecordFiles(config.image_feature, config.key_feature, config.raw_feature,
+                                           config.compression, config.max_file_bytes)
+    handler = KerasModelHandler(config.model, config.share_model, config.model_threads, config.model_copies)
+    scored = matched.units | "Score" >> ScoreImages(handler, read, config.max_pixels, config.decode_threads,
+                                                   config.progress_seconds)
+    _ = scored | "WriteScores" >> scores_output.WriteScores(folder, card, version)
+    _ = (scored
+         | "ErrorRows" >> beam.FlatMap(lambda block: block.errors)
+         | "WriteErrors" >> errors.WriteErrors(folder))
+    pairs = [matched.counts, scored | "CountScored" >> beam.FlatMap(
+        counts.block_counts, config.low_confidence, count_matched=not config.inputs)]
+    if not config.inputs:  # Record keys come from a feature, so several records may carry the same one.
+        pairs.append(scored | "CountDuplicateKeys" >> counts.CountDuplicateKeys())
+    _ = pairs | "AllCounts" >> beam.Flatten() | "WriteCounts" >> counts.WriteCounts(folder)

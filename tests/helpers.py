@@ -1,0 +1,40 @@
+"""Plain helpers the tests share (fixtures are in conftest.py): where things are, reading outputs back, a local
+Beam pipeline, writing IDX files."""
+
+import glob
+import gzip
+import os
+
+import numpy as np
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED_MODEL = os.path.join(REPO_ROOT, "model", "artifacts", "fashion_cnn.keras")
+SAMPLE_INPUTS = os.path.join(REPO_ROOT, "sample_inputs")
+
+
+def write_idx(path: str, array: np.ndarray) -> None:
+    """Writes a uint8 array as a gzipped IDX file (magic 0x0000080N, big-endian sizes)."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb") as stream:
+        stream.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def local_pipeline(*args):
+    """A TestPipeline on the offline Python runner (Beam's DirectRunner would first try to download Prism)."""
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    return TestPipeline(runner="FnApiRunner", argv=list(args), blocking=True)
+
+
+def read_rows(folder: str) -> list:
+    """All rows of a Parquet folder as dicts, sorted by key, read with pyarrow."""
+    import pyarrow.parquet as pq
+
+    return sorted(pq.read_table(folder).to_pylist(), key=lambda row: row["key"])
+
+
+def partition(output: str) -> str:
+    """The one date partition (dt=YYYY-MM-DD) a scoring run wrote under `output`."""
+    found = glob.glob(os.path.join(str(output), "dt=*"))
+    assert len(found) == 1, f"expected one partition under {output}, found {found}"
+    return found[0]
