@@ -27,7 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline import errors, partitions
 
-INPUTS = partitions.INPUTS  # the folder of a partition that holds its fingerprints
+FOLDER = "_inputs"  # in a partition, beside scores/ and errors/
 SCHEMA = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),
@@ -57,11 +57,12 @@ def run_identity(manifest: dict, date: str) -> str:
 
 
 class WriteFingerprints(beam.PTransform):
-    """Fingerprint tables (one per listed batch) -> `_inputs` Parquet under the given folder, a table a row group."""
+    """Fingerprint tables (one per listed batch) -> Parquet in FOLDER under the given partition folder, a table a row
+    group."""
 
-    def __init__(self, folder: str):
+    def __init__(self, partition: str):
         super().__init__()
-        self.folder = folder
+        self.folder = FileSystems.join(partition, FOLDER)
 
     def expand(self, tables):
         return tables | "WriteParquet" >> beam.io.WriteToParquetBatched(
@@ -174,7 +175,7 @@ def _moment(text) -> float:
 
 def _manifest(folder: str) -> dict:
     try:
-        with FileSystems.open(FileSystems.join(folder, "manifest.json"), compression_type="uncompressed") as stream:
+        with FileSystems.open(FileSystems.join(folder, partitions.MANIFEST), compression_type="uncompressed") as stream:
             manifest = json.loads(stream.read())
         return manifest if isinstance(manifest, dict) else {}
     except Exception:  # an older or damaged manifest: its rows' own model_version column decides
@@ -198,7 +199,7 @@ class _Partition:
         """(path, row group, lowest key, highest key) of each row group of the fingerprints."""
         if self._groups is None:
             self._groups = []
-            for path in _parquet_files(FileSystems.join(self.folder, INPUTS)):
+            for path in _parquet_files(FileSystems.join(self.folder, FOLDER)):
                 with FileSystems.open(path, compression_type="uncompressed") as stream:
                     metadata = pq.ParquetFile(stream).metadata
                 for group in range(metadata.num_row_groups):

@@ -6,7 +6,6 @@ RunInference (pipeline.inference) -> scores/, errors/, _inputs/ (fingerprints) a
 """
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from pipeline import counts, errors, fingerprints, matching, options, scores_output, sources, tfrecords
 from pipeline.inference import ScoreImages
@@ -22,8 +21,7 @@ def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, vers
         matched = pipeline | "MatchImages" >> matching.MatchInputs(
             config.inputs, config.files_per_chunk, True, skip, config.output, version)
         read = sources.ReadImageFiles(config.max_file_bytes)
-        _ = matched.fingerprints | "WriteFingerprints" >> fingerprints.WriteFingerprints(
-            FileSystems.join(folder, fingerprints.INPUTS))
+        _ = matched.fingerprints | "WriteFingerprints" >> fingerprints.WriteFingerprints(folder)
     else:  # One unit per TFRecord file, spread over the workers; its records are only counted once read.
         matched = pipeline | "MatchTFRecords" >> matching.MatchInputs(
             config.input_tfrecords, 1, False, output=config.output, spread=True)

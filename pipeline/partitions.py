@@ -12,7 +12,7 @@ import re
 from apache_beam.io.filesystems import FileSystems
 
 SUCCESS = "_SUCCESS"
-INPUTS = "_inputs"  # fingerprints (key, size, modification time, model version) of the files a run scored
+MANIFEST = "manifest.json"
 _PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 
 

@@ -11,8 +11,6 @@ from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 from model.vocabulary import CLASS_NAMES
 from pipeline import fingerprints, partitions
 
-MANIFEST = "manifest.json"
-
 
 @dataclasses.dataclass(frozen=True)
 class RunInfo:
@@ -66,7 +64,7 @@ def finish_run(run: RunInfo, counts: dict, seconds: float) -> dict:
                     seconds=round(seconds, 3), counts=counts, error_rate=round(error_rate, 6),
                     error_rate_exceeded=error_rate > run.max_error_rate,
                     images_per_second=round(attempted / max(seconds, 1e-9), 1))
-    _write(FileSystems.join(run.staging, MANIFEST), json.dumps(manifest, indent=2).encode())
+    _write(FileSystems.join(run.staging, partitions.MANIFEST), json.dumps(manifest, indent=2).encode())
     _write(FileSystems.join(run.staging, partitions.SUCCESS), run.run_id.encode())  # last file of the partition
     partitions.swap_into_place(run.staging, run.partition, run.trash)
     return manifest
