@@ -106,17 +106,23 @@ def import_keras():
     return keras
 
 
-def read_card(path: str) -> dict:
-    """Reads and sanity-checks the card beside a model file."""
-    if not os.path.isfile(path):
+def read_card(path: str, read=None) -> dict:
+    """Reads and checks the card beside a model file. `read(path) -> bytes` fetches a file (default: from local disk;
+    the scorer passes one for any Beam filesystem) and raises ModelFileError saying what is missing."""
+    if read is None and not os.path.isfile(path):
         raise ModelFileError(f"model file {path} not found; pass --model with the path of a trained .keras file")
     card_path = card_path_for(path)
+    return parse_card((read or _read_local_card)(card_path), card_path)
+
+
+def _read_local_card(card_path: str) -> bytes:
     try:
         with open(card_path, "rb") as stream:
-            text = stream.read()
+            return stream.read()
     except FileNotFoundError as error:
         raise ModelFileError(f"model card {card_path} not found; every model needs the card `train` writes") from error
-    return parse_card(text, card_path)
+    except OSError as error:
+        raise ModelFileError(f"model card {card_path} cannot be read ({error.strerror or error})") from error
 
 
 def parse_card(text: bytes, card_path: str) -> dict:

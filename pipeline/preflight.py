@@ -74,22 +74,23 @@ def check_model(uri: str) -> tuple:
         raise PreflightError(f"--model {uri} is a folder; {MODEL_HINT}")
     if not FileSystems.exists(uri):
         raise PreflightError(f"model file {uri} not found; {MODEL_HINT}")
-    card_uri = model_files.card_path_for(uri)
     try:
         data = _read(uri)
         model_files.check_archive(io.BytesIO(data), uri)
-        card = model_files.parse_card(_read(card_uri, f"model card {card_uri}"), card_uri)
+        card = model_files.read_card(uri, read=_read)
     except model_files.ModelFileError as error:
         raise PreflightError(f"{error}; {MODEL_HINT}") from error
     return card, hashlib.sha256(data).hexdigest()
 
 
-def _read(uri: str, what: str = None) -> bytes:
+def _read(uri: str) -> bytes:
+    """A file's bytes from any Beam filesystem."""
     try:
         with FileSystems.open(uri, compression_type="uncompressed") as stream:
             return stream.read()
     except Exception as error:  # Missing, unreadable, a folder: the user must point at another file.
-        raise model_files.ModelFileError(f"{what or uri} cannot be read ({error})") from error
+        what = "model card" if uri.endswith(".json") else "model file"
+        raise model_files.ModelFileError(f"{what} {uri} cannot be read ({error})") from error
 
 
 def load_model_here(uri: str, threads: int) -> None:

@@ -119,6 +119,7 @@ def _zip_without_config() -> bytes:
     ("shape-card.keras", dict(card_changes={"input_shape": [32, 32]}), "input shape [32, 32]"),
     ("other-weights.keras", dict(card_changes={"content_sha256": "0" * 64}), "do not match the card's content_sha256"),
     ("a-folder.keras", "folder", "is a folder"),
+    ("no-card.keras", "no card", "no-card.json cannot be read"),
 ])
 def test_model_mistakes_fail_before_any_work(capsys, tmp_path, tiny_model_path, name, make, message):
     images = os.path.join(SAMPLE_INPUTS, "images", "fashion")
@@ -130,6 +131,9 @@ def test_model_mistakes_fail_before_any_work(capsys, tmp_path, tiny_model_path, 
         model = str(tmp_path / name)
     elif make is None:
         model = str(tmp_path / name)
+    elif make == "no card":
+        model = str(tmp_path / name)
+        shutil.copy(tiny_model_path, model)
     else:
         model = _model_copy(tiny_model_path, tmp_path, name, **make)
     _fails(capsys, ["--input", images, "--output", out, "--model", model], score.EXIT_USAGE, message)
