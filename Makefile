@@ -6,7 +6,7 @@ DATA_DIR ?= /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 OUT ?= /tmp/fashion-scores
 
-.PHONY: venv dataset demo test test-slow test-all bench train-default evaluate clean
+.PHONY: venv dataset demo report-example test test-slow test-all bench train-default evaluate clean
 
 venv: $(VENV)/.installed
 
@@ -22,6 +22,15 @@ dataset:
 
 demo: venv
 	$(PY) -m pipeline.score --input sample_inputs/images --output $(OUT)
+
+# The README's report screenshot: sample_inputs/ scored after 14 made-up earlier nights, rendered by Chromium.
+REPORT_OUT ?= /tmp/fashion-report-example
+report-example: venv
+	rm -rf $(REPORT_OUT)
+	$(PY) sample_inputs/history.py $(REPORT_OUT) --nights 14 --until 2026-11-21
+	$(PY) -m pipeline.score --input sample_inputs/images --output $(REPORT_OUT) --run_date 2026-11-22
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,2300 \
+		--screenshot=$(CURDIR)/docs/report.png file://$(REPORT_OUT)/dt=2026-11-22/report.html
 
 test: venv dataset
 	$(PY) -m pytest -q

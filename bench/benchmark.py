@@ -2,7 +2,7 @@
 
     python bench/benchmark.py                          # every section (about 20 minutes on 2 cores)
     python bench/benchmark.py --only native photos     # some of: native tfrecords photos conversion scaling
-                                                       # phases memory scale (scale: a million files, long histories)
+                                                       # phases memory report scale (scale: a million files, long histories)
 
 Every run is a fresh process, so imports and start-up count, and starts with its input files in the page cache (see
 warm_page_cache). Ways are interleaved and repeated (the median of --repeat runs is reported), and each way runs at
@@ -358,8 +358,27 @@ def memory(args) -> None:
         print(f"  {size:>9,} PNGs: peak RSS {rss / 2**30:.2f} GiB ({seconds:.1f} s)", flush=True)
 
 
+def report(args) -> None:
+    """Rebuilding report.html for a 100,000-image partition: a fresh `python -m pipeline.report` process each time."""
+    import glob
+
+    size = 100_000
+    out = os.path.join(args.cache, "out", "report-100k")
+    if not glob.glob(os.path.join(out, "dt=*", "_SUCCESS")):
+        shutil.rmtree(out, ignore_errors=True)
+        subprocess.run(pipeline(["--input", datasets.pngs(size, args.cache)], out, *ONE_WORKER), check=True,
+                       stdout=subprocess.DEVNULL)
+    partition = datasets.partition(out)
+    command = [sys.executable, "-m", "pipeline.report", partition, "--to", os.path.join(args.cache, "out",
+                                                                                       "report-100k.html")]
+    runs = [measure(command) for _ in range(args.repeat)]
+    seconds = statistics.median(run[0] for run in runs)
+    print(f"\nReport for a {size:,}-image partition (24 images read back): {seconds:.2f} s whole process, median of "
+          f"{args.repeat}; peak RSS {max(run[1] for run in runs) / 2**30:.2f} GiB")
+
+
 SECTIONS = {"native": native, "tfrecords": tfrecords, "photos": photos, "conversion": conversion,
-            "scaling": scaling, "phases": phases, "memory": memory, "scale": scale}
+            "scaling": scaling, "phases": phases, "memory": memory, "scale": scale, "report": report}
 DEFAULT_SECTIONS = [name for name in SECTIONS if name != "scale"]
 
 

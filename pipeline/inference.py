@@ -1,13 +1,10 @@
 """Defines inference over units of input: decoded into blocks (in the background) -> RunInference with our handler
 -> scored blocks, with a progress line per worker."""
 
-import os
-import sys
-import time
-
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
+from pipeline import progress
 from pipeline.blocks import DecodeBlocks
 from pipeline.model_handler import KerasModelHandler, ScoredBlock
 
@@ -19,29 +16,11 @@ class _ShowProgress(beam.DoFn):
         self.progress_seconds = progress_seconds
 
     def setup(self):
-        self._progress = Progress(self.progress_seconds)
+        self._progress = progress.Progress(self.progress_seconds)
 
     def process(self, block: ScoredBlock):
         self._progress.add(len(block.keys) + len(block.errors))
         yield block
-
-
-class Progress:
-    """Prints a line with inputs done and the rate every few seconds, per worker process (0 turns it off)."""
-
-    def __init__(self, every_seconds: float):
-        self.every_seconds = every_seconds
-        self.started = self.last = time.monotonic()
-        self.done = 0
-
-    def add(self, count: int) -> None:
-        self.done += count
-        now = time.monotonic()
-        if self.every_seconds and now - self.last >= self.every_seconds:
-            self.last = now
-            rate = self.done / max(now - self.started, 1e-9)
-            print(f"progress: {self.done:,} inputs done in {now - self.started:.0f} s ({rate:,.0f} img/s, "
-                  f"worker pid {os.getpid()})", file=sys.stderr, flush=True)
 
 
 class ScoreImages(beam.PTransform):

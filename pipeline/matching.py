@@ -17,7 +17,7 @@ import typing
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import counts, fingerprints, listing, timeline
+from pipeline import counts, fingerprints, listing, progress, timeline
 from pipeline.listing import FOLDER, key_for
 
 _COUNTS, _FINGERPRINTS = "counts", "fingerprints"  # output tags of the listing step
@@ -44,6 +44,14 @@ class _PlanTasks(beam.DoFn):
         self.output = output
 
     def process(self, numbered):
+        for task in self._plan(numbered):
+            progress.tasks_planned(1)
+            yield task
+
+    def finish_bundle(self):
+        progress.tasks_planned(0, finished=True)
+
+    def _plan(self, numbered):
         index, spec = numbered
         if spec.kind != "file" and FileSystems.get_scheme(spec.path) is None:
             root, matches = listing.walk_root(spec)
@@ -90,7 +98,9 @@ class _ListTasks(beam.DoFn):
             if len(batch.files) >= LOOKUP_BATCH:
                 yield from self._flush(batch)
                 batch = _Batch()
-        yield from self._flush(batch)
+        last = list(self._flush(batch))  # one batch at most; the task's count is complete before it is scored
+        progress.listed(0, task_done=True)
+        yield from last
 
     def _listed_before(self, index: int, path: str) -> bool:
         return any(listing.lists(spec, path, self.output) for spec in self.specs[:index])
@@ -112,6 +122,8 @@ class _ListTasks(beam.DoFn):
                 keys, [size for _, size, _ in batch.files], [modified for _, _, modified in batch.files],
                 self.version, [carried.get(at) for at in range(len(keys))]))
         found = [entry for at, entry in enumerate(batch.files) if at not in carried] + batch.errors
+        if self.count_files:  # (TFRecords: records are only known once read)
+            progress.listed(len(found))
         for start in range(0, len(found), self.unit_size):
             yield found[start:start + self.unit_size]
 

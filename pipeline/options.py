@@ -36,6 +36,7 @@ class ScoreConfig:
     model_copies: int = 0
     model_threads: int = 0
     decode_threads: int = 0
+    verbose: bool = False
 
 
 # The numeric flags: (name, type, help); each defaults to the ScoreConfig field of its name.
@@ -74,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument("--key_feature", default=RECORD_KEY_FILENAME,
                         help="Example feature used as the key; records without it get PATH:INDEX")
     parser.add_argument("--output", required=True,
-                        help="root folder; the run writes OUTPUT/dt=RUN_DATE/ (scores/, errors/, manifest.json, _SUCCESS)")
+                        help="root folder; the run writes OUTPUT/dt=RUN_DATE/ (scores/, errors/, manifest.json, "
+                             "report.html, _SUCCESS)")
     parser.add_argument("--run_date", type=_date, default=datetime.date.today().isoformat(),
                         help="the partition this run writes, YYYY-MM-DD (default: today); a rerun replaces it whole")
     parser.add_argument("--skip_scored", action="store_true",
@@ -84,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "on any Beam filesystem (default: the shipped model)")
     parser.add_argument("--share_model", action="store_true",
                         help="one model copy per machine, served to all its worker processes (large models)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show TensorFlow's start-up lines (hidden by default)")
     for name, kind, text in _NUMBERS:
         parser.add_argument(f"--{name}", type=kind, default=getattr(ScoreConfig, name), help=text)
     return parser

@@ -2,14 +2,16 @@
 
 import dataclasses
 import datetime
+import html
 import json
+import sys
 import uuid
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
 from model.vocabulary import CLASS_NAMES
-from pipeline import fingerprints, partitions
+from pipeline import fingerprints, partitions, report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,9 +67,24 @@ def finish_run(run: RunInfo, counts: dict, seconds: float) -> dict:
                     error_rate_exceeded=error_rate > run.max_error_rate,
                     images_per_second=round(attempted / max(seconds, 1e-9), 1))
     _write(FileSystems.join(run.staging, partitions.MANIFEST), json.dumps(manifest, indent=2).encode())
+    _write_report(run, manifest)
     _write(FileSystems.join(run.staging, partitions.SUCCESS), run.run_id.encode())  # last file of the partition
     partitions.swap_into_place(run.staging, run.partition, run.trash)
     return manifest
+
+
+def _write_report(run: RunInfo, manifest: dict) -> None:
+    """Writes report.html into the staging folder. A report that cannot be built does not cost the run its outputs:
+    the page then says why, and so does a warning."""
+    output = run.partition[: -len(run.partition.rstrip("/").rsplit("/", 1)[-1]) - 1]
+    try:
+        report.write(run.staging, manifest, output, manifest["run_date"])
+    except Exception as error:  # noqa: BLE001 - any failure here must leave the scores published
+        print(f"WARNING: the report could not be built ({type(error).__name__}: {error}); rebuild it with "
+              f"`python -m pipeline.report {run.partition}`", file=sys.stderr)
+        _write(FileSystems.join(run.staging, report.REPORT),
+               f"<!doctype html><title>report</title><p>The report could not be built: {html.escape(str(error))}"
+               .encode())
 
 
 def _write(path: str, content: bytes) -> None:
@@ -103,5 +120,6 @@ def summary(manifest: dict) -> str:
                      f"{manifest['max_error_rate']:.1%}; every output was still written")
     if not counts["invariant_holds"]:
         lines.append("ERROR: matched != scored + failed + skipped; some inputs are unaccounted for")
-    lines.append(f"wrote {manifest['partition']} (scores/, errors/, manifest.json, _SUCCESS)")
+    lines.append(f"wrote {manifest['partition']} (scores/, errors/, manifest.json, report.html, _SUCCESS)")
+    lines.append(f"report: {manifest['partition'].rstrip('/')}/{report.REPORT}")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ import apache_beam as beam  # noqa: E402
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions  # noqa: E402
 
 from model import model_files  # noqa: E402
-from pipeline import counts, graph, housekeeping, options, preflight, publish, timeline  # noqa: E402
+from pipeline import counts, graph, housekeeping, options, preflight, progress, publish, timeline  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_ERROR_RATE, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 
@@ -61,6 +61,8 @@ def run(argv=None) -> int:
     """The CLI: checks everything it can before starting, runs the pipeline, publishes, prints a summary."""
     timeline.mark("command started")
     config, beam_args = options.parse(sys.argv[1:] if argv is None else argv)
+    if config.verbose:  # inherited by local worker processes
+        os.environ[console.VERBOSE_ENV] = "1"
     try:
         config, beam_options, model = _checked(config, beam_args)
     except preflight.PreflightError as error:
@@ -98,12 +100,14 @@ def _score_and_publish(config: options.ScoreConfig, beam_options: PipelineOption
     run_info = publish.start_run(config, beam_options, model)
     started = time.monotonic()
     try:
+        progress.reset()  # this process's tallies, for a run whose worker is this process
         with beam.Pipeline(options=beam_options) as pipeline:
             graph.build(pipeline, config, model.card, model.version, run_info.staging)
             timeline.mark("graph built")
         timeline.mark("pipeline done")
         run_counts = counts.read(run_info.staging)
-        if run_counts[counts.SCORED] + run_counts[counts.FAILED] == 0:  # Nothing was tried: an empty run must not replace a good one.
+        # Nothing was tried: an empty run must not replace a good one.
+        if run_counts[counts.SCORED] + run_counts[counts.FAILED] == 0:
             publish.discard(run_info)
             print(f"nothing to score: {publish.skipped_text(run_counts)}; {run_info.partition} was left as it was",
                   file=sys.stderr)

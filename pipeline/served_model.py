@@ -9,7 +9,7 @@ import numpy as np
 from model import model_files
 from model.folding import fold_batch_norms
 from model.vocabulary import IMAGE_SHAPE
-from pipeline import timeline
+from pipeline import console, timeline
 
 # Every model call gets exactly this many rows (the last block padded), so a record's probabilities never depend on
 # how the runner happened to batch it with others: oneDNN may pick other kernels for other batch shapes. 1,024 rows
@@ -57,7 +57,8 @@ def preload(model_uri: str, threads: int = 0) -> None:
     """Loads and checks the model now, for the worker of this process to take (raises ModelFileError)."""
     os.environ.update(thread_settings(threads))
     timeline.mark("model loading")
-    _preloaded[model_uri] = model_files.load(localize(model_uri))
+    with console.quiet_tensorflow_start_up():
+        _preloaded[model_uri] = model_files.load(localize(model_uri))
     timeline.mark("model loaded")
 
 
@@ -71,7 +72,8 @@ def load_served_model(model_uri: str) -> ServedModel:
     loaded = _preloaded.pop(model_uri, None)
     if loaded is None:
         timeline.mark("model loading")
-        loaded = model_files.load(localize(model_uri))
+        with console.quiet_tensorflow_start_up():
+            loaded = model_files.load(localize(model_uri))
         timeline.mark("model loaded")
     return ServedModel(loaded)
 
