@@ -3,7 +3,8 @@ a partition that holds them, and their writer."""
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.io.filesystems import FileSystems
+
+from pipeline import partitions
 
 FOLDER = "errors"  # in a partition, beside scores/
 
@@ -31,8 +32,7 @@ class WriteErrors(beam.PTransform):
 
     def __init__(self, partition: str):
         super().__init__()
-        self.folder = FileSystems.join(partition, FOLDER)
+        self.partition = partition
 
     def expand(self, rows):
-        return rows | "WriteParquet" >> beam.io.WriteToParquet(
-            FileSystems.join(self.folder, "part"), schema=ERRORS_SCHEMA, codec="snappy", file_name_suffix=".parquet")
+        return rows | "WriteParquet" >> partitions.parquet_writer(self.partition, FOLDER, ERRORS_SCHEMA)

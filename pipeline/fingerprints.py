@@ -62,11 +62,10 @@ class WriteFingerprints(beam.PTransform):
 
     def __init__(self, partition: str):
         super().__init__()
-        self.folder = FileSystems.join(partition, FOLDER)
+        self.partition = partition
 
     def expand(self, tables):
-        return tables | "WriteParquet" >> beam.io.WriteToParquetBatched(
-            FileSystems.join(self.folder, "part"), schema=SCHEMA, codec="snappy", file_name_suffix=".parquet")
+        return tables | "WriteParquet" >> partitions.parquet_writer(self.partition, FOLDER, SCHEMA, tables=True)
 
 
 class AlreadyScored:

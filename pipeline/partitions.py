@@ -9,11 +9,19 @@
 import os
 import re
 
+import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 SUCCESS = "_SUCCESS"
 MANIFEST = "manifest.json"
 _PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
+
+
+def parquet_writer(partition: str, folder: str, schema, tables: bool = False) -> beam.PTransform:
+    """Beam's Parquet sink for one of a partition's folders (snappy, part-*.parquet): of rows, or of Arrow tables
+    (each then a row group)."""
+    sink = beam.io.WriteToParquetBatched if tables else beam.io.WriteToParquet
+    return sink(FileSystems.join(partition, folder, "part"), schema=schema, codec="snappy", file_name_suffix=".parquet")
 
 
 def partition_path(output: str, run_date: str) -> str:

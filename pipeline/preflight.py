@@ -135,4 +135,5 @@ def check_output(output: str) -> None:
             stream.write(b"ok")
         FileSystems.delete([probe])
     except Exception as error:  # Permission, read-only disk, missing bucket: the user must pick another place.
-        raise PreflightError(f"cannot write to --output {output} ({error}); choose a folder you can write to") from error
+        raise PreflightError(f"cannot write to --output {output} ({error}); choose a folder you can write to") \
+            from error

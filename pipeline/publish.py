@@ -107,7 +107,8 @@ def summary(manifest: dict) -> str:
     width = max(len(name) for name in CLASS_NAMES)
     for name in CLASS_NAMES:
         low = counts["low_confidence_per_class"][name]
-        lines.append(f"  {name:<{width}}  {counts['per_class'][name]:>8,}" + (f"  ({low:,} low confidence)" if low else ""))
+        doubtful = f"  ({low:,} low confidence)" if low else ""
+        lines.append(f"  {name:<{width}}  {counts['per_class'][name]:>8,}{doubtful}")
     for error_type, amount in sorted(counts["failed_by_type"].items()):
         lines.append(f"  failed: {error_type}: {amount:,}")
     for reason, amount in sorted(counts["skipped_by_reason"].items()):

@@ -6,9 +6,9 @@ import json
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.io.filesystems import FileSystems
 
 from model.vocabulary import CLASS_NAMES, NUM_CLASSES
+from pipeline import partitions
 from pipeline.model_handler import ScoredBlock
 
 FOLDER = "scores"  # in a partition
@@ -52,7 +52,7 @@ class WriteScores(beam.PTransform):
 
     def __init__(self, partition: str, card: dict, version: str):
         super().__init__()
-        self.folder = FileSystems.join(partition, FOLDER)
+        self.partition = partition
         self.schema = scores_schema(card)
         self.version = version
 
@@ -60,6 +60,4 @@ class WriteScores(beam.PTransform):
         schema, version = self.schema, self.version
         return (batches
                 | "ToArrow" >> beam.Map(to_table, schema, version)
-                | "WriteParquet" >> beam.io.WriteToParquetBatched(
-                    FileSystems.join(self.folder, "part"), schema=self.schema, codec="snappy",
-                    file_name_suffix=".parquet"))
+                | "WriteParquet" >> partitions.parquet_writer(self.partition, FOLDER, self.schema, tables=True))
