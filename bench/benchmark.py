@@ -261,7 +261,9 @@ def conversion(args) -> None:
 
     import numpy as np
 
-    from model import data, model_files, preprocessing, samples
+    from model import data, model_files, preprocessing
+
+    from tests import samples
 
     test = data.load_split("test")
     count = args.photo_sizes[1]

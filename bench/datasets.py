@@ -8,8 +8,10 @@ import time
 
 import numpy as np
 
-from model import data, samples
+from model import data
+
 from model.vocabulary import class_index
+from tests import samples
 
 TEST_IMAGES = 10_000
 TFRECORD_SHARDS = 4

@@ -1,97 +1,185 @@
-"""Keeps a training run resumable: a checkpoint every epoch, the best one by a metric, and the run's state and history."""
+"""Keeps a training run resumable with Keras' own callbacks, adding what they lack: a resumed run must have the same
+settings, and each finished epoch is committed in state.json, which names the files that make up that epoch.
+
+Keras writes the files: CSVLogger the history, ModelCheckpoint a best-epoch-NNNN.keras whenever the monitored value
+improves, BackupAndRestore the weights with the optimizer's state and the epoch counter, which it puts back when fit
+starts again. None of those writes is atomic, so a kill can leave a file torn or one epoch ahead of the others. The
+commit is written atomically after all of them, and a resumed run first puts the folder back to what it names.
+"""
 
 import csv
 import json
 import os
+import re
+import shutil
 
 import keras
 
+from model.data import file_sha256
 from model.model_files import write_json_atomically
 
-_STATE = "state.json"
-_CONFIG = "config.json"
-_BEST = "best.keras"
+CONFIG_FILE = "config.json"
+STATE_FILE = "state.json"
+HISTORY_FILE = "history.csv"
+BACKUP_DIR = "backup"
+# What BackupAndRestore(double_checkpoint=True) keeps in its folder: each epoch it copies the pair it has to `.bkp`,
+# then writes the weights (with the optimizer's state), then the epoch counter.
+_BACKUP_WEIGHTS = "latest.weights.h5"
+_BACKUP_EPOCH = "training_metadata.json"
+_PREVIOUS = ".bkp"
+_BEST = "best-epoch-{epoch:04d}.keras"  # ModelCheckpoint fills in the epoch, counted from 1
+_BEST_NAME = re.compile(r"best-epoch-(\d+)\.keras")
 
 
-def best_path(run_dir: str) -> str:
-    return os.path.join(run_dir, _BEST)
+def read_state(run_dir: str) -> dict:
+    """A run's last commit: epochs done, the best checkpoint and its value, the optimizer's steps, the history."""
+    with open(os.path.join(run_dir, STATE_FILE), encoding="utf-8") as stream:
+        return json.load(stream)
 
 
-def load_checkpoint(path: str):
-    """Loads a checkpoint with its optimizer state, in safe mode."""
-    return keras.saving.load_model(path, compile=True, safe_mode=True)
+def best_path(run_dir: str, state: dict) -> str:
+    """The path of the run's best checkpoint, which carries its optimizer state."""
+    if not state.get("best_checkpoint"):
+        raise ValueError(f"{run_dir} has no best checkpoint: no epoch gave a {state.get('monitor')} value to keep")
+    return os.path.join(run_dir, state["best_checkpoint"])
 
 
 class Run:
-    """One training run's folder. state.json is written last each epoch, so it always names a complete checkpoint."""
+    """One training run's folder: Keras' callbacks write its files, and each finished epoch is committed."""
 
-    def __init__(self, run_dir: str, config: dict):
+    def __init__(self, run_dir: str, settings: dict, monitor: str):
         self.run_dir = run_dir
-        self.config = config
-        self.state = {"epochs_done": 0, "checkpoint": None, "best_value": None, "monitor": None, "history": {}}
+        self.settings = json.loads(json.dumps(settings))  # as config.json holds them: tuples become lists
+        self.monitor = monitor
 
-    @staticmethod
-    def read_state_of(run_dir: str) -> dict:
-        with open(os.path.join(run_dir, _STATE), encoding="utf-8") as stream:
-            return json.load(stream)
-
-    def read_state(self) -> dict:
-        return self.read_state_of(self.run_dir)
-
-    def resume_or_start(self, build_model):
-        """Returns (model, state): the last finished epoch's model and optimizer if the run exists, else a new model."""
-        if not os.path.exists(os.path.join(self.run_dir, _STATE)):
+    def start_or_resume(self) -> dict:
+        """Returns the last committed state with the folder put back to it; a new run starts with nothing done."""
+        if os.path.isfile(self._path(STATE_FILE)):
+            self._refuse_other_settings()
+            state = read_state(self.run_dir)
+        else:
             os.makedirs(self.run_dir, exist_ok=True)
-            write_json_atomically(os.path.join(self.run_dir, _CONFIG), self.config)
-            return build_model(), dict(self.state)
-        with open(os.path.join(self.run_dir, _CONFIG), encoding="utf-8") as stream:
+            write_json_atomically(self._path(CONFIG_FILE), self.settings)
+            state = {"epochs_done": 0, "monitor": self.monitor, "best_checkpoint": None, "best_value": None,
+                     "history": {}}
+        self._roll_back_to(state)
+        return state
+
+    def callbacks(self, state: dict) -> list:
+        """Keras' callbacks for the run, in the order Keras calls them at an epoch's end: the commit comes last."""
+        return [
+            keras.callbacks.CSVLogger(self._path(HISTORY_FILE), append=True),
+            keras.callbacks.ModelCheckpoint(self._path(_BEST), monitor=self.monitor, mode="max", save_best_only=True,
+                                            initial_value_threshold=state["best_value"]),
+            keras.callbacks.BackupAndRestore(self._path(BACKUP_DIR), double_checkpoint=True),
+            _Commit(self),
+        ]
+
+    def commit(self, epochs_done: int, optimizer_steps: int) -> None:
+        """Writes state.json for a finished epoch whose files are all written, then drops the best checkpoint it
+        replaces. The best checkpoint is the newest one: ModelCheckpoint writes one only when the value improves."""
+        history = _history_columns(self._path(HISTORY_FILE), epochs_done)
+        best = self._best_files()
+        best_epoch = max(best, default=None)
+        state = {
+            "epochs_done": epochs_done,
+            "monitor": self.monitor,
+            "best_checkpoint": best.get(best_epoch),
+            "best_value": history[self.monitor][best_epoch - 1] if best_epoch else None,
+            "optimizer_steps": optimizer_steps,
+            "backup_sha256": file_sha256(self._path(BACKUP_DIR, _BACKUP_WEIGHTS)),
+            "history": history,
+        }
+        write_json_atomically(self._path(STATE_FILE), state)
+        self._remove_best_files(keep=state["best_checkpoint"])
+
+    def _roll_back_to(self, state: dict) -> None:
+        """Removes what came after the commit: history rows, best checkpoints and a newer or torn backup."""
+        _keep_history_rows(self._path(HISTORY_FILE), state["epochs_done"])
+        self._remove_best_files(keep=state["best_checkpoint"])
+        if 0 < state["epochs_done"] < self.settings["epochs"]:
+            self._restore_backup(state)
+        else:
+            # Nothing to resume: a backup here is a killed first epoch's, or a kill came as training ended.
+            shutil.rmtree(self._path(BACKUP_DIR), ignore_errors=True)
+
+    def _restore_backup(self, state: dict) -> None:
+        """Makes the backup the committed epoch's. A kill while BackupAndRestore was writing the next epoch leaves its
+        weights torn or newer than the commit; it had copied the committed pair to `.bkp` first, so that is put back,
+        the epoch counter before the weights, because the weights' hash is what says the backup is the committed one."""
+        weights = self._path(BACKUP_DIR, _BACKUP_WEIGHTS)
+        if _sha256_or_none(weights) == state["backup_sha256"]:
+            return
+        for name in (_BACKUP_EPOCH, _BACKUP_WEIGHTS):
+            if os.path.isfile(self._path(BACKUP_DIR, name + _PREVIOUS)):
+                shutil.copyfile(self._path(BACKUP_DIR, name + _PREVIOUS), self._path(BACKUP_DIR, name))
+        if _sha256_or_none(weights) != state["backup_sha256"]:
+            raise ValueError(f"{self.run_dir}: the backup of epoch {state['epochs_done']} is missing or damaged; "
+                             "use another --run-dir, or delete that folder to start over")
+
+    def _refuse_other_settings(self) -> None:
+        with open(self._path(CONFIG_FILE), encoding="utf-8") as stream:
             saved = json.load(stream)
-        changed = sorted(k for k in set(saved) | set(self.config) if saved.get(k) != self.config.get(k))
+        changed = sorted(k for k in set(saved) | set(self.settings) if saved.get(k) != self.settings.get(k))
         if changed:
-            details = ", ".join(f"{k}: {saved.get(k)!r} -> {self.config.get(k)!r}" for k in changed)
+            details = ", ".join(f"{k}: {saved.get(k)!r} -> {self.settings.get(k)!r}" for k in changed)
             raise ValueError(
                 f"{self.run_dir} holds a run trained with other settings ({details}); "
                 "use another --run-dir, or delete that folder to start over"
             )
-        self.state = self.read_state()
-        return load_checkpoint(os.path.join(self.run_dir, self.state["checkpoint"])), dict(self.state)
 
-    def callbacks(self, monitor: str) -> list:
-        return [_EpochEnd(self, monitor)]
+    def _best_files(self) -> dict:
+        """{epoch: file name} of the best checkpoints in the folder."""
+        matches = (_BEST_NAME.fullmatch(name) for name in os.listdir(self.run_dir))
+        return {int(match.group(1)): match.group(0) for match in matches if match}
 
-    def record_epoch(self, model, epoch: int, logs: dict, monitor: str) -> None:
-        """Saves this epoch's checkpoint (and best), then commits state.json, then drops the previous checkpoint."""
-        name = f"epoch-{epoch + 1:04d}.keras"
-        model.save(os.path.join(self.run_dir, name))
-        value = float(logs[monitor])
-        if self.state["best_value"] is None or value > self.state["best_value"]:
-            model.save(os.path.join(self.run_dir, _BEST + ".tmp.keras"))
-            os.replace(os.path.join(self.run_dir, _BEST + ".tmp.keras"), best_path(self.run_dir))
-            self.state["best_value"] = value
-        previous = self.state["checkpoint"]
-        for key, metric in logs.items():
-            self.state["history"].setdefault(key, []).append(float(metric))
-        self.state.update(epochs_done=epoch + 1, checkpoint=name, monitor=monitor)
-        write_json_atomically(os.path.join(self.run_dir, _STATE), self.state)
-        _write_history_csv(os.path.join(self.run_dir, "history.csv"), self.state["history"])
-        if previous and previous != name:
-            os.remove(os.path.join(self.run_dir, previous))
+    def _remove_best_files(self, keep: str) -> None:
+        for name in self._best_files().values():
+            if name != keep:
+                os.remove(self._path(name))
+
+    def _path(self, *names: str) -> str:
+        return os.path.join(self.run_dir, *names)
 
 
-class _EpochEnd(keras.callbacks.Callback):
-    def __init__(self, run: Run, monitor: str):
+class _Commit(keras.callbacks.Callback):
+    """Commits each finished epoch; listed after the callbacks that write the epoch's files."""
+
+    def __init__(self, run: Run):
         super().__init__()
         self.run = run
-        self.monitor = monitor
 
     def on_epoch_end(self, epoch, logs=None):
-        self.run.record_epoch(self.model, epoch, logs or {}, self.monitor)
+        self.run.commit(epoch + 1, int(self.model.optimizer.iterations))
 
 
-def _write_history_csv(path: str, history: dict) -> None:
-    keys = sorted(history)
-    with open(path, "w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["epoch"] + keys)
-        for epoch in range(len(history[keys[0]]) if keys else 0):
-            writer.writerow([epoch + 1] + [history[k][epoch] for k in keys])
+def _history_rows(path: str, epochs: int) -> tuple:
+    """(header, rows) of a CSVLogger file, keeping the rows of the first `epochs` epochs (CSVLogger counts from 0)."""
+    with open(path, newline="", encoding="utf-8") as stream:
+        header, *rows = list(csv.reader(stream)) or [[]]
+    return header, [row for row in rows if row and row[0].isdigit() and int(row[0]) < epochs]
+
+
+def _history_columns(path: str, epochs: int) -> dict:
+    """{metric: [value per epoch]} from a CSVLogger file, for the first `epochs` epochs. Without validation data
+    CSVLogger still writes val_ columns, filled with NA; those are left out."""
+    header, rows = _history_rows(path, epochs)
+    columns = {key: [row[column] for row in rows] for column, key in enumerate(header) if key != "epoch"}
+    return {key: [float(value) for value in values] for key, values in columns.items() if "NA" not in values}
+
+
+def _keep_history_rows(path: str, epochs: int) -> None:
+    """Cuts a CSVLogger file back to its first `epochs` rows (none: no file, so the next run writes its own header)."""
+    if not os.path.isfile(path):
+        return
+    if not epochs:
+        os.remove(path)
+        return
+    header, rows = _history_rows(path, epochs)
+    with open(path + ".tmp", "w", newline="", encoding="utf-8") as stream:
+        csv.writer(stream).writerows([header] + rows)
+    os.replace(path + ".tmp", path)
+
+
+def _sha256_or_none(path: str):
+    return file_sha256(path) if os.path.isfile(path) else None

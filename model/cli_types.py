@@ -1,4 +1,5 @@
-"""Defines the argparse value types the project's CLIs share, so every CLI rejects bad numbers the same way."""
+"""Defines the argparse value types every CLI of the project shares (model/ and pipeline/ alike: it lives here because
+pipeline/ may import model/, never the reverse), so every CLI rejects bad numbers the same way."""
 
 import argparse
 

@@ -1,4 +1,5 @@
-"""Loads Fashion-MNIST from its IDX files and a user's own labelled images, as uint8 arrays."""
+"""Loads Fashion-MNIST from its IDX files (checked) as labelled uint8 arrays, and defines what a labelled set is and
+how it is described; a user's own labelled images are in model.own_images."""
 
 import gzip
 import hashlib
@@ -7,26 +8,35 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model import preprocessing
-from model.vocabulary import DATASET_INSTALL_HINT, DEFAULT_DATA_DIR, IDX_FILES, IMAGE_SHAPE, NUM_CLASSES, class_index
+from model.vocabulary import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
+
+# The four IDX files of the dataset, by split.
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
+DATASET_INSTALL_HINT = "sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist"
 
 # IDX magic numbers: two zero bytes, the element type (0x08 = unsigned byte) and the number of dimensions.
 _IDX_IMAGES_MAGIC = 0x00000803
 _IDX_LABELS_MAGIC = 0x00000801
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
 @dataclass(frozen=True)
 class LabelledImages:
-    """Images as uint8[N, 28, 28] with int64[N] labels, and where they came from."""
+    """Images as uint8[N, 28, 28] with int64[N] labels, where they came from, and the files that had to be skipped."""
 
     images: np.ndarray
     labels: np.ndarray
     sources: tuple = ()
+    origin: str = ""  # what the set is: "fashion-mnist train", "fashion-mnist test", "folder" or "list"
+    location: str = ""  # the IDX folder, class-folder root or list file it came from
+    skipped: tuple = ()  # an Unreadable per file left out
 
 
 class DatasetError(ValueError):
-    """A dataset file is missing, corrupt or inconsistent."""
+    """A dataset file is missing, corrupt or inconsistent, or a user's labelled images cannot be used."""
 
 
 def load_split(split: str, data_dir: str = DEFAULT_DATA_DIR) -> LabelledImages:
@@ -48,7 +58,7 @@ def load_split(split: str, data_dir: str = DEFAULT_DATA_DIR) -> LabelledImages:
         raise DatasetError(f"{image_path} holds {len(images)} images but {label_path} holds {len(labels)} labels")
     if labels.size and labels.max() >= NUM_CLASSES:
         raise DatasetError(f"{label_path}: label {labels.max()} is outside 0-{NUM_CLASSES - 1}")
-    return LabelledImages(images, labels.astype(np.int64), (image_path, label_path))
+    return LabelledImages(images, labels.astype(np.int64), (image_path, label_path), f"fashion-mnist {split}", data_dir)
 
 
 def read_idx(path: str, expected_magic: int) -> np.ndarray:
@@ -86,47 +96,25 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def load_labelled_folder(root: str, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS) -> LabelledImages:
-    """Loads a folder with one subfolder per class (named by class name or index) through the shared preprocessing."""
-    if not os.path.isdir(root):
-        raise DatasetError(f"{root} is not a folder; give a folder with one subfolder per class")
-    pairs = []
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.is_dir():
-            label = class_index(entry.name.replace("_", " "))
-            for dirpath, _, filenames in sorted(os.walk(entry.path)):
-                pairs.extend((os.path.join(dirpath, f), label) for f in sorted(filenames) if _is_image_name(f))
-    return _load_pairs(pairs, max_pixels, where=root)
+def concatenate(sets) -> LabelledImages:
+    """One set holding every set's images and labels, in order."""
+    if len(sets) == 1:
+        return sets[0]
+    images = np.concatenate([part.images for part in sets])
+    return LabelledImages(images, np.concatenate([part.labels for part in sets]))
 
 
-def load_list_file(list_path: str, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS) -> LabelledImages:
-    """Loads images named in a text file of `relative/path label` lines (paths relative to the list file)."""
-    base = os.path.dirname(os.path.abspath(list_path))
-    pairs = []
-    with open(list_path, encoding="utf-8") as stream:
-        for line_number, line in enumerate(stream, start=1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            path, separator, label = line.rstrip("\n").rpartition(" ")
-            if not separator or not path.strip():
-                raise DatasetError(f"{list_path}:{line_number}: expected `relative/path label`, got {line.strip()!r}")
-            pairs.append((os.path.join(base, path.strip()), class_index(label)))
-    return _load_pairs(pairs, max_pixels, where=list_path)
+def fingerprint(labelled: LabelledImages) -> str:
+    """The sha256 of a set's pixels and labels: equal exactly when the images and labels are."""
+    digest = hashlib.sha256(np.ascontiguousarray(labelled.images, dtype=np.uint8).tobytes())
+    digest.update(labelled.labels.astype("<i8").tobytes())
+    return digest.hexdigest()
 
 
-def _load_pairs(pairs: list, max_pixels: int, where: str) -> LabelledImages:
-    if not pairs:
-        raise DatasetError(f"{where}: no images found (looked for {', '.join(_IMAGE_SUFFIXES)})")
-    images = np.empty((len(pairs),) + IMAGE_SHAPE, dtype=np.uint8)
-    for row, (path, _) in enumerate(pairs):
-        try:
-            with open(path, "rb") as stream:
-                images[row] = preprocessing.to_model_input(stream.read(), max_pixels=max_pixels)
-        except (OSError, preprocessing.ImageDecodeError) as error:
-            raise DatasetError(f"{path}: {error}") from error
-    labels = np.array([label for _, label in pairs], dtype=np.int64)
-    return LabelledImages(images, labels, tuple(path for path, _ in pairs))
-
-
-def _is_image_name(filename: str) -> bool:
-    return filename.lower().endswith(_IMAGE_SUFFIXES)
+def describe(labelled: LabelledImages) -> dict:
+    """What a loaded set is, for model cards and metrics.json: where it came from, its images per class, the files left
+    out and its fingerprint."""
+    per_class = np.bincount(labelled.labels, minlength=NUM_CLASSES).tolist()
+    return {"origin": labelled.origin, "location": os.path.abspath(labelled.location),
+            "images": int(len(labelled.labels)), "per_class": dict(zip(CLASS_NAMES, per_class)),
+            "skipped": len(labelled.skipped), "sha256": fingerprint(labelled)}

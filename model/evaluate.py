@@ -1,6 +1,8 @@
-"""Evaluates a saved model on the Fashion-MNIST test split: metrics as JSON and the figures as PNG.
+"""Evaluates a saved model on the Fashion-MNIST test split and/or a user's own labelled images: metrics as JSON and
+the figures as PNG.
 
     python -m model.evaluate --model model/artifacts/fashion_cnn.keras --output-dir reports/
+    python -m model.evaluate --model my_model.keras --eval-dir my_test_photos --no-fashion-mnist
 """
 
 import argparse
@@ -10,8 +12,8 @@ import sys
 
 import numpy as np
 
-from model import data, model_files
-from model.vocabulary import CLASS_NAMES, DEFAULT_DATA_DIR, NUM_CLASSES
+from model import data, model_files, own_images
+from model.vocabulary import CLASS_NAMES, NUM_CLASSES
 
 
 def metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
@@ -35,12 +37,14 @@ def metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
     }
 
 
-def evaluate(model_path: str, data_dir: str, output_dir: str, history_path: str = None) -> dict:
-    """Scores the test split, writes metrics.json and the figures into output_dir, returns the metrics."""
+def evaluate(model_path: str, test_data: list, output_dir: str, history_path: str = None) -> dict:
+    """Scores the labelled sets together, writes metrics.json (saying what the sets were) and the figures into
+    output_dir, returns the metrics."""
     loaded = model_files.load(model_path)
-    test_set = data.load_split("test", data_dir)
+    test_set = data.concatenate(test_data)
     probabilities = loaded.model.predict(test_set.images, batch_size=1024, verbose=0)
-    result = {"model": model_path, "model_version": loaded.version, **metrics(test_set.labels, probabilities)}
+    result = {"model": model_path, "model_version": loaded.version, "data": [data.describe(part) for part in test_data],
+              **metrics(test_set.labels, probabilities)}
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as stream:
         json.dump(result, stream, indent=2)
@@ -62,12 +66,15 @@ def _draw_figures(test_set, probabilities, result, output_dir, history_path) -> 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fmnist-evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=model_files.DEFAULT_MODEL_PATH)
-    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    own_images.add_arguments(parser, "eval")
     parser.add_argument("--output-dir", default="reports")
     parser.add_argument("--history", default=None, help="a run's state.json (or history JSON) to draw training curves")
     args = parser.parse_args(argv)
+    own_images.check_arguments(parser, args, "eval")
     try:
-        result = evaluate(args.model, args.data_dir, args.output_dir, args.history)
+        test_data = own_images.load_sources("test", args.data_dir, args.fashion_mnist, args.folders, args.lists)
+        own_images.report_skipped(test_data)
+        result = evaluate(args.model, test_data, args.output_dir, args.history)
     except (data.DatasetError, model_files.ModelFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

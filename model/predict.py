@@ -8,26 +8,10 @@ import sys
 
 import numpy as np
 
-from model import model_files, preprocessing
-from model.vocabulary import CLASS_NAMES, IMAGE_SHAPE
+from model import model_files, own_images, preprocessing
+from model.vocabulary import CLASS_NAMES
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def read_inputs(paths, max_pixels: int):
-    """Returns (good paths, uint8[N, 28, 28] images, {path: error message}) so one bad file stops nothing."""
-    good, images, failures = [], [], {}
-    for path in paths:
-        try:
-            with open(path, "rb") as stream:
-                images.append(preprocessing.to_model_input(stream.read(), max_pixels=max_pixels))
-            good.append(path)
-        except preprocessing.ImageDecodeError as error:
-            failures[path] = f"{error.reason}: {error}"
-        except OSError as error:
-            failures[path] = f"cannot read: {error.strerror or error}"
-    stacked = np.stack(images) if images else np.empty((0,) + IMAGE_SHAPE, dtype=np.uint8)
-    return good, stacked, failures
 
 
 def top_labels(probabilities: np.ndarray, count: int) -> list:
@@ -48,9 +32,10 @@ def main(argv=None) -> int:
     except model_files.ModelFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    good, images, failures = read_inputs(args.images, args.max_pixels)
-    probabilities = loaded.model.predict(images, verbose=0) if len(good) else []
-    answers = dict(zip(good, probabilities))
+    files = own_images.read_images(args.images, args.max_pixels)
+    probabilities = loaded.model.predict(files.images, verbose=0) if len(files.images) else []
+    answers = dict(zip((path for path, read in zip(args.images, files.read) if read), probabilities))
+    failures = {failure.path: failure.message for failure in files.unreadable}
     for path in args.images:
         if path in answers:
             ranked = ", ".join(f"{name} {100 * p:.1f}%" for name, p in top_labels(answers[path], args.top))
@@ -58,7 +43,7 @@ def main(argv=None) -> int:
         else:
             print(f"{path}: error: {failures[path]}")
     if failures:
-        print(f"{len(failures)} of {len(args.images)} files could not be classified", file=sys.stderr)
+        print(f"{len(files.unreadable)} of {len(args.images)} files could not be classified", file=sys.stderr)
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 

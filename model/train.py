@@ -1,6 +1,8 @@
-"""Trains a Fashion-MNIST classifier with per-epoch checkpoints and resume, then exports it with its model card.
+"""Trains a Fashion-MNIST classifier on the dataset and/or a user's own labelled images, resuming a killed run after
+its last finished epoch, then exports the best epoch with its model card.
 
     python -m model.train --architecture cnn --epochs 15 --export model/artifacts/fashion_cnn.keras
+    python -m model.train --train-dir my_photos --no-fashion-mnist --epochs 10 --export my_model.keras
 """
 
 import argparse
@@ -12,10 +14,9 @@ import sys
 
 import numpy as np
 
-from model import data, model_files
+from model import data, model_files, own_images
 from model.cli_types import positive_int
 from model.architectures import ARCHITECTURES
-from model.vocabulary import DEFAULT_DATA_DIR, IDX_FILES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +30,9 @@ class TrainConfig:
     seed: int = 42
     augment: bool = False
     learning_rate: float = 1e-3
+    fashion_mnist: bool = True  # train on Fashion-MNIST's 60,000 images, before any of the user's own
+    train_dirs: tuple = ()  # the user's class folders, absolute paths
+    train_lists: tuple = ()  # the user's list files, absolute paths
 
 
 def parse_args(argv):
@@ -37,19 +41,30 @@ def parse_args(argv):
     parser.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs)
     parser.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size)
     parser.add_argument("--validation-split", type=float, default=TrainConfig.validation_split,
-                        help="fraction of the 60,000 training images held out for validation (0 <= x < 1)")
+                        help="fraction of the training images held out for validation (0 <= x < 1)")
     parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate,
                         help="Adam's starting rate; it decays along a cosine to zero by the last epoch")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--augment", action="store_true", help="random shift, rotation, zoom and flip while training")
-    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder with the four Fashion-MNIST IDX files")
+    own_images.add_arguments(parser, "train")
     parser.add_argument("--run-dir", default=None, help="checkpoints, history and state (default runs/ARCHITECTURE)")
     parser.add_argument("--export", default=None, help="where to write the final .keras (default RUN_DIR/model.keras)")
     parser.add_argument("--verbose", default="auto", help="Keras progress output: auto, 0, 1 or 2")
     args = parser.parse_args(argv)
     if not 0 <= args.validation_split < 1:
         parser.error("--validation-split must be at least 0 and below 1, e.g. 0.1")
+    own_images.check_arguments(parser, args, "train")
     return args
+
+
+def config_from(args) -> TrainConfig:
+    """The TrainConfig the parsed flags ask for; the user's folders and lists by absolute path."""
+    return TrainConfig(
+        architecture=args.architecture, epochs=args.epochs, batch_size=args.batch_size,
+        validation_split=args.validation_split, seed=args.seed, augment=args.augment, learning_rate=args.learning_rate,
+        fashion_mnist=args.fashion_mnist, train_dirs=tuple(map(os.path.abspath, args.folders)),
+        train_lists=tuple(map(os.path.abspath, args.lists)),
+    )
 
 
 def split_train_validation(train: data.LabelledImages, fraction: float, seed: int):
@@ -61,35 +76,41 @@ def split_train_validation(train: data.LabelledImages, fraction: float, seed: in
     return pick(train_idx), (pick(val_idx) if held_out else None)
 
 
-def train(config: TrainConfig, data_dir: str, run_dir: str, verbose="auto") -> dict:
-    """Trains (or resumes) a run in run_dir; returns its state: epochs done, history, best validation accuracy."""
+def train(config: TrainConfig, training_data: list, run_dir: str, verbose="auto") -> dict:
+    """Trains (or resumes) a run in run_dir on the labelled sets; returns its last commit: epochs done, history, the
+    best checkpoint and its validation accuracy."""
     import keras
 
     from model import checkpoints
 
-    train_set, validation_set = split_train_validation(
-        data.load_split("train", data_dir), config.validation_split, config.seed)
+    everything = data.concatenate(training_data)
+    train_set, validation_set = split_train_validation(everything, config.validation_split, config.seed)
     keras.utils.set_random_seed(config.seed)
-    run = checkpoints.Run(run_dir, dataclasses.asdict(config))
-    model, state = run.resume_or_start(lambda: _build(config, len(train_set.labels)))
+    # The data's fingerprint is part of the settings, so a resumed run refuses images that changed in between.
+    settings = {**dataclasses.asdict(config), "training_data_sha256": data.fingerprint(everything)}
+    run = checkpoints.Run(run_dir, settings, monitor="val_accuracy" if validation_set else "accuracy")
+    state = run.start_or_resume()
     if state["epochs_done"] >= config.epochs:
         print(f"{run_dir}: all {config.epochs} epochs already done; nothing to train")
         return state
+    model = _build(config, len(train_set.labels))
     if state["epochs_done"]:
+        # BackupAndRestore puts the weights, the optimizer's state and the epoch counter back as fit starts; the seed
+        # moves on so the resumed epochs do not replay the first epochs' shuffles.
         print(f"{run_dir}: resuming after epoch {state['epochs_done']} of {config.epochs}")
         keras.utils.set_random_seed(config.seed + state["epochs_done"])
     model.fit(
         train_set.images, train_set.labels,
         validation_data=(validation_set.images, validation_set.labels) if validation_set else None,
-        epochs=config.epochs, initial_epoch=state["epochs_done"], batch_size=config.batch_size,
-        callbacks=run.callbacks(monitor="val_accuracy" if validation_set else "accuracy"),
+        epochs=config.epochs, batch_size=config.batch_size, callbacks=run.callbacks(state),
         verbose=verbose if verbose == "auto" else int(verbose),
     )
-    return run.read_state()
+    return checkpoints.read_state(run_dir)
 
 
 def _build(config: TrainConfig, train_examples: int):
-    """A new model compiled with Adam on a cosine schedule; a resumed run gets both back from its checkpoint."""
+    """A new model compiled with Adam on a cosine schedule; resuming, BackupAndRestore puts back its weights and the
+    optimizer's state."""
     import keras
 
     from model import architectures
@@ -102,46 +123,53 @@ def _build(config: TrainConfig, train_examples: int):
     return model
 
 
-def export(run_dir: str, export_path: str, config: TrainConfig, data_dir: str, command: str) -> dict:
-    """Evaluates the run's best checkpoint on the test split and saves it with its model card."""
+def export(run_dir: str, export_path: str, config: TrainConfig, training_data: list, data_dir: str,
+           command: str) -> dict:
+    """Saves the run's best checkpoint with its model card: the data it learnt from and, when that includes
+    Fashion-MNIST, its metrics on the dataset's test split."""
     import keras
 
     from model import checkpoints, evaluate
 
+    state = checkpoints.read_state(run_dir)
     # Loaded without its optimizer: the shipped file needs only what scoring needs, at a third of the size.
-    best = keras.saving.load_model(checkpoints.best_path(run_dir), compile=False, safe_mode=True)
-    test_set = data.load_split("test", data_dir)
-    scores = evaluate.metrics(test_set.labels, best.predict(test_set.images, batch_size=1024, verbose=0))
-    state = checkpoints.Run.read_state_of(run_dir)
-    card = model_files.save(best, export_path, {
-        "name": f"fashion-mnist-{config.architecture}",
-        "architecture": config.architecture,
-        "test_metrics": {"loss": round(scores["loss"], 6), "accuracy": round(scores["accuracy"], 6),
-                         "examples": scores["examples"]},
-        "best_validation_accuracy": state.get("best_value"),
-        "epochs_trained": state["epochs_done"],
-        "dataset_files": {name: data.file_sha256(os.path.join(data_dir, name))
-                          for pair in IDX_FILES.values() for name in pair},
-        "training_command": command,
-        "training_config": dataclasses.asdict(config),
-    })
-    return card
+    best = keras.saving.load_model(checkpoints.best_path(run_dir, state), compile=False, safe_mode=True)
+    fields = {"name": f"fashion-mnist-{config.architecture}", "architecture": config.architecture,
+              "test_metrics": None, "best_validation_accuracy": state["best_value"],
+              "epochs_trained": state["epochs_done"]}
+    if config.fashion_mnist:
+        test_set = data.load_split("test", data_dir)
+        scores = evaluate.metrics(test_set.labels, best.predict(test_set.images, batch_size=1024, verbose=0))
+        fields["test_metrics"] = {"loss": round(scores["loss"], 6), "accuracy": round(scores["accuracy"], 6),
+                                  "examples": scores["examples"]}
+        fields["dataset_files"] = {name: data.file_sha256(os.path.join(data_dir, name))
+                                   for pair in data.IDX_FILES.values() for name in pair}
+    fields["training_data"] = [data.describe(part) for part in training_data]
+    fields["training_command"] = command
+    fields["training_config"] = dataclasses.asdict(config)
+    return model_files.save(best, export_path, fields)
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    config = TrainConfig(args.architecture, args.epochs, args.batch_size, args.validation_split, args.seed, args.augment,
-                         args.learning_rate)
+    config = config_from(args)
     run_dir = args.run_dir or os.path.join("runs", config.architecture)
     export_path = args.export or os.path.join(run_dir, "model.keras")
     try:
-        state = train(config, args.data_dir, run_dir, args.verbose)
-        card = export(run_dir, export_path, config, args.data_dir, "python -m model.train " + shlex.join(argv))
+        training_data = own_images.load_sources("train", args.data_dir, config.fashion_mnist, config.train_dirs,
+                                          config.train_lists)
+        own_images.report_skipped(training_data)
+        state = train(config, training_data, run_dir, args.verbose)
+        card = export(run_dir, export_path, config, training_data, args.data_dir,
+                      "python -m model.train " + shlex.join(argv))
     except (data.DatasetError, model_files.ModelFileError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     _write_curves(run_dir, state)
+    if card["test_metrics"] is None:
+        print("the card has no test metrics without Fashion-MNIST's test split; measure the model on test images of "
+              f"your own: python -m model.evaluate --model {export_path} --no-fashion-mnist --eval-dir DIR")
     print(json.dumps({"model": export_path, "test_metrics": card["test_metrics"], "epochs": state["epochs_done"]}))
     return 0
 

@@ -1,4 +1,4 @@
-"""Defines the names and shapes every other module agrees on: classes, image shape, record keys."""
+"""Defines what every other module agrees on: class names, image shape, preprocessing versions, record keys."""
 
 # Fashion-MNIST's ten classes, in label-index order (Xiao et al. 2017).
 CLASS_NAMES = (
@@ -33,14 +33,6 @@ RECORD_KEY_IMAGE = "image/encoded"
 RECORD_KEY_RAW_PIXELS = "image/raw"  # 784 bytes (or integers 0-255) of 28x28 grey pixels, row by row
 RECORD_KEY_FILENAME = "image/filename"
 RECORD_KEY_LABEL = "image/class/label"
-
-# The four IDX files of the dataset, by split.
-IDX_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
-DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
-DATASET_INSTALL_HINT = "sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist"
 
 
 def class_index(name_or_index: str) -> int:

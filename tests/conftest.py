@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from model import data
-from model.vocabulary import DATASET_INSTALL_HINT, DEFAULT_DATA_DIR, IDX_FILES
+from model.data import DATASET_INSTALL_HINT, DEFAULT_DATA_DIR, IDX_FILES
 from tests.helpers import SHIPPED_MODEL, write_idx
 
 

@@ -1,4 +1,5 @@
-"""Renders real Fashion-MNIST images as the files users score: PNGs, catalogue-style photos and TFRecords."""
+"""Renders real Fashion-MNIST images as the files users score, for the tests, the benchmarks and sample_inputs/: PNGs,
+catalogue-style photos and TFRecords."""
 
 import io
 import os

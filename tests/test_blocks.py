@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from model import samples
 from pipeline import blocks
 from pipeline.blocks import BLOCK_ROWS, DecodeBlocks
+from tests import samples
 from tests.helpers import local_pipeline
 
 

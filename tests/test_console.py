@@ -6,8 +6,8 @@ import re
 import subprocess
 import sys
 
-from model import samples
 from pipeline import progress, score
+from tests import samples
 from tests.helpers import REPO_ROOT, SAMPLE_INPUTS
 
 TENSORFLOW_LINES = ("oneDNN custom operations", "absl::InitializeLog", "cpu_feature_guard")

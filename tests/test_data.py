@@ -2,14 +2,16 @@
 
 import gzip
 import os
+import re
 import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from model import data
-from model.vocabulary import CLASS_NAMES, IDX_FILES, NUM_CLASSES
+from model import data, own_images
+from model.data import IDX_FILES
+from model.vocabulary import CLASS_NAMES, NUM_CLASSES
 from tests.helpers import write_idx
 
 
@@ -69,11 +71,11 @@ def test_labels_images_count_mismatch_is_rejected(data_dir, tmp_path):
 
 
 def _save_examples(test_split, folder, per_class=2):
-    """Saves real test images as PNGs, returns [(relative path, label)]."""
+    """Saves real test images as PNGs in class folders named as documented; returns [(relative path, label, index)]."""
     saved = []
     for label in range(NUM_CLASSES):
         for index in np.flatnonzero(test_split.labels == label)[:per_class]:
-            relative = f"{CLASS_NAMES[label].replace('/', '_').replace(' ', '_')}/{index}.png"
+            relative = f"{CLASS_NAMES[label].replace('/', '-')}/{index}.png"
             (folder / relative).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(test_split.images[index]).save(folder / relative)
             saved.append((relative, label, index))
@@ -82,8 +84,8 @@ def _save_examples(test_split, folder, per_class=2):
 
 def test_labelled_folder_loads_through_shared_preprocessing(test_split, tmp_path):
     saved = _save_examples(test_split, tmp_path)
-    loaded = data.load_labelled_folder(str(tmp_path))
-    assert len(loaded.labels) == len(saved)
+    loaded = own_images.load_labelled_folder(str(tmp_path))
+    assert len(loaded.labels) == len(saved) and loaded.skipped == ()
     by_source = {os.path.relpath(source, tmp_path): (image, label)
                  for source, image, label in zip(loaded.sources, loaded.images, loaded.labels)}
     for relative, label, index in saved:
@@ -92,20 +94,53 @@ def test_labelled_folder_loads_through_shared_preprocessing(test_split, tmp_path
         assert np.array_equal(image, test_split.images[index])
 
 
-def test_list_file_with_indices_and_names(test_split, tmp_path):
-    saved = _save_examples(test_split, tmp_path / "pics", per_class=1)
-    lines = [f"pics/{rel} {label if label % 2 else CLASS_NAMES[label]}" for rel, label, _ in saved]
-    (tmp_path / "list.txt").write_text("# path label\n" + "\n".join(lines) + "\n")
-    loaded = data.load_list_file(str(tmp_path / "list.txt"))
+def test_unreadable_files_are_skipped_and_counted(test_split, tmp_path):
+    saved = _save_examples(test_split, tmp_path, per_class=1)
+    (tmp_path / "Bag" / "notes.txt").write_text("not an image")
+    whole = (tmp_path / saved[0][0]).read_bytes()
+    (tmp_path / "Bag" / "cut.png").write_bytes(whole[: len(whole) // 2])
+    loaded = own_images.load_labelled_folder(str(tmp_path))
+    assert len(loaded.labels) == NUM_CLASSES
+    assert [(os.path.basename(item.path), item.reason) for item in loaded.skipped] == [
+        ("cut.png", "truncated"), ("notes.txt", "not an image")]
+    summary = own_images.skipped_summary(loaded.skipped, NUM_CLASSES + 2)
+    assert summary == (f"skipped 2 of 12 files: 1 not an image, 1 truncated "
+                       f"(first: {tmp_path / 'Bag' / 'cut.png'}: {loaded.skipped[0].message})")
+    assert loaded.skipped[0].message.startswith("truncated: ") and not loaded.skipped[0].message.startswith(
+        "truncated: truncated")
+
+
+def test_list_file_with_indices_names_and_spaces(test_split, tmp_path):
+    saved = _save_examples(test_split, tmp_path / "my pics", per_class=1)
+    lines = [f"my pics/{rel} {label if label % 2 else CLASS_NAMES[label]}" for rel, label, _ in saved]
+    (tmp_path / "list.txt").write_text("# path label\n" + "\n".join(lines) + "\n\n")
+    loaded = own_images.load_list_file(str(tmp_path / "list.txt"))
     assert loaded.labels.tolist() == [label for _, label, _ in saved]
     assert np.array_equal(loaded.images, test_split.images[[index for _, _, index in saved]])
+    assert CLASS_NAMES[9] == "Ankle boot" and loaded.labels[-1] == 9  # a two-word class name after a path with a space
 
 
 def test_list_file_errors_name_the_line(tmp_path):
     (tmp_path / "list.txt").write_text("a.png Sneaker\nb.png Spaceship\n")
-    with pytest.raises(ValueError, match="unknown class 'Spaceship'"):
-        data.load_list_file(str(tmp_path / "list.txt"))
+    expected = f"{tmp_path / 'list.txt'}:2: unknown class 'Spaceship': use an index 0-9"
+    with pytest.raises(data.DatasetError, match="^" + re.escape(expected)):
+        own_images.load_list_file(str(tmp_path / "list.txt"))
+    (tmp_path / "list.txt").write_text("lonely.png\n")
+    with pytest.raises(data.DatasetError, match=r"list.txt:1: expected `PATH LABEL`, got 'lonely.png'$"):
+        own_images.load_list_file(str(tmp_path / "list.txt"))
     (tmp_path / "broken.png").write_bytes(b"not a png")
-    (tmp_path / "list2.txt").write_text("broken.png 3\n")
-    with pytest.raises(data.DatasetError, match="broken.png"):
-        data.load_list_file(str(tmp_path / "list2.txt"))
+    (tmp_path / "list.txt").write_text("broken.png 3\nmissing.png 4\n")
+    with pytest.raises(data.DatasetError, match=r"list.txt: no usable images; skipped 2 of 2 files: 1 cannot read, "
+                                                r"1 not an image \(first: .*broken.png: not an image: "):
+        own_images.load_list_file(str(tmp_path / "list.txt"))
+
+
+def test_class_folders_must_be_named_after_classes_and_hold_images(test_split, tmp_path):
+    _save_examples(test_split, tmp_path, per_class=1)
+    (tmp_path / "Spaceship").mkdir()
+    with pytest.raises(data.DatasetError, match=r"Spaceship: unknown class 'Spaceship': .* \(in a folder name, write "
+                                                r"'/' as '-': T-shirt-top\)$"):
+        own_images.load_labelled_folder(str(tmp_path))
+    (tmp_path / "Spaceship").rename(tmp_path / "9")
+    with pytest.raises(data.DatasetError, match=r"/9: the class folder is empty; add images of Ankle boot or remove"):
+        own_images.load_labelled_folder(str(tmp_path))

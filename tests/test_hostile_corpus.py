@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import samples
 from model.vocabulary import RECORD_KEY_RAW_PIXELS
 from pipeline import score, tfrecords
+from tests import samples
 from tests.helpers import partition, read_rows
 
 SCORED = "scored"

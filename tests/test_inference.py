@@ -9,12 +9,14 @@ import pyarrow as pa
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from model import model_files, samples
+from model import model_files
+
 from model.vocabulary import CLASS_NAMES
 from pipeline import counts, scores_output
 from pipeline.model_handler import KerasModelHandler, predict_isolating_failures
 from pipeline.inference import ScoreImages
 from pipeline.served_model import MODEL_CALL_ROWS, ServedModel, predict_fixed_rows
+from tests import samples
 from tests.helpers import local_pipeline
 
 POISON = 255  # a pixel value in the top-left corner that the fake model below refuses

@@ -10,8 +10,8 @@ from apache_beam.io.filesystem import FileMetadata, MatchResult
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.pvalue import TaggedOutput
 
-from model import samples
 from pipeline import listing, matching
+from tests import samples
 
 
 def _list(*inputs, output=None):

@@ -37,9 +37,10 @@ def test_predict_cli_answers_good_files_and_reports_broken_ones(tiny_model_path,
         ranked = re.findall(r"(" + "|".join(re.escape(n) for n in CLASS_NAMES) + r") (\d+\.\d)%", line)
         assert len(ranked) == 3
         assert [float(p) for _, p in ranked] == sorted((float(p) for _, p in ranked), reverse=True)
-    assert "error: " in lines[1] and ("not an image" in lines[1] or "truncated" in lines[1])
-    assert "error: cannot read" in lines[3]
-    assert "2 of 5 files could not be classified" in out.err
+    # The reason once, then Pillow's own words.
+    assert lines[1] == f"{broken}: error: truncated: Truncated File Read"
+    assert lines[3] == f"{missing}: error: cannot read: No such file or directory"
+    assert out.err == "2 of 5 files could not be classified\n"
 
 
 def test_predict_cli_all_good_exits_zero_and_matches_the_model(tiny_model_path, test_split, tmp_path, capsys):
@@ -63,6 +64,8 @@ def test_evaluate_writes_metrics_and_nonempty_figures(tiny_model_path, small_dat
     assert evaluate.main(["--model", tiny_model_path, "--data-dir", small_data_dir, "--output-dir", str(out),
                           "--history", run_state]) == 0
     result = json.loads((out / "metrics.json").read_text())
+    assert [(part["origin"], part["location"], part["images"]) for part in result["data"]] == [
+        ("fashion-mnist test", small_data_dir, 1000)]
     matrix = np.array(result["confusion_matrix"])
     assert matrix.shape == (10, 10) and matrix.sum() == result["examples"] == 1000
     assert result["accuracy"] == pytest.approx(np.trace(matrix) / 1000)

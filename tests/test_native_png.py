@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from model import samples
 from model.native_png import native_pixels
 from model.preprocessing import to_model_input, to_model_inputs
+from tests import samples
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

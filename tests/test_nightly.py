@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from model import samples
 from pipeline import score
+from tests import samples
 from tests.helpers import REPO_ROOT, SAMPLE_INPUTS, read_rows
 
 BROKEN = os.path.join(SAMPLE_INPUTS, "images", "broken")

@@ -6,9 +6,11 @@ import os
 import numpy as np
 import pytest
 
-from model import model_files, samples
+from model import model_files
+
 from pipeline import score
 from pipeline import timeline
+from tests import samples
 from tests.helpers import SAMPLE_INPUTS, partition, read_rows
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import preprocessing, samples, vocabulary
+from model import preprocessing, vocabulary
+
 from model.preprocessing import (
     ImageDecodeError,
     ImageTooLargeError,
@@ -18,6 +19,7 @@ from model.preprocessing import (
     UnsupportedImageError,
     to_model_input,
 )
+from tests import samples
 
 WHITE = (255, 255, 255)
 # A garment colour for the catalogue photos: channel factors applied to the item's ink, so the background stays white.

@@ -14,9 +14,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from model import samples
 from model.vocabulary import CLASS_NAMES
 from pipeline import partitions, report, score
+from tests import samples
 from tests.helpers import SAMPLE_INPUTS
 
 BROKEN = os.path.join(SAMPLE_INPUTS, "images", "broken")

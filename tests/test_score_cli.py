@@ -63,7 +63,7 @@ def test_an_empty_input_is_a_usage_error_not_the_current_folder(capsys, tmp_path
 
 
 def test_a_folder_of_nothing_scoreable_exits_3_and_keeps_the_partition(capsys, tmp_path, tiny_model_path, test_split):
-    from model import samples
+    from tests import samples
 
     hidden_only = tmp_path / "in"
     samples.write_pngs(test_split.images[:2], str(hidden_only), [".a.png", ".b.png"])

@@ -5,8 +5,10 @@ import io
 import numpy as np
 import pytest
 
-from model import model_files, preprocessing, samples, train
+from model import model_files, preprocessing, train
+
 from model.vocabulary import IMAGE_SHAPE, PREPROCESSING_VERSION
+from tests import samples
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import time
 
 from apache_beam.io.localfilesystem import LocalFileSystem
 
-from model import samples
 from pipeline import sources
 from pipeline.errors import error_row
+from tests import samples
 
 
 def _entry(path):

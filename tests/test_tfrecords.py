@@ -9,9 +9,9 @@ import zlib
 import numpy as np
 import pytest
 
-from model import samples
 from model.vocabulary import RECORD_KEY_RAW_PIXELS
 from pipeline import tfrecords
+from tests import samples
 from tests.helpers import SAMPLE_INPUTS
 
 

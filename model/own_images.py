@@ -1,0 +1,181 @@
+"""A user's own labelled images: a folder with one sub-folder per class, or a list file of `PATH LABEL` lines, read
+through the shared preprocessing (a file that cannot be read is skipped and counted); and the flags and loader with
+which the training and evaluation CLIs combine them with Fashion-MNIST."""
+
+import collections
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from model import preprocessing
+from model.data import DEFAULT_DATA_DIR, DatasetError, LabelledImages, load_split
+from model.vocabulary import CLASS_NAMES, IMAGE_SHAPE, class_index
+
+# The most words one class name has ("Ankle boot"): a list file's label is at most that many words at a line's end.
+_LABEL_WORDS = max(len(name.split()) for name in CLASS_NAMES)
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A file that did not become a model input: a short reason (preprocessing's, or `cannot read`) and the message."""
+
+    path: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """Files read through the shared preprocessing: the images of those that could be read, and why the others not."""
+
+    images: np.ndarray  # uint8[N, 28, 28], in the order asked
+    read: np.ndarray  # bool per file asked for: True where its image is in `images`
+    unreadable: tuple  # an Unreadable per file that could not be read, in the order asked
+
+
+def load_sources(split: str, data_dir: str, fashion_mnist: bool = True, folders=(), lists=(),
+                 max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS) -> list:
+    """The labelled sets one run uses, in order: Fashion-MNIST's `split` (unless fashion_mnist is False), then each
+    class folder and each list file of the user's own images."""
+    sources = [load_split(split, data_dir)] if fashion_mnist else []
+    sources += [load_labelled_folder(folder, max_pixels) for folder in folders]
+    sources += [load_list_file(list_path, max_pixels) for list_path in lists]
+    if not sources:
+        raise DatasetError("no images to use: without Fashion-MNIST, give a folder or a list file of your own images")
+    return sources
+
+
+def load_labelled_folder(root: str, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS) -> LabelledImages:
+    """Loads a folder holding one sub-folder per class, named after the class (a '/' written as '-': T-shirt-top) or by
+    its index. Every file below a class folder goes through the shared preprocessing; unreadable ones are skipped."""
+    if not os.path.isdir(root):
+        raise DatasetError(f"{root} is not a folder; give a folder with one sub-folder per class")
+    paths, labels = [], []
+    for entry in sorted(os.scandir(root), key=lambda entry: entry.name):
+        if entry.is_dir() and not entry.name.startswith("."):
+            label = _label(entry.name, entry.path, hint=" (in a folder name, write '/' as '-': T-shirt-top)")
+            files = _files_below(entry.path)
+            if not files:
+                raise DatasetError(f"{entry.path}: the class folder is empty; add images of {CLASS_NAMES[label]} "
+                                   "or remove it")
+            paths += files
+            labels += [label] * len(files)
+    if not paths:
+        raise DatasetError(f"{root} has no class folders; give it one sub-folder per class, e.g. "
+                           f"{os.path.join(root, 'Sneaker')}")
+    return _read_labelled(paths, labels, "folder", root, max_pixels)
+
+
+def load_list_file(list_path: str, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS) -> LabelledImages:
+    """Loads the images a text file lists, one `PATH LABEL` line each: the label a class name or index, a relative path
+    relative to the list file; blank lines and lines starting with # are passed over. Unreadable images are skipped."""
+    base = os.path.dirname(os.path.abspath(list_path))
+    try:
+        with open(list_path, encoding="utf-8") as stream:
+            lines = stream.read().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{list_path}: cannot read the list file ({error})") from error
+    paths, labels = [], []
+    for line_number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if text and not text.startswith("#"):
+            path, label = _list_entry(text, f"{list_path}:{line_number}")
+            paths.append(os.path.join(base, path))
+            labels.append(label)
+    if not paths:
+        raise DatasetError(f"{list_path} lists no images; write one `PATH LABEL` line per image")
+    return _read_labelled(paths, labels, "list", list_path, max_pixels)
+
+
+def read_images(paths, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS) -> ImageFiles:
+    """Reads each file through the shared preprocessing; a file that cannot be read or decoded costs only itself."""
+    images, read, unreadable = [], [], []
+    for path in paths:
+        failure = None
+        try:
+            with open(path, "rb") as stream:
+                images.append(preprocessing.to_model_input(stream.read(), max_pixels=max_pixels))
+        except preprocessing.ImageDecodeError as error:
+            failure = Unreadable(path, error.reason, str(error))  # the message starts with the reason already
+        except OSError as error:
+            failure = Unreadable(path, "cannot read", f"cannot read: {error.strerror or error}")
+        if failure:
+            unreadable.append(failure)
+        read.append(failure is None)
+    stacked = np.stack(images) if images else np.empty((0,) + IMAGE_SHAPE, dtype=np.uint8)
+    return ImageFiles(stacked, np.array(read, dtype=bool), tuple(unreadable))
+
+
+def skipped_summary(unreadable, total: int) -> str:
+    """`skipped 3 of 120 files: 2 not an image, 1 truncated (first: PATH: MESSAGE)`."""
+    counts = collections.Counter(item.reason for item in unreadable)
+    reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(counts.items()))
+    first = unreadable[0]
+    return f"skipped {len(unreadable)} of {total} files: {reasons} (first: {first.path}: {first.message})"
+
+
+def report_skipped(sets, stream=None) -> None:
+    """Prints a line for each set that had files left out (to stderr unless told), so no skipped file goes unsaid."""
+    for labelled in sets:
+        if labelled.skipped:
+            total = len(labelled.labels) + len(labelled.skipped)
+            print(f"{labelled.location}: {skipped_summary(labelled.skipped, total)}", file=stream or sys.stderr)
+
+
+def add_arguments(parser, role: str) -> None:
+    """Adds the flags that choose a CLI's labelled images: --data-dir, --ROLE-dir, --ROLE-list, --no-fashion-mnist."""
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder with the four Fashion-MNIST IDX files")
+    parser.add_argument(f"--{role}-dir", dest="folders", action="append", default=[], metavar="DIR",
+                        help="your own images: one sub-folder per class, named after it ('/' written '-', e.g. "
+                             "T-shirt-top) or by its index; may be given more than once")
+    parser.add_argument(f"--{role}-list", dest="lists", action="append", default=[], metavar="FILE",
+                        help="your own images, one `PATH LABEL` line each (label: class name or index; a relative path "
+                             "is relative to the list file); may be given more than once")
+    parser.add_argument("--no-fashion-mnist", dest="fashion_mnist", action="store_false",
+                        help=f"use only the --{role}-dir and --{role}-list images, not Fashion-MNIST")
+
+
+def check_arguments(parser, args, role: str) -> None:
+    """Stops with a usage error when the flags leave no images to use."""
+    if not args.fashion_mnist and not (args.folders or args.lists):
+        parser.error(f"--no-fashion-mnist needs --{role}-dir or --{role}-list with your own images")
+
+
+def _read_labelled(paths: list, labels: list, origin: str, location: str, max_pixels: int) -> LabelledImages:
+    files = read_images(paths, max_pixels)
+    if not files.read.any():
+        raise DatasetError(f"{location}: no usable images; {skipped_summary(files.unreadable, len(paths))}")
+    kept = tuple(path for path, read in zip(paths, files.read) if read)
+    return LabelledImages(files.images, np.array(labels, dtype=np.int64)[files.read], kept, origin, location,
+                          files.unreadable)
+
+
+def _label(text: str, where: str, hint: str = "") -> int:
+    try:
+        return class_index(text)
+    except ValueError as error:
+        raise DatasetError(f"{where}: {error}{hint}") from None
+
+
+def _list_entry(text: str, where: str) -> tuple:
+    """`photos/a b.jpg Ankle boot` -> ("photos/a b.jpg", 9): the label is the last word, or the last words where
+    together they name a class."""
+    for count in range(_LABEL_WORDS, 1, -1):
+        path, *words = text.rsplit(maxsplit=count)
+        if len(words) == count:
+            try:
+                return path, class_index(" ".join(words))
+            except ValueError:
+                pass  # not a several-word class name: the label is the last word alone
+    path, *words = text.rsplit(maxsplit=1)
+    if not words:
+        raise DatasetError(f"{where}: expected `PATH LABEL`, got {text!r}")
+    return path, _label(words[0], where)
+
+
+def _files_below(folder: str) -> list:
+    """Every file below a folder, sorted, except hidden ones (.DS_Store and the like)."""
+    return [os.path.join(directory, name) for directory, _, names in sorted(os.walk(folder))
+            for name in sorted(names) if not name.startswith(".")]
