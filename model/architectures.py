@@ -6,27 +6,31 @@ from keras import layers
 from model.vocabulary import IMAGE_SHAPE, NUM_CLASSES
 
 
-def augmentation(seed: int) -> keras.Sequential:
-    """Random shift, rotation, zoom and horizontal flip; Keras runs these layers only while training."""
-    return keras.Sequential(
-        [
-            layers.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=seed),
-            layers.RandomRotation(0.04, fill_mode="constant", seed=seed + 1),
-            layers.RandomZoom(0.08, fill_mode="constant", seed=seed + 2),
-            layers.RandomFlip("horizontal", seed=seed + 3),
-        ],
-        name="augmentation",
-    )
+AUGMENTATIONS = ("none", "full", "shift-flip")
 
 
-def _stem(augment: bool, seed: int):
+def augmentation(seed: int, kind: str = "full") -> keras.Sequential:
+    """Keras runs these layers only while training. full: random shift, rotation, zoom and horizontal flip;
+    shift-flip: a random shift of up to 2 pixels each way (a crop of the image padded by 2) and a horizontal flip."""
+    if kind == "shift-flip":
+        steps = [layers.RandomTranslation(2 / 28, 2 / 28, fill_mode="constant", seed=seed),
+                 layers.RandomFlip("horizontal", seed=seed + 3)]
+    else:
+        steps = [layers.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=seed),
+                 layers.RandomRotation(0.04, fill_mode="constant", seed=seed + 1),
+                 layers.RandomZoom(0.08, fill_mode="constant", seed=seed + 2),
+                 layers.RandomFlip("horizontal", seed=seed + 3)]
+    return keras.Sequential(steps, name="augmentation")
+
+
+def _stem(augment, seed: int):
     """Input uint8-valued pixels (N, 28, 28) -> floats in [0, 1] (N, 28, 28, 1), augmented when asked."""
     inputs = keras.Input(shape=IMAGE_SHAPE, name="pixels")
     # Scaling lives in the model so the saved file carries it and scoring feeds raw 0-255 pixels.
     x = layers.Rescaling(1.0 / 255, name="scale_to_unit")(inputs)
     x = layers.Reshape(IMAGE_SHAPE + (1,), name="add_channel")(x)  # (N, 28, 28, 1)
-    if augment:
-        x = augmentation(seed)(x)
+    if augment and augment != "none":  # True (older callers) means "full"
+        x = augmentation(seed, "full" if augment is True else augment)(x)
     return inputs, x
 
 

@@ -29,12 +29,27 @@ def metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
         "examples": int(len(labels)),
         "accuracy": float((predicted == labels).mean()),
         "loss": float(-np.log(np.clip(picked, 1e-7, 1.0)).mean()),
+        "ece": expected_calibration_error(labels, probabilities),
         "per_class": {
             name: {"precision": float(precision[i]), "recall": float(recall[i]), "support": int(matrix[i].sum())}
             for i, name in enumerate(CLASS_NAMES)
         },
         "confusion_matrix": matrix.tolist(),
     }
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error: over 15 equal-width bins of the top probability, the gap between the bin's mean
+    confidence and its accuracy, weighted by the bin's share of the examples."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    total = 0.0
+    for index in range(bins):
+        chosen = which == index
+        if chosen.any():
+            total += chosen.mean() * abs(confidence[chosen].mean() - correct[chosen].mean())
+    return float(total)
 
 
 def evaluate(model_path: str, test_data: list, output_dir: str, history_path: str = None) -> dict:

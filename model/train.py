@@ -16,7 +16,8 @@ import numpy as np
 
 from model import data, model_files, own_images
 from model.cli_types import positive_int
-from model.architectures import ARCHITECTURES
+from model.architectures import ARCHITECTURES, AUGMENTATIONS
+from model.vocabulary import NUM_CLASSES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,8 +29,10 @@ class TrainConfig:
     batch_size: int = 128
     validation_split: float = 0.1
     seed: int = 42
-    augment: bool = False
+    augment: str = "none"  # see architectures.AUGMENTATIONS
     learning_rate: float = 1e-3
+    label_smoothing: float = 0.0
+    calibrate: bool = False  # fit a temperature on the validation split and fold it into the exported model
     fashion_mnist: bool = True  # train on Fashion-MNIST's 60,000 images, before any of the user's own
     train_dirs: tuple = ()  # the user's class folders, absolute paths
     train_lists: tuple = ()  # the user's list files, absolute paths
@@ -45,7 +48,14 @@ def parse_args(argv):
     parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate,
                         help="Adam's starting rate; it decays along a cosine to zero by the last epoch")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
-    parser.add_argument("--augment", action="store_true", help="random shift, rotation, zoom and flip while training")
+    parser.add_argument("--augment", nargs="?", const="full", default="none", choices=AUGMENTATIONS,
+                        help="augment while training: full (random shift, rotation, zoom and flip; the default when "
+                             "the flag has no value) or shift-flip (shifts of up to 2 pixels and flips)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="fit a temperature on the validation split and fold it into the exported model, so its "
+                             "confidence matches its accuracy")
+    parser.add_argument("--label-smoothing", type=float, default=TrainConfig.label_smoothing,
+                        help="share of each target spread over the other classes (0 <= x < 1)")
     own_images.add_arguments(parser, "train")
     parser.add_argument("--run-dir", default=None, help="checkpoints, history and state (default runs/ARCHITECTURE)")
     parser.add_argument("--export", default=None, help="where to write the final .keras (default RUN_DIR/model.keras)")
@@ -53,6 +63,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if not 0 <= args.validation_split < 1:
         parser.error("--validation-split must be at least 0 and below 1, e.g. 0.1")
+    if not 0 <= args.label_smoothing < 1:
+        parser.error("--label-smoothing must be at least 0 and below 1, e.g. 0.1")
     own_images.check_arguments(parser, args, "train")
     return args
 
@@ -62,6 +74,7 @@ def config_from(args) -> TrainConfig:
     return TrainConfig(
         architecture=args.architecture, epochs=args.epochs, batch_size=args.batch_size,
         validation_split=args.validation_split, seed=args.seed, augment=args.augment, learning_rate=args.learning_rate,
+        label_smoothing=args.label_smoothing, calibrate=args.calibrate,
         fashion_mnist=args.fashion_mnist, train_dirs=tuple(map(os.path.abspath, args.folders)),
         train_lists=tuple(map(os.path.abspath, args.lists)),
     )
@@ -99,9 +112,10 @@ def train(config: TrainConfig, training_data: list, run_dir: str, verbose="auto"
         # moves on so the resumed epochs do not replay the first epochs' shuffles.
         print(f"{run_dir}: resuming after epoch {state['epochs_done']} of {config.epochs}")
         keras.utils.set_random_seed(config.seed + state["epochs_done"])
+    targets = _targets(config)
     model.fit(
-        train_set.images, train_set.labels,
-        validation_data=(validation_set.images, validation_set.labels) if validation_set else None,
+        train_set.images, targets(train_set.labels),
+        validation_data=(validation_set.images, targets(validation_set.labels)) if validation_set else None,
         epochs=config.epochs, batch_size=config.batch_size, callbacks=run.callbacks(state),
         verbose=verbose if verbose == "auto" else int(verbose),
     )
@@ -118,9 +132,17 @@ def _build(config: TrainConfig, train_examples: int):
     model = architectures.build(config.architecture, augment=config.augment, seed=config.seed)
     steps = config.epochs * -(-train_examples // config.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing) if config.label_smoothing
+            else "sparse_categorical_crossentropy")
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
     return model
+
+
+def _targets(config: TrainConfig):
+    """Labels as the loss takes them: class indices, or one-hot rows when label smoothing needs them."""
+    if not config.label_smoothing:
+        return lambda labels: labels
+    return lambda labels: np.eye(NUM_CLASSES, dtype=np.float32)[labels]
 
 
 def export(run_dir: str, export_path: str, config: TrainConfig, training_data: list, data_dir: str,
@@ -129,19 +151,31 @@ def export(run_dir: str, export_path: str, config: TrainConfig, training_data: l
     Fashion-MNIST, its metrics on the dataset's test split."""
     import keras
 
-    from model import checkpoints, evaluate
+    from model import calibration, checkpoints, evaluate
 
     state = checkpoints.read_state(run_dir)
     # Loaded without its optimizer: the shipped file needs only what scoring needs, at a third of the size.
     best = keras.saving.load_model(checkpoints.best_path(run_dir, state), compile=False, safe_mode=True)
+    temperature = None
+    if config.calibrate:
+        _, validation_set = split_train_validation(data.concatenate(training_data), config.validation_split,
+                                                   config.seed)
+        if validation_set is None:
+            raise ValueError("--calibrate needs a validation split (--validation-split above 0)")
+        temperature = calibration.fit_temperature(
+            validation_set.labels, best.predict(validation_set.images, batch_size=1024, verbose=0))
+        calibration.fold_temperature(best, temperature)
     fields = {"name": f"fashion-mnist-{config.architecture}", "architecture": config.architecture,
+              "temperature": temperature,
               "test_metrics": None, "best_validation_accuracy": state["best_value"],
               "epochs_trained": state["epochs_done"]}
     if config.fashion_mnist:
         test_set = data.load_split("test", data_dir)
         scores = evaluate.metrics(test_set.labels, best.predict(test_set.images, batch_size=1024, verbose=0))
         fields["test_metrics"] = {"loss": round(scores["loss"], 6), "accuracy": round(scores["accuracy"], 6),
-                                  "examples": scores["examples"]}
+                                  "ece": round(scores["ece"], 6), "examples": scores["examples"],
+                                  "per_class_accuracy": {name: round(values["recall"], 4)
+                                                         for name, values in scores["per_class"].items()}}
         fields["dataset_files"] = {name: data.file_sha256(os.path.join(data_dir, name))
                                    for pair in data.IDX_FILES.values() for name in pair}
     fields["training_data"] = [data.describe(part) for part in training_data]
@@ -158,7 +192,7 @@ def main(argv=None) -> int:
     export_path = args.export or os.path.join(run_dir, "model.keras")
     try:
         training_data = own_images.load_sources("train", args.data_dir, config.fashion_mnist, config.train_dirs,
-                                          config.train_lists)
+                                                config.train_lists)
         own_images.report_skipped(training_data)
         state = train(config, training_data, run_dir, args.verbose)
         card = export(run_dir, export_path, config, training_data, args.data_dir,

@@ -13,7 +13,8 @@ import time
 import keras
 import pytest
 
-from model import checkpoints, train
+from model import checkpoints, data, train
+from model.vocabulary import CLASS_NAMES
 from tests.helpers import REPO_ROOT
 
 
@@ -131,3 +132,28 @@ def test_bad_flags_fail_fast(tmp_path, capsys):
         "error: --no-fashion-mnist needs --train-dir or --train-list with your own images\n")
     assert train.main(["--data-dir", str(tmp_path), "--run-dir", str(tmp_path / "r")]) == 2
     assert "apt-get install -y dataset-fashion-mnist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["--label-smoothing", "1"])
+    assert "--label-smoothing must be" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["--augment", "sideways"])
+    assert "invalid choice: 'sideways'" in capsys.readouterr().err
+
+
+def test_smoothed_augmented_run_exports_a_calibrated_model(small_data_dir, tmp_path):
+    import json
+
+    from model import evaluate, model_files
+
+    export = str(tmp_path / "calibrated.keras")
+    assert train.main(["--architecture", "mlp", "--epochs", "2", "--batch-size", "64", "--data-dir", small_data_dir,
+                       "--run-dir", str(tmp_path / "run"), "--export", export, "--verbose", "0",
+                       "--augment", "shift-flip", "--label-smoothing", "0.1", "--calibrate"]) == 0
+    card = json.load(open(model_files.card_path_for(export)))
+    assert card["training_config"]["augment"] == "shift-flip" and card["training_config"]["label_smoothing"] == 0.1
+    assert 0.25 < card["temperature"] < 8 and card["temperature"] != pytest.approx(1.0, abs=1e-3)
+    metrics = card["test_metrics"]
+    assert 0 <= metrics["ece"] < 0.1 and set(metrics["per_class_accuracy"]) == set(CLASS_NAMES)
+    test = data.load_split("test", small_data_dir)
+    probabilities = model_files.load(export).model.predict(test.images, verbose=0)
+    assert metrics["ece"] == pytest.approx(evaluate.expected_calibration_error(test.labels, probabilities), abs=1e-6)

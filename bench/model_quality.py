@@ -1,0 +1,94 @@
+"""Compares trained models side by side: test accuracy, expected calibration error, accuracy on the project's
+catalogue-photo test set, parameters, and the forward pass's images a second in fixed 1,024-row calls (as the scorer
+calls it), all in one process, interleaved and repeated.
+
+    .venv/bin/python bench/model_quality.py OLD.keras NEW.keras [--photos 2000] [--repeat 5]
+
+The catalogue photos are rendered from the test split (tests/samples.catalogue_photo: coloured ink on white, ten
+times larger, off-centre), saved as JPEG (quality 90) and converted back by the shared preprocessing, as a shop's
+photos are; the same photos for every model.
+"""
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from model import data, evaluate, model_files  # noqa: E402
+from model.preprocessing import to_model_input  # noqa: E402
+from model.vocabulary import CLASS_NAMES  # noqa: E402
+from tests import samples  # noqa: E402
+
+
+def catalogue_set(test: data.LabelledImages, count: int) -> tuple:
+    """(images as the model sees them, labels) of `count` catalogue photos, an equal number per class."""
+    per_class = count // len(CLASS_NAMES)
+    chosen = np.sort(np.concatenate([np.flatnonzero(test.labels == label)[:per_class]
+                                     for label in range(len(CLASS_NAMES))]))
+    images = []
+    for index in chosen:
+        buffer = io.BytesIO()
+        samples.catalogue_photo(test.images[index], int(index)).save(buffer, "JPEG", quality=90)
+        images.append(to_model_input(buffer.getvalue()))
+    return np.stack(images), test.labels[chosen]
+
+
+def forward_rate(model, repeat: int) -> list:
+    """Images a second of the scorer's forward pass (batch normalisation folded, one compiled 1,024-row call)."""
+    from model.folding import fold_batch_norms
+    from pipeline.served_model import MODEL_CALL_ROWS, compiled_forward
+
+    call = compiled_forward(fold_batch_norms(model))
+    block = np.random.default_rng(0).integers(0, 256, size=(MODEL_CALL_ROWS, 28, 28), dtype=np.uint8)
+    call(block)  # traced once
+    rates = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        for _ in range(20):
+            call(block)
+        rates.append(20 * MODEL_CALL_ROWS / (time.perf_counter() - started))
+    return rates
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--photos", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    test = data.load_split("test")
+    photos, photo_labels = catalogue_set(test, args.photos)
+    loaded = {path: model_files.load(path) for path in args.models}
+    rates = {path: [] for path in args.models}
+    for _ in range(args.repeat):  # interleaved, so both see the same machine
+        for path, model in loaded.items():
+            rates[path] += forward_rate(model.model, 1)
+    print(f"{'model':44s} {'test acc':>8s} {'ECE':>7s} {'photos':>7s} {'params':>8s} {'img/s':>8s}")
+    per_class = {}
+    for path, model in loaded.items():
+        scores = evaluate.metrics(test.labels, model.model.predict(test.images, batch_size=1024, verbose=0))
+        predicted = model.model.predict(photos, batch_size=1024, verbose=0).argmax(axis=1)
+        photo_accuracy = float((predicted == photo_labels).mean())
+        per_class[path] = [float((predicted[photo_labels == label] == label).mean())
+                           for label in range(len(CLASS_NAMES))]
+        print(f"{os.path.relpath(path):44s} {scores['accuracy']:8.4f} {scores['ece']:7.4f} {photo_accuracy:7.4f} "
+              f"{model.model.count_params():8,d} {statistics.median(rates[path]):8,.0f}")
+    first = args.models[0]
+    print(f"\nforward cost against {os.path.relpath(first)} (median img/s ratio, {args.repeat} interleaved runs):")
+    for path in args.models[1:]:
+        print(f"  {os.path.relpath(path)}: {statistics.median(rates[first]) / statistics.median(rates[path]):.2f}x "
+              "the cost per image")
+    print(f"\ncatalogue-photo accuracy per class ({args.photos:,} photos):")
+    print("  " + " ".join(f"{name[:8]:>9s}" for name in CLASS_NAMES))
+    for path in args.models:
+        print("  " + " ".join(f"{value:9.3f}" for value in per_class[path]) + f"  {os.path.relpath(path)}")
+
+
+if __name__ == "__main__":
+    main()
