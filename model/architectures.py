@@ -43,11 +43,11 @@ def build_mlp(augment: bool = False, seed: int = 0, hidden_units: int = 128) -> 
     return keras.Model(inputs, outputs, name="mlp")
 
 
-def build_cnn(augment: bool = False, seed: int = 0, dropout_rate: float = 0.3) -> keras.Model:
+def build_cnn(augment: bool = False, seed: int = 0, dropout_rate: float = 0.3, first_padding: str = "valid"):
     """The default model: two conv blocks with batch normalisation and a small dense head (~225k parameters)."""
     inputs, x = _stem(augment, seed)
-    x = _conv_block(x, 32, "conv1")  # (N, 13, 13, 32)
-    x = _conv_block(x, 64, "conv2")  # (N, 5, 5, 64)
+    x = _conv_block(x, 32, "conv1", first_padding)  # (N, 13, 13, 32); padding "same": (N, 14, 14, 32)
+    x = _conv_block(x, 64, "conv2")  # (N, 5, 5, 64); after "same": (N, 6, 6, 64)
     x = layers.Flatten(name="flatten")(x)  # (N, 1600)
     x = layers.Dropout(dropout_rate, seed=seed, name="dropout1")(x)
     x = layers.Dense(128, activation="relu", name="dense")(x)  # (N, 128)
@@ -56,15 +56,21 @@ def build_cnn(augment: bool = False, seed: int = 0, dropout_rate: float = 0.3) -
     return keras.Model(inputs, outputs, name="cnn")
 
 
-def _conv_block(x, filters: int, name: str):
-    """3x3 convolution without padding, batch normalisation, relu, 2x2 max pooling: (H, W) -> ((H - 2) // 2, ...)."""
-    x = layers.Conv2D(filters, 3, use_bias=False, name=name)(x)
+def build_cnn_same(augment: bool = False, seed: int = 0) -> keras.Model:
+    """The default CNN with its first convolution padded ("same"): the image's border is seen, and the second block
+    works on 14x14 (~21% more work per image, ~300k parameters)."""
+    return build_cnn(augment, seed, first_padding="same")
+
+
+def _conv_block(x, filters: int, name: str, padding: str = "valid"):
+    """3x3 convolution (no padding unless asked), batch normalisation, relu, 2x2 max pooling."""
+    x = layers.Conv2D(filters, 3, padding=padding, use_bias=False, name=name)(x)
     x = layers.BatchNormalization(name=f"{name}_norm")(x)
     x = layers.Activation("relu", name=f"{name}_relu")(x)
     return layers.MaxPooling2D(name=f"{name}_pool")(x)
 
 
-ARCHITECTURES = {"mlp": build_mlp, "cnn": build_cnn}
+ARCHITECTURES = {"mlp": build_mlp, "cnn": build_cnn, "cnn-same": build_cnn_same}
 
 
 def build(name: str, augment: bool = False, seed: int = 0) -> keras.Model:

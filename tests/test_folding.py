@@ -58,3 +58,17 @@ def test_a_plain_pair_folds_with_its_moving_statistics(test_split):
     assert folded is not model and "BatchNormalization" not in _layer_types(folded)
     np.testing.assert_allclose(folded.predict(test_split.images[:200], verbose=0),
                                model.predict(test_split.images[:200], verbose=0), rtol=0, atol=1e-5)
+
+
+def test_every_architecture_with_augmentation_folds_for_serving(test_split):
+    """Augmentation layers pass images through when serving, and batch normalisation still folds away."""
+    from model import architectures
+
+    for name in architectures.ARCHITECTURES:
+        model = architectures.build(name, augment="shift-flip", seed=1)
+        model(test_split.images[:64], training=True)  # moving statistics move off their start
+        folded = folding.fold_batch_norms(model)
+        assert model.output_shape == (None, NUM_CLASSES)
+        np.testing.assert_allclose(folded.predict(test_split.images[:256], verbose=0),
+                                   model.predict(test_split.images[:256], verbose=0), rtol=0, atol=1e-5)
+        assert "BatchNormalization" not in _layer_types(folded)
