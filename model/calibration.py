@@ -20,13 +20,16 @@ def fit_temperature(labels: np.ndarray, probabilities: np.ndarray, steps: int = 
     low, high = _SEARCH
     ratio = (np.sqrt(5) - 1) / 2
     a, b = high - ratio * (high - low), low + ratio * (high - low)
-    for _ in range(steps):
-        if loss(a) < loss(b):
-            high, b = b, a
+    loss_a, loss_b = loss(a), loss(b)
+    for _ in range(steps):  # each step keeps one inner point and its loss, and evaluates one new point
+        if loss_a < loss_b:
+            high, b, loss_b = b, a, loss_a
             a = high - ratio * (high - low)
+            loss_a = loss(a)
         else:
-            low, a = a, b
+            low, a, loss_a = a, b, loss_b
             b = low + ratio * (high - low)
+            loss_b = loss(b)
     return float(np.exp((low + high) / 2))
 
 

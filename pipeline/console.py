@@ -66,8 +66,7 @@ def quiet_tensorflow_start_up():
             os.close(saved)
             held.seek(0)
             lines = held.read().decode("utf-8", "replace").splitlines(keepends=True)
-            kept = [line for line in lines if not line.lstrip().startswith(_TENSORFLOW_START_UP)
-                    and not any(marker in line for marker in _TENSORFLOW_START_UP[1:3])]
+            kept = [line for line in lines if not any(marker in line for marker in _TENSORFLOW_START_UP)]
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()

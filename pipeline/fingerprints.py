@@ -16,7 +16,6 @@ at a time: its memory does not grow with the number of nights of history (only a
 """
 
 import datetime
-import json
 
 import apache_beam as beam
 import numpy as np
@@ -140,7 +139,10 @@ class _History:
         for date, folder in partitions.complete_partitions(output).items():
             if date == run_date:
                 continue  # this date is being replaced whole, so its rows cannot be relied on
-            manifest = _manifest(folder)
+            try:
+                manifest = partitions.read_manifest(folder)
+            except Exception:  # an older or damaged manifest: its rows' own model_version column decides
+                manifest = {}
             version = manifest.get("model", {}).get("version")
             if version is None or version == model_version:  # no manifest: its rows say their version
                 self.partitions.append(_Partition(folder, run_identity(manifest, date), manifest, inputs))
@@ -170,15 +172,6 @@ def _moment(text) -> float:
         return datetime.datetime.fromisoformat(text).timestamp()
     except (TypeError, ValueError):
         return None
-
-
-def _manifest(folder: str) -> dict:
-    try:
-        with FileSystems.open(FileSystems.join(folder, partitions.MANIFEST), compression_type="uncompressed") as stream:
-            manifest = json.loads(stream.read())
-        return manifest if isinstance(manifest, dict) else {}
-    except Exception:  # an older or damaged manifest: its rows' own model_version column decides
-        return {}
 
 
 class _Partition:

@@ -106,12 +106,14 @@ class _ListTasks(beam.DoFn):
         return any(listing.lists(spec, path, self.output) for spec in self.specs[:index])
 
     def _flush(self, batch: "_Batch"):
-        batch.files.sort(key=lambda entry: key_for(entry[0]))
-        keys = [key_for(path) for path, _, _ in batch.files]
+        keyed = sorted((key_for(entry[0]), entry) for entry in batch.files)  # each key made once
+        batch.files = [entry for _, entry in keyed]
+        keys = [key for key, _ in keyed]
+        sizes = [size for _, size, _ in batch.files]
+        modified = [when for _, _, when in batch.files]
         carried = {}  # position in the batch -> the run that scored the file as it is
         if self.already_scored is not None and batch.files:
-            scored_by = self.already_scored.scored_by(keys, [size for _, size, _ in batch.files],
-                                                      [modified for _, _, modified in batch.files])
+            scored_by = self.already_scored.scored_by(keys, sizes, modified)
             carried = {at: run for at, run in enumerate(scored_by) if run is not None}
             if carried:
                 batch.skipped["already scored"] = batch.skipped.get("already scored", 0) + len(carried)
@@ -119,8 +121,7 @@ class _ListTasks(beam.DoFn):
             yield beam.pvalue.TaggedOutput(_COUNTS, pair)
         if batch.files and self.version is not None:  # read tonight, or carried forward with the run that scored it
             yield beam.pvalue.TaggedOutput(_FINGERPRINTS, fingerprints.table(
-                keys, [size for _, size, _ in batch.files], [modified for _, _, modified in batch.files],
-                self.version, [carried.get(at) for at in range(len(keys))]))
+                keys, sizes, modified, self.version, [carried.get(at) for at in range(len(keys))]))
         found = [entry for at, entry in enumerate(batch.files) if at not in carried] + batch.errors
         if self.count_files:  # (TFRecords: records are only known once read)
             progress.listed(len(found))

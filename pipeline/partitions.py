@@ -6,6 +6,7 @@
     OUTPUT/.locks/                            one lock per date (see housekeeping)
 """
 
+import json
 import os
 import re
 
@@ -38,6 +39,15 @@ def trash_path(output: str, run_date: str, run_id: str) -> str:
 
 def is_local(path: str) -> bool:
     return FileSystems.get_scheme(path) is None
+
+
+def read_manifest(partition: str) -> dict:
+    """A partition's manifest.json; raises (OSError, ValueError, ...) when it is missing or not a JSON object."""
+    with FileSystems.open(FileSystems.join(partition, MANIFEST), compression_type="uncompressed") as stream:
+        manifest = json.loads(stream.read())
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{partition}: {MANIFEST} is not a JSON object")
+    return manifest
 
 
 def complete_partitions(output: str) -> dict:

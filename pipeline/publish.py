@@ -17,6 +17,7 @@ from pipeline import fingerprints, partitions, report
 @dataclasses.dataclass(frozen=True)
 class RunInfo:
     run_id: str
+    output: str
     partition: str
     staging: str
     trash: str
@@ -47,9 +48,8 @@ def start_run(config, beam_options, model) -> RunInfo:
         "max_error_rate": config.max_error_rate,
         "partition": final,
     }
-    return RunInfo(run_id, final, partitions.staging_path(config.output, config.run_date, run_id),
-                   partitions.trash_path(config.output, config.run_date, run_id),
-                   config.max_error_rate, base)
+    return RunInfo(run_id, config.output, final, partitions.staging_path(config.output, config.run_date, run_id),
+                   partitions.trash_path(config.output, config.run_date, run_id), config.max_error_rate, base)
 
 
 def discard(run: RunInfo) -> None:
@@ -76,9 +76,8 @@ def finish_run(run: RunInfo, counts: dict, seconds: float) -> dict:
 def _write_report(run: RunInfo, manifest: dict) -> None:
     """Writes report.html into the staging folder. A report that cannot be built does not cost the run its outputs:
     the page then says why, and so does a warning."""
-    output = run.partition[: -len(run.partition.rstrip("/").rsplit("/", 1)[-1]) - 1]
     try:
-        report.write(run.staging, manifest, output, manifest["run_date"])
+        report.write(run.staging, manifest, run.output, manifest["run_date"])
     except Exception as error:  # noqa: BLE001 - any failure here must leave the scores published
         print(f"WARNING: the report could not be built ({type(error).__name__}: {error}); rebuild it with "
               f"`python -m pipeline.report {run.partition}`", file=sys.stderr)

@@ -15,7 +15,6 @@ import argparse
 import base64
 import datetime
 import io
-import json
 import os
 import sys
 
@@ -92,8 +91,7 @@ def _earlier_nights(output: str, run_date: str, count: int) -> list:
         if date >= run_date:
             continue
         try:
-            with FileSystems.open(FileSystems.join(folder, partitions.MANIFEST)) as stream:
-                counts = json.loads(stream.read())["counts"]
+            counts = partitions.read_manifest(folder)["counts"]
         except Exception:  # an unreadable manifest: that night is left out of the history
             continue
         if counts.get("scored"):
@@ -224,6 +222,7 @@ def _pictures(key: str) -> tuple:
     try:
         seen = preprocessing.to_model_input(payload)
         with Image.open(io.BytesIO(payload)) as opened:
+            opened.draft("RGB", (168, 168))  # a JPEG decoded at reduced scale: a thumbnail needs no more
             original = ImageOps.exif_transpose(opened).convert("RGB")
         small = max(original.size) < 84  # a native 28x28 file: scaled up with its pixels kept sharp
         original = ImageOps.contain(original, (84, 84), Image.Resampling.NEAREST if small else Image.Resampling.LANCZOS)
@@ -258,11 +257,6 @@ def _failures_section(folder: str, manifest: dict) -> str:
             .replace("\n", "<br>"))
 
 
-def _read_manifest(partition: str) -> dict:
-    with FileSystems.open(FileSystems.join(partition, partitions.MANIFEST)) as stream:
-        return json.loads(stream.read())
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fashion-report", description="(Re)builds report.html for a partition.")
     parser.add_argument("partition", help="a published partition: OUTPUT/dt=YYYY-MM-DD")
@@ -284,7 +278,7 @@ def main(argv=None) -> int:
         print("error: --history and --images take 0 or more", file=sys.stderr)
         return 2
     output = partition[: -len(name) - 1] or "."
-    path = write(partition, _read_manifest(partition), output, run_date, to=args.to, history=args.history,
+    path = write(partition, partitions.read_manifest(partition), output, run_date, to=args.to, history=args.history,
                  images=args.images)
     print(f"wrote {path}")
     return 0
