@@ -12,15 +12,14 @@ photos are; the same photos for every model.
 import argparse
 import io
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from model import data, evaluate, model_files  # noqa: E402
+from model.forward import forward_cost  # noqa: E402
 from model.preprocessing import to_model_input  # noqa: E402
 from model.vocabulary import CLASS_NAMES  # noqa: E402
 from tests import samples  # noqa: E402
@@ -39,23 +38,6 @@ def catalogue_set(test: data.LabelledImages, count: int) -> tuple:
     return np.stack(images), test.labels[chosen]
 
 
-def forward_rate(model, repeat: int) -> list:
-    """Images a second of the scorer's forward pass (batch normalisation folded, one compiled 1,024-row call)."""
-    from model.folding import fold_batch_norms
-    from pipeline.served_model import MODEL_CALL_ROWS, compiled_forward
-
-    call = compiled_forward(fold_batch_norms(model))
-    block = np.random.default_rng(0).integers(0, 256, size=(MODEL_CALL_ROWS, 28, 28), dtype=np.uint8)
-    call(block)  # traced once
-    rates = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        for _ in range(20):
-            call(block)
-        rates.append(20 * MODEL_CALL_ROWS / (time.perf_counter() - started))
-    return rates
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+")
@@ -65,10 +47,7 @@ def main(argv=None) -> None:
     test = data.load_split("test")
     photos, photo_labels = catalogue_set(test, args.photos)
     loaded = {path: model_files.load(path) for path in args.models}
-    rates = {path: [] for path in args.models}
-    for _ in range(args.repeat):  # interleaved, so both see the same machine
-        for path, model in loaded.items():
-            rates[path] += forward_rate(model.model, 1)
+    rates = forward_cost({path: model.model for path, model in loaded.items()}, args.repeat, calls=20)
     print(f"{'model':44s} {'test acc':>8s} {'ECE':>7s} {'photos':>7s} {'params':>8s} {'img/s':>8s}")
     per_class = {}
     for path, model in loaded.items():
@@ -78,11 +57,11 @@ def main(argv=None) -> None:
         per_class[path] = [float((predicted[photo_labels == label] == label).mean())
                            for label in range(len(CLASS_NAMES))]
         print(f"{os.path.relpath(path):44s} {scores['accuracy']:8.4f} {scores['ece']:7.4f} {photo_accuracy:7.4f} "
-              f"{model.model.count_params():8,d} {statistics.median(rates[path]):8,.0f}")
+              f"{model.model.count_params():8,d} {rates[path]:8,.0f}")
     first = args.models[0]
     print(f"\nforward cost against {os.path.relpath(first)} (median img/s ratio, {args.repeat} interleaved runs):")
     for path in args.models[1:]:
-        print(f"  {os.path.relpath(path)}: {statistics.median(rates[first]) / statistics.median(rates[path]):.2f}x "
+        print(f"  {os.path.relpath(path)}: {rates[first] / rates[path]:.2f}x "
               "the cost per image")
     print(f"\ncatalogue-photo accuracy per class ({args.photos:,} photos):")
     print("  " + " ".join(f"{name[:8]:>9s}" for name in CLASS_NAMES))

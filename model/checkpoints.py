@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import time
 
 import keras
 
@@ -61,7 +62,7 @@ class Run:
             os.makedirs(self.run_dir, exist_ok=True)
             write_json_atomically(self._path(CONFIG_FILE), self.settings)
             state = {"epochs_done": 0, "monitor": self.monitor, "best_checkpoint": None, "best_value": None,
-                     "history": {}}
+                     "training_seconds": 0.0, "history": {}}
         self._roll_back_to(state)
         return state
 
@@ -72,10 +73,10 @@ class Run:
             keras.callbacks.ModelCheckpoint(self._path(_BEST), monitor=self.monitor, mode="max", save_best_only=True,
                                             initial_value_threshold=state["best_value"]),
             keras.callbacks.BackupAndRestore(self._path(BACKUP_DIR), double_checkpoint=True),
-            _Commit(self),
+            _Commit(self, state.get("training_seconds", 0.0)),
         ]
 
-    def commit(self, epochs_done: int, optimizer_steps: int) -> None:
+    def commit(self, epochs_done: int, optimizer_steps: int, training_seconds: float) -> None:
         """Writes state.json for a finished epoch whose files are all written, then drops the best checkpoint it
         replaces. The best checkpoint is the newest one: ModelCheckpoint writes one only when the value improves."""
         history = _history_columns(self._path(HISTORY_FILE), epochs_done)
@@ -87,6 +88,7 @@ class Run:
             "best_checkpoint": best.get(best_epoch),
             "best_value": history[self.monitor][best_epoch - 1] if best_epoch else None,
             "optimizer_steps": optimizer_steps,
+            "training_seconds": round(training_seconds, 1),
             "backup_sha256": file_sha256(self._path(BACKUP_DIR, _BACKUP_WEIGHTS)),
             "history": history,
         }
@@ -143,14 +145,21 @@ class Run:
 
 
 class _Commit(keras.callbacks.Callback):
-    """Commits each finished epoch; listed after the callbacks that write the epoch's files."""
+    """Commits each finished epoch; listed after the callbacks that write the epoch's files. It also adds up the time
+    spent in committed epochs (validation included), so a resumed run's total leaves out the work a kill threw away."""
 
-    def __init__(self, run: Run):
+    def __init__(self, run: Run, training_seconds: float):
         super().__init__()
         self.run = run
+        self.training_seconds = training_seconds
+        self.epoch_started = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.run.commit(epoch + 1, int(self.model.optimizer.iterations))
+        self.training_seconds += time.perf_counter() - self.epoch_started
+        self.run.commit(epoch + 1, int(self.model.optimizer.iterations), self.training_seconds)
 
 
 def _history_rows(path: str, epochs: int) -> tuple:

@@ -19,6 +19,9 @@ from model.cli_types import positive_int
 from model.architectures import ARCHITECTURES, AUGMENTATIONS
 from model.vocabulary import NUM_CLASSES
 
+# The forward cost in a card is measured against this architecture: the default model of card version 1.
+REFERENCE_ARCHITECTURE = "cnn"
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -50,7 +53,8 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--augment", nargs="?", const="full", default="none", choices=AUGMENTATIONS,
                         help="augment while training: full (random shift, rotation, zoom and flip; the default when "
-                             "the flag has no value) or shift-flip (shifts of up to 2 pixels and flips)")
+                             "the flag has no value), shift-flip (shifts of up to 2 pixels and flips) or "
+                             "shift-flip-erase (those, and a random rectangle set to the background in half the images)")
     parser.add_argument("--calibrate", action="store_true",
                         help="fit a temperature on the validation split and fold it into the exported model, so its "
                              "confidence matches its accuracy")
@@ -168,7 +172,9 @@ def export(run_dir: str, export_path: str, config: TrainConfig, training_data: l
     fields = {"name": f"fashion-mnist-{config.architecture}", "architecture": config.architecture,
               "temperature": temperature,
               "test_metrics": None, "best_validation_accuracy": state["best_value"],
-              "epochs_trained": state["epochs_done"]}
+              "epochs_trained": state["epochs_done"],
+              "training_minutes": round(state.get("training_seconds", 0.0) / 60, 1),
+              "forward_cost": measure_forward_cost(best)}
     if config.fashion_mnist:
         test_set = data.load_split("test", data_dir)
         scores = evaluate.metrics(test_set.labels, best.predict(test_set.images, batch_size=1024, verbose=0))
@@ -182,6 +188,22 @@ def export(run_dir: str, export_path: str, config: TrainConfig, training_data: l
     fields["training_command"] = command
     fields["training_config"] = dataclasses.asdict(config)
     return model_files.save(best, export_path, fields)
+
+
+def measure_forward_cost(model) -> dict:
+    """The model's cost per image as the scorer serves it, beside the version-1 default architecture's (`cnn`, freshly
+    built: the cost does not depend on the weights' values), timed interleaved in one process at export."""
+    from model import architectures, forward
+
+    repeat, calls = 5, 5
+    rates = forward.forward_cost({"model": model, "reference": architectures.build(REFERENCE_ARCHITECTURE)},
+                                 repeat, calls)
+    return {"images_per_second": round(rates["model"]), "reference_architecture": REFERENCE_ARCHITECTURE,
+            "reference_images_per_second": round(rates["reference"]),
+            "relative_cost": round(rates["reference"] / rates["model"], 3),
+            "rows_per_call": forward.MODEL_CALL_ROWS, "cpus": len(os.sched_getaffinity(0)),
+            "measured": f"at export, batch normalisation folded; median of {repeat} interleaved timings of {calls} "
+                        "calls (bench/model_quality.py compares trained models more closely)"}
 
 
 def main(argv=None) -> int:

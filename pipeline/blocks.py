@@ -16,10 +16,10 @@ import numpy as np
 from apache_beam.transforms.window import GlobalWindows
 
 from model import preprocessing
+from model.forward import MODEL_CALL_ROWS
 from model.vocabulary import IMAGE_SHAPE
 from pipeline import timeline, worker_process
 from pipeline.errors import error_row
-from pipeline.served_model import MODEL_CALL_ROWS
 
 # A block is exactly one model call, so only the last block of a bundle is padded.
 BLOCK_ROWS = MODEL_CALL_ROWS

@@ -7,14 +7,8 @@ import tempfile
 import numpy as np
 
 from model import model_files
-from model.folding import fold_batch_norms
-from model.vocabulary import IMAGE_SHAPE
+from model.forward import MODEL_CALL_ROWS, served_forward
 from pipeline import console, timeline
-
-# Every model call gets exactly this many rows (the last block padded), so a record's probabilities never depend on
-# how the runner happened to batch it with others: oneDNN may pick other kernels for other batch shapes. 1,024 rows
-# scored 8% faster than 256 on one core here (10,100 against 9,300 img/s) and no slower on two.
-MODEL_CALL_ROWS = 1024
 
 
 class ServedModel:
@@ -23,24 +17,10 @@ class ServedModel:
 
     def __init__(self, loaded: model_files.LoadedModel):
         self.loaded = loaded
-        self._call_block = compiled_forward(fold_batch_norms(loaded.model))
+        self._call_block = served_forward(loaded.model)
 
     def predict_rows(self, pixels: np.ndarray) -> np.ndarray:
         return predict_fixed_rows(self._call_block, pixels)
-
-
-def compiled_forward(model):
-    """The model's forward pass as one TensorFlow graph over blocks of MODEL_CALL_ROWS uint8 rows -> numpy.
-
-    The same probabilities as model.predict_on_batch, to the bit, ~10% faster on 1,024 rows here: Keras wraps every
-    predict_on_batch call in its data handling, a few milliseconds of Python a call. (ServedModel hands it the model
-    with batch normalisation folded in, see model.folding.)
-    """
-    import tensorflow as tf
-
-    forward = tf.function(lambda pixels: model(pixels, training=False),
-                          input_signature=[tf.TensorSpec((MODEL_CALL_ROWS,) + IMAGE_SHAPE, tf.uint8)])
-    return lambda block: forward(block).numpy()
 
 
 # Models loaded before the pipeline ran, by the process that is also its worker (see preflight.load_model_here).

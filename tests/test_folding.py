@@ -69,7 +69,7 @@ def test_every_architecture_with_augmentation_folds_for_serving(test_split):
 
     for name in architectures.ARCHITECTURES:
         keras.utils.set_random_seed(1)
-        model = architectures.build(name, augment="shift-flip", seed=1)
+        model = architectures.build(name, augment="shift-flip-erase", seed=1)
         model(test_split.images[:64], training=True)  # moving statistics move off their start
         folded = folding.fold_batch_norms(model)
         assert model.output_shape == (None, NUM_CLASSES)

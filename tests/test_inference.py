@@ -10,12 +10,12 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from model import model_files
-
+from model.forward import MODEL_CALL_ROWS, compiled_forward
 from model.vocabulary import CLASS_NAMES
 from pipeline import counts, scores_output
 from pipeline.model_handler import KerasModelHandler, predict_isolating_failures
 from pipeline.inference import ScoreImages
-from pipeline.served_model import MODEL_CALL_ROWS, ServedModel, predict_fixed_rows
+from pipeline.served_model import ServedModel, predict_fixed_rows
 from tests import samples
 from tests.helpers import local_pipeline
 
@@ -73,8 +73,6 @@ def test_fixed_row_calls_make_results_independent_of_batching(tiny_model_path, t
 
 
 def test_compiled_forward_gives_predict_on_batchs_probabilities_exactly(shipped_model, test_split):
-    from pipeline.served_model import compiled_forward
-
     model = model_files.load(shipped_model).model
     pixels = test_split.images[:2 * MODEL_CALL_ROWS]
     compiled = compiled_forward(model)

@@ -26,6 +26,14 @@ def test_card_round_trips_with_training_facts(tiny_model_path):
     assert card["content_sha256"] == model_files.content_sha256(loaded.model)
     assert loaded.version == f"{card['version']}+{card['content_sha256'][:12]}"
     assert card["tensorflow_version"] and card["keras_version"] == keras.__version__
+    # The MLP's forward pass is a fraction of the reference CNN's, measured side by side at export.
+    cost = card["forward_cost"]
+    assert cost["reference_architecture"] == "cnn" and cost["rows_per_call"] == 1024
+    # Rounded to 3 decimals in the card, from rates rounded to whole images a second.
+    assert cost["relative_cost"] == pytest.approx(cost["reference_images_per_second"] / cost["images_per_second"],
+                                                  abs=6e-4)
+    assert cost["relative_cost"] < 0.8
+    assert 0 < card["training_minutes"] < 10
 
 
 def test_saving_again_gives_the_same_content_hash(tiny_model_path, tmp_path):

@@ -80,16 +80,17 @@ def test_epoch_written_but_not_committed_is_rolled_back(small_data_dir, tmp_path
                  "--run-dir", str(run_dir), "--verbose", "0"]
     commit = checkpoints.Run.commit
 
-    def commit_until_epoch_2(run, epochs_done, optimizer_steps):
+    def commit_until_epoch_2(run, epochs_done, optimizer_steps, training_seconds):
         if epochs_done == 2:
             raise KeyboardInterrupt  # stands for the kill
-        commit(run, epochs_done, optimizer_steps)
+        commit(run, epochs_done, optimizer_steps, training_seconds)
 
     monkeypatch.setattr(checkpoints.Run, "commit", commit_until_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train.main(arguments)
     monkeypatch.undo()
-    assert checkpoints.read_state(run_dir)["epochs_done"] == 1 and _history_epochs(run_dir) == [0, 1]
+    first_epoch = checkpoints.read_state(run_dir)
+    assert first_epoch["epochs_done"] == 1 and _history_epochs(run_dir) == [0, 1]
     weights = run_dir / "backup" / "latest.weights.h5"
     weights.write_bytes(weights.read_bytes()[:4096])
 
@@ -97,6 +98,8 @@ def test_epoch_written_but_not_committed_is_rolled_back(small_data_dir, tmp_path
     assert f"{run_dir}: resuming after epoch 1 of 3" in capsys.readouterr().out
     state = checkpoints.read_state(run_dir)
     assert state["epochs_done"] == 3 and state["optimizer_steps"] == 3 * 27
+    # The time of the epoch the kill threw away is not counted; the resumed epochs add to the first one's.
+    assert 0 < first_epoch["training_seconds"] < state["training_seconds"]
     assert _history_epochs(run_dir) == [0, 1, 2] and len(state["history"]["val_loss"]) == 3
     assert [name for name in os.listdir(run_dir) if name.startswith("best-")] == [state["best_checkpoint"]]
 

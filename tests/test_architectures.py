@@ -1,0 +1,34 @@
+"""Tests the architectures' training-only augmentation: what random erasing hides, and that it saves and serves."""
+
+import keras
+import numpy as np
+
+from model import architectures
+from model.vocabulary import IMAGE_SHAPE
+
+
+def test_erasing_hides_one_background_rectangle_in_about_half_the_images_while_training():
+    erase = architectures.augmentation(seed=3, kind="shift-flip-erase").layers[-1]
+    assert isinstance(erase, keras.layers.RandomErasing)
+    images = np.ones((2000,) + IMAGE_SHAPE + (1,), dtype=np.float32)
+    erased = np.asarray(erase(images, training=True))[..., 0] == 0  # (N, 28, 28): True where set to the background
+    touched = erased.any(axis=(1, 2))
+    assert 0.45 < touched.mean() < 0.55
+    for mask in erased[touched][:200]:
+        rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        # One rectangle: its bounding box is all erased; it covers 2-25% of the image (whole pixels, so a little more).
+        assert mask[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1].all()
+        assert 0.01 <= mask.mean() <= 0.27
+    np.testing.assert_array_equal(np.asarray(erase(images, training=False)), images)
+
+
+def test_a_model_trained_with_erasing_saves_loads_in_safe_mode_and_serves_unaugmented(tmp_path):
+    keras.utils.set_random_seed(2)
+    model = architectures.build("cnn3", augment="shift-flip-erase", seed=2)
+    path = str(tmp_path / "erasing.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    pixels = np.random.default_rng(0).integers(0, 256, (32,) + IMAGE_SHAPE, dtype=np.uint8)
+    served = loaded.predict(pixels, verbose=0)
+    np.testing.assert_array_equal(served, model.predict(pixels, verbose=0))
+    np.testing.assert_array_equal(served, loaded.predict(pixels, verbose=0))  # no randomness when serving
