@@ -57,10 +57,10 @@ def build_cnn(augment: bool = False, seed: int = 0, dropout_rate: float = 0.3, f
     return keras.Model(inputs, _dense_head(x, dropout_rate, seed), name="cnn")  # flattened: (N, 1600)
 
 
-def build_cnn_same(augment: bool = False, seed: int = 0) -> keras.Model:
+def build_cnn_same(augment: bool = False, seed: int = 0, dropout_rate: float = 0.3) -> keras.Model:
     """The default CNN with its first convolution padded ("same"): the image's border is seen, and the second block
     works on 14x14 (~21% more work per image, ~300k parameters)."""
-    return build_cnn(augment, seed, first_padding="same")
+    return build_cnn(augment, seed, dropout_rate, first_padding="same")
 
 
 def build_cnn3(augment: bool = False, seed: int = 0, dropout_rate: float = 0.3, third_filters: int = 64):
@@ -73,9 +73,9 @@ def build_cnn3(augment: bool = False, seed: int = 0, dropout_rate: float = 0.3, 
     return keras.Model(inputs, _dense_head(x, dropout_rate, seed), name="cnn3")
 
 
-def build_cnn3_wide(augment: bool = False, seed: int = 0) -> keras.Model:
+def build_cnn3_wide(augment: bool = False, seed: int = 0, dropout_rate: float = 0.3) -> keras.Model:
     """cnn3 with 128 filters in its third block (~350k parameters)."""
-    return build_cnn3(augment, seed, third_filters=128)
+    return build_cnn3(augment, seed, dropout_rate, third_filters=128)
 
 
 def _dense_head(x, dropout_rate: float, seed: int):
@@ -97,10 +97,16 @@ def _conv_block(x, filters: int, name: str, padding: str = "valid", pool: bool =
 
 ARCHITECTURES = {"mlp": build_mlp, "cnn": build_cnn, "cnn-same": build_cnn_same, "cnn3": build_cnn3,
                  "cnn3-wide": build_cnn3_wide}
+HAS_DROPOUT = ("cnn", "cnn-same", "cnn3", "cnn3-wide")
 
 
-def build(name: str, augment: bool = False, seed: int = 0) -> keras.Model:
-    """Builds the named architecture (not compiled: training chooses the optimizer and its schedule)."""
+def build(name: str, augment: bool = False, seed: int = 0, dropout_rate: float = None) -> keras.Model:
+    """Builds the named architecture (not compiled: training chooses the optimizer and its schedule); dropout_rate
+    None keeps the architecture's own (the MLP has no dropout)."""
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}: use one of {', '.join(sorted(ARCHITECTURES))}")
-    return ARCHITECTURES[name](augment=augment, seed=seed)
+    if dropout_rate is None:
+        return ARCHITECTURES[name](augment=augment, seed=seed)
+    if name not in HAS_DROPOUT:
+        raise ValueError(f"the {name} architecture has no dropout: leave out --dropout-rate")
+    return ARCHITECTURES[name](augment=augment, seed=seed, dropout_rate=dropout_rate)

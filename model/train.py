@@ -16,7 +16,7 @@ import numpy as np
 
 from model import data, model_files, own_images
 from model.cli_types import positive_int
-from model.architectures import ARCHITECTURES, AUGMENTATIONS
+from model.architectures import ARCHITECTURES, AUGMENTATIONS, HAS_DROPOUT
 from model.vocabulary import NUM_CLASSES
 
 # The forward cost in a card is measured against this architecture: the default model of card version 1.
@@ -35,6 +35,7 @@ class TrainConfig:
     augment: str = "none"  # see architectures.AUGMENTATIONS
     learning_rate: float = 1e-3
     label_smoothing: float = 0.0
+    dropout_rate: float = None  # None: the architecture's own (0.3 in the CNNs' head; the MLP has none)
     calibrate: bool = False  # fit a temperature on the validation split and fold it into the exported model
     fashion_mnist: bool = True  # train on Fashion-MNIST's 60,000 images, before any of the user's own
     train_dirs: tuple = ()  # the user's class folders, absolute paths
@@ -60,6 +61,8 @@ def parse_args(argv):
                              "confidence matches its accuracy")
     parser.add_argument("--label-smoothing", type=float, default=TrainConfig.label_smoothing,
                         help="share of each target spread over the other classes (0 <= x < 1)")
+    parser.add_argument("--dropout-rate", type=float, default=TrainConfig.dropout_rate,
+                        help="dropout before and after the CNNs' dense layer (0 <= x < 1; default 0.3)")
     own_images.add_arguments(parser, "train")
     parser.add_argument("--run-dir", default=None, help="checkpoints, history and state (default runs/ARCHITECTURE)")
     parser.add_argument("--export", default=None, help="where to write the final .keras (default RUN_DIR/model.keras)")
@@ -69,6 +72,10 @@ def parse_args(argv):
         parser.error("--validation-split must be at least 0 and below 1, e.g. 0.1")
     if not 0 <= args.label_smoothing < 1:
         parser.error("--label-smoothing must be at least 0 and below 1, e.g. 0.1")
+    if args.dropout_rate is not None and not 0 <= args.dropout_rate < 1:
+        parser.error("--dropout-rate must be at least 0 and below 1, e.g. 0.2")
+    if args.dropout_rate is not None and args.architecture not in HAS_DROPOUT:
+        parser.error(f"--dropout-rate: the {args.architecture} architecture has no dropout")
     own_images.check_arguments(parser, args, "train")
     return args
 
@@ -78,7 +85,7 @@ def config_from(args) -> TrainConfig:
     return TrainConfig(
         architecture=args.architecture, epochs=args.epochs, batch_size=args.batch_size,
         validation_split=args.validation_split, seed=args.seed, augment=args.augment, learning_rate=args.learning_rate,
-        label_smoothing=args.label_smoothing, calibrate=args.calibrate,
+        label_smoothing=args.label_smoothing, dropout_rate=args.dropout_rate, calibrate=args.calibrate,
         fashion_mnist=args.fashion_mnist, train_dirs=tuple(map(os.path.abspath, args.folders)),
         train_lists=tuple(map(os.path.abspath, args.lists)),
     )
@@ -133,7 +140,8 @@ def _build(config: TrainConfig, train_examples: int):
 
     from model import architectures
 
-    model = architectures.build(config.architecture, augment=config.augment, seed=config.seed)
+    model = architectures.build(config.architecture, augment=config.augment, seed=config.seed,
+                                dropout_rate=config.dropout_rate)
     steps = config.epochs * -(-train_examples // config.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps)
     loss = (keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing) if config.label_smoothing
@@ -173,7 +181,7 @@ def export(run_dir: str, export_path: str, config: TrainConfig, training_data: l
               "temperature": temperature,
               "test_metrics": None, "best_validation_accuracy": state["best_value"],
               "epochs_trained": state["epochs_done"],
-              "training_minutes": round(state.get("training_seconds", 0.0) / 60, 1),
+              "training_seconds": state.get("training_seconds"),  # committed epochs' time (None: older runs)
               "forward_cost": measure_forward_cost(best)}
     if config.fashion_mnist:
         test_set = data.load_split("test", data_dir)

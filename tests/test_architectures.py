@@ -1,7 +1,9 @@
-"""Tests the architectures' training-only augmentation: what random erasing hides, and that it saves and serves."""
+"""Tests the architectures: the training-only augmentation (what random erasing hides, that it saves and serves) and the
+dropout option."""
 
 import keras
 import numpy as np
+import pytest
 
 from model import architectures
 from model.vocabulary import IMAGE_SHAPE
@@ -32,3 +34,12 @@ def test_a_model_trained_with_erasing_saves_loads_in_safe_mode_and_serves_unaugm
     served = loaded.predict(pixels, verbose=0)
     np.testing.assert_array_equal(served, model.predict(pixels, verbose=0))
     np.testing.assert_array_equal(served, loaded.predict(pixels, verbose=0))  # no randomness when serving
+
+
+def test_dropout_rate_reaches_every_dropout_layer_and_the_mlp_refuses_one():
+    model = architectures.build("cnn3-wide", dropout_rate=0.1)
+    assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [0.1, 0.1]
+    assert [layer.rate for layer in architectures.build("cnn3-wide").layers
+            if isinstance(layer, keras.layers.Dropout)] == [0.3, 0.3]
+    with pytest.raises(ValueError, match="^the mlp architecture has no dropout: leave out --dropout-rate$"):
+        architectures.build("mlp", dropout_rate=0.1)

@@ -15,11 +15,11 @@ def _layer_types(model) -> list:
 def test_shipped_cnn_folds_and_keeps_its_probabilities(shipped_model, test_split):
     model = model_files.load(shipped_model).model
     folded = folding.fold_batch_norms(model)
-    assert _layer_types(model).count("BatchNormalization") == 2
+    assert _layer_types(model).count("BatchNormalization") == _layer_types(model).count("Conv2D") == 3
     assert "BatchNormalization" not in _layer_types(folded)
     expected = model.predict(test_split.images, batch_size=1024, verbose=0)
     found = folded.predict(test_split.images, batch_size=1024, verbose=0)
-    # Measured: at most 1.9e-06 apart over the 10,000 test images, every label the same.
+    # Measured: at most 2.7e-06 apart over the 10,000 test images, every label the same.
     np.testing.assert_allclose(found, expected, rtol=0, atol=1e-5)
     assert (found.argmax(axis=1) == expected.argmax(axis=1)).all()
 

@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 
-from model import model_files, preprocessing, train
+from model import evaluate, model_files, preprocessing, train
 
 from model.vocabulary import IMAGE_SHAPE, PREPROCESSING_VERSION
 from tests import samples
@@ -16,19 +16,26 @@ def shipped(shipped_model):
     return model_files.load(shipped_model)
 
 
-def test_shipped_model_reaches_the_accuracy_target(shipped, test_split):
+def test_shipped_model_reaches_the_accuracy_and_calibration_targets(shipped, test_split):
     probabilities = shipped.model.predict(test_split.images, batch_size=1024, verbose=0)
-    accuracy = float((probabilities.argmax(axis=1) == test_split.labels).mean())
-    assert accuracy >= 0.92
-    assert accuracy == pytest.approx(shipped.card["test_metrics"]["accuracy"], abs=2e-4)
+    scores = evaluate.metrics(test_split.labels, probabilities)
+    assert scores["accuracy"] >= 0.934 and scores["ece"] <= 0.02
+    card_metrics = shipped.card["test_metrics"]
+    assert scores["accuracy"] == pytest.approx(card_metrics["accuracy"], abs=2e-4)
+    assert scores["ece"] == pytest.approx(card_metrics["ece"], abs=1e-3)
+    assert card_metrics["per_class_accuracy"] == pytest.approx(
+        {name: values["recall"] for name, values in scores["per_class"].items()}, abs=2e-3)
 
 
 def test_shipped_card_describes_the_model(shipped):
     card = shipped.card
-    assert card["architecture"] == "cnn" and card["preprocessing_version"] == PREPROCESSING_VERSION
+    assert card["architecture"] == "cnn3-wide" and card["preprocessing_version"] == PREPROCESSING_VERSION
     assert card["input_shape"] == list(IMAGE_SHAPE) and card["parameter_count"] == shipped.model.count_params()
-    assert card["training_command"].startswith("python -m model.train --architecture cnn")
+    assert card["training_command"].startswith("python -m model.train --architecture cnn3-wide")
     assert len(card["dataset_files"]) == 4 and all(len(h) == 64 for h in card["dataset_files"].values())
+    # The budget: no more than 1.25x the first default model's cost per image, trained within 45 minutes.
+    assert card["forward_cost"]["reference_architecture"] == "cnn" and card["forward_cost"]["relative_cost"] <= 1.25
+    assert 0 < card["training_seconds"] <= 45 * 60 and 0.25 < card["temperature"] < 8
 
 
 def test_catalogue_photos_get_the_label_of_the_original(shipped, test_split):

@@ -141,6 +141,12 @@ def test_bad_flags_fail_fast(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(["--augment", "sideways"])
     assert "invalid choice: 'sideways'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["--dropout-rate", "1"])
+    assert capsys.readouterr().err.endswith("error: --dropout-rate must be at least 0 and below 1, e.g. 0.2\n")
+    with pytest.raises(SystemExit):
+        train.main(["--architecture", "mlp", "--dropout-rate", "0.1"])
+    assert capsys.readouterr().err.endswith("error: --dropout-rate: the mlp architecture has no dropout\n")
 
 
 def test_smoothed_augmented_run_exports_a_calibrated_model(small_data_dir, tmp_path):
