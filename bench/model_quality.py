@@ -1,6 +1,6 @@
 """Compares trained models side by side: test accuracy, expected calibration error, accuracy on the project's
-catalogue-photo test set, parameters, and the forward pass's images a second in fixed 1,024-row calls (as the scorer
-calls it), all in one process, interleaved and repeated.
+catalogue-photo test set (overall, and recall and precision per class), parameters, the forward pass's images a second
+in fixed 1,024-row calls (as the scorer calls it, interleaved and repeated) and the training minutes from each card.
 
     .venv/bin/python bench/model_quality.py OLD.keras NEW.keras [--photos 2000] [--repeat 5]
 
@@ -48,25 +48,26 @@ def main(argv=None) -> None:
     photos, photo_labels = catalogue_set(test, args.photos)
     loaded = {path: model_files.load(path) for path in args.models}
     rates = forward_cost({path: model.model for path, model in loaded.items()}, args.repeat, calls=20)
-    print(f"{'model':44s} {'test acc':>8s} {'ECE':>7s} {'photos':>7s} {'params':>8s} {'img/s':>8s}")
-    per_class = {}
+    print(f"{'model':44s} {'test acc':>8s} {'ECE':>7s} {'photos':>7s} {'params':>8s} {'img/s':>8s} {'train min':>9s}")
+    on_photos = {}
     for path, model in loaded.items():
         scores = evaluate.metrics(test.labels, model.model.predict(test.images, batch_size=1024, verbose=0))
-        predicted = model.model.predict(photos, batch_size=1024, verbose=0).argmax(axis=1)
-        photo_accuracy = float((predicted == photo_labels).mean())
-        per_class[path] = [float((predicted[photo_labels == label] == label).mean())
-                           for label in range(len(CLASS_NAMES))]
-        print(f"{os.path.relpath(path):44s} {scores['accuracy']:8.4f} {scores['ece']:7.4f} {photo_accuracy:7.4f} "
-              f"{model.model.count_params():8,d} {rates[path]:8,.0f}")
+        on_photos[path] = evaluate.metrics(photo_labels, model.model.predict(photos, batch_size=1024, verbose=0))
+        seconds = model.card.get("training_seconds")
+        print(f"{os.path.relpath(path):44s} {scores['accuracy']:8.4f} {scores['ece']:7.4f} "
+              f"{on_photos[path]['accuracy']:7.4f} {model.model.count_params():8,d} {rates[path]:8,.0f} "
+              f"{seconds / 60 if seconds else float('nan'):9.1f}")
     first = args.models[0]
     print(f"\nforward cost against {os.path.relpath(first)} (median img/s ratio, {args.repeat} interleaved runs):")
     for path in args.models[1:]:
-        print(f"  {os.path.relpath(path)}: {rates[first] / rates[path]:.2f}x "
-              "the cost per image")
-    print(f"\ncatalogue-photo accuracy per class ({args.photos:,} photos):")
-    print("  " + " ".join(f"{name[:8]:>9s}" for name in CLASS_NAMES))
-    for path in args.models:
-        print("  " + " ".join(f"{value:9.3f}" for value in per_class[path]) + f"  {os.path.relpath(path)}")
+        print(f"  {os.path.relpath(path)}: {rates[first] / rates[path]:.2f}x the cost per image")
+    for measure in ("recall", "precision"):
+        what = "accuracy (recall)" if measure == "recall" else "precision (right when it says so)"
+        print(f"\ncatalogue-photo {what} per class ({args.photos:,} photos):")
+        print("  " + " ".join(f"{name[:8]:>9s}" for name in CLASS_NAMES))
+        for path in args.models:
+            values = [on_photos[path]["per_class"][name][measure] for name in CLASS_NAMES]
+            print("  " + " ".join(f"{value:9.3f}" for value in values) + f"  {os.path.relpath(path)}")
 
 
 if __name__ == "__main__":
