@@ -19,7 +19,7 @@ def shipped(shipped_model):
 def test_shipped_model_reaches_the_accuracy_and_calibration_targets(shipped, test_split):
     probabilities = shipped.model.predict(test_split.images, batch_size=1024, verbose=0)
     scores = evaluate.metrics(test_split.labels, probabilities)
-    assert scores["accuracy"] >= 0.934 and scores["ece"] <= 0.02
+    assert scores["accuracy"] >= 0.935 and scores["ece"] <= 0.02
     card_metrics = shipped.card["test_metrics"]
     assert scores["accuracy"] == pytest.approx(card_metrics["accuracy"], abs=2e-4)
     assert scores["ece"] == pytest.approx(card_metrics["ece"], abs=1e-3)
@@ -49,7 +49,10 @@ def test_catalogue_photos_get_the_label_of_the_original(shipped, test_split):
     original = shipped.model.predict(test_split.images[:count], verbose=0).argmax(axis=1)
     as_photo = shipped.model.predict(np.stack(photos), verbose=0).argmax(axis=1)
     agreement = float((original == as_photo).mean())
-    assert agreement >= 0.85, f"only {agreement:.1%} of photos keep their label"
+    photo_accuracy = float((as_photo == test_split.labels[:count]).mean())
+    # The first default model kept 92.7% of these labels and got 90.7% of the photos right; the shipped one 97% and 94%.
+    assert agreement >= 0.93, f"only {agreement:.1%} of photos keep their label"
+    assert photo_accuracy >= 0.92, f"only {photo_accuracy:.1%} of photos get the right label"
 
 
 @pytest.mark.slow
