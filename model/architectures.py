@@ -1,4 +1,6 @@
-"""Defines the model architectures: the tutorials' MLP and the default CNN, both with scaling and augmentation inside."""
+"""Defines the model architectures: the tutorials' MLP and the CNNs, all with scaling and augmentation inside."""
+
+import inspect
 
 import keras
 from keras import layers
@@ -97,7 +99,9 @@ def _conv_block(x, filters: int, name: str, padding: str = "valid", pool: bool =
 
 ARCHITECTURES = {"mlp": build_mlp, "cnn": build_cnn, "cnn-same": build_cnn_same, "cnn3": build_cnn3,
                  "cnn3-wide": build_cnn3_wide}
-HAS_DROPOUT = ("cnn", "cnn-same", "cnn3", "cnn3-wide")
+# The architectures whose builder takes a dropout rate (read from the builders, so a new one cannot be left out).
+HAS_DROPOUT = tuple(name for name, builder in ARCHITECTURES.items()
+                    if "dropout_rate" in inspect.signature(builder).parameters)
 
 
 def build(name: str, augment: bool = False, seed: int = 0, dropout_rate: float = None) -> keras.Model:
