@@ -9,14 +9,18 @@ setup(
     name="fashion-scorer",
     version="0.1.0",
     description="Batch image scoring on Apache Beam with a Fashion-MNIST Keras classifier",
-    python_requires=">=3.10,<3.13",
+    python_requires=">=3.11,<3.13",  # Keras 3.14, the safe floor below, needs Python 3.11
     packages=["model", "pipeline"],
     package_data={"model": ["artifacts/*.keras", "artifacts/*.json"]},
     include_package_data=True,
     # Tested ranges; constraints.txt pins the exact versions the tests ran with.
     install_requires=[
+        # Floors for safety, not only for the tests: `pip install .` on a cluster ignores constraints.txt. Keras before
+        # 3.14 ran code while loading hostile models (safe-mode bypasses CVE-2025-1550, CVE-2025-8747, CVE-2025-9906,
+        # CVE-2026-0897, CVE-2026-1462) and unpacked archive members outside their folder; TensorFlow 2.21 is the
+        # release these Keras versions are tested with.
         "tensorflow-cpu>=2.21,<2.22",
-        "keras>=3.10,<4",
+        "keras>=3.14.0,<4",
         "apache-beam>=2.77,<2.78",
         "numpy>=1.26,<3",
         "pillow>=10.3,<13",

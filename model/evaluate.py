@@ -12,7 +12,8 @@ import sys
 
 import numpy as np
 
-from model import data, model_files, own_images
+from model import data, model_files, own_images, reading
+from model.display import visible
 from model.vocabulary import CLASS_NAMES, NUM_CLASSES
 
 
@@ -73,8 +74,10 @@ def _draw_figures(test_set, probabilities, result, output_dir, history_path) -> 
     plots.confusion_matrix(result["confusion_matrix"], os.path.join(output_dir, "confusion_matrix.png"))
     plots.prediction_grid(test_set.images, test_set.labels, probabilities, os.path.join(output_dir, "predictions.png"))
     if history_path:
-        with open(history_path, encoding="utf-8") as stream:
-            history = json.load(stream)
+        try:
+            history = json.loads(reading.read_regular_file(history_path))  # a regular file: a FIFO here would hang
+        except reading.FileRefused as refused:
+            raise data.DatasetError(f"--history {history_path}: {refused}") from refused
         plots.training_curves(history.get("history", history), os.path.join(output_dir, "training_curves.png"))
 
 
@@ -91,7 +94,7 @@ def main(argv=None) -> int:
         own_images.report_skipped(test_data)
         result = evaluate(args.model, test_data, args.output_dir, args.history)
     except (data.DatasetError, model_files.ModelFileError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {visible(str(error))}", file=sys.stderr)
         return 2
     print(f"test accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} on {result['examples']} images")
     for name, scores in result["per_class"].items():

@@ -1,6 +1,7 @@
 """Saves and loads a trained model as a `.keras` file with its model card (`.json`) beside it, and checks they agree."""
 
 import hashlib
+import io
 import json
 import os
 import sys
@@ -8,15 +9,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.vocabulary import CLASS_NAMES, COMPATIBLE_PREPROCESSING_VERSIONS, IMAGE_SHAPE, PREPROCESSING_VERSION
+from model import reading
+from model.display import shortened, visible
+from model.model_checks import MAX_CARD_BYTES, MAX_MODEL_BYTES, ModelFileError, check_archive, parse_card
+from model.vocabulary import CLASS_NAMES, IMAGE_SHAPE, PREPROCESSING_VERSION
 
 CARD_FORMAT = 1
 ARTIFACTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "artifacts")
 DEFAULT_MODEL_PATH = os.path.join(ARTIFACTS_DIR, "fashion_cnn.keras")
-
-
-class ModelFileError(ValueError):
-    """A model file or its card is missing, unreadable, or they disagree."""
 
 
 @dataclass(frozen=True)
@@ -79,15 +79,43 @@ def save(model, path: str, card_fields: dict) -> dict:
 
 
 def load(path: str, compile: bool = False) -> LoadedModel:
-    """Loads a model in Keras safe mode and checks that its card describes it; raises ModelFileError if not."""
+    """Loads a model (see load_keras_file) and checks that its card describes it; raises ModelFileError if not. The
+    file and its card are both checked before Keras is imported."""
+    data = read_model_file(path)
     card = read_card(path)
-    keras = import_keras()
-    try:
-        model = keras.saving.load_model(path, compile=compile, safe_mode=True)
-    except Exception as error:  # Keras raises many types for a bad file; all mean the same thing to the user.
-        raise ModelFileError(f"{path}: cannot load the Keras model ({type(error).__name__}: {error})") from error
+    model = _keras_model(data, path, compile)
     check_agrees(model, card, path)
     return LoadedModel(model, card)
+
+
+def load_keras_file(path: str, compile: bool = False):
+    """The one way a file becomes a Keras model here (a training checkpoint too): read_model_file's checks, then Keras
+    loads those very bytes in safe mode, so a file swapped after the checks is never the one loaded."""
+    return _keras_model(read_model_file(path), path, compile)
+
+
+def read_model_file(path: str) -> bytes:
+    """The bytes of a .keras file, refused before anything parses them unless its name ends in .keras (Keras would
+    load a legacy .h5 file or a SavedModel folder by other, less guarded code) and it is a regular file of at most
+    MAX_MODEL_BYTES; then checked as an archive (check_archive). Raises ModelFileError."""
+    if not str(path).endswith(".keras"):
+        raise ModelFileError(f"{visible(str(path))}: only .keras model files are loaded (not legacy .h5 files or "
+                             "SavedModel folders); pass a .keras file that `python -m model.train` wrote")
+    data = _read_local(path, MAX_MODEL_BYTES, "model file", "pass --model with the path of a trained .keras file")
+    check_archive(io.BytesIO(data), path)
+    return data
+
+
+def _keras_model(data: bytes, path: str, compile: bool):
+    import_keras()
+    from keras.src.saving import saving_lib  # keras.saving.load_model takes only a path; this takes the bytes
+
+    try:
+        return saving_lib.load_model(io.BytesIO(data), compile=compile, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a bad file; all mean the same thing to the user.
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise ModelFileError(f"{visible(path)}: cannot load the Keras model ({type(error).__name__}: "
+                             f"{shortened(first_line, 400)})") from error
 
 
 def import_keras():
@@ -110,70 +138,26 @@ def read_card(path: str, read=None) -> dict:
     """Reads and checks the card beside a model file. `read(path) -> bytes` fetches a file (default: from local disk;
     the scorer passes one for any Beam filesystem) and raises ModelFileError saying what is missing."""
     if read is None and not os.path.isfile(path):
-        raise ModelFileError(f"model file {path} not found; pass --model with the path of a trained .keras file")
+        raise ModelFileError(f"model file {visible(path)} not found; pass --model with the path of a trained "
+                             ".keras file")
     card_path = card_path_for(path)
     return parse_card((read or _read_local_card)(card_path), card_path)
 
 
 def _read_local_card(card_path: str) -> bytes:
+    return _read_local(card_path, MAX_CARD_BYTES, "model card", "every model needs the card `train` writes")
+
+
+def _read_local(path: str, limit: int, what: str, when_missing: str) -> bytes:
+    """A local file's bytes, read by model.reading's rules; ModelFileError naming `what` if it cannot be."""
     try:
-        with open(card_path, "rb") as stream:
-            return stream.read()
+        return reading.read_regular_file(path, limit)
     except FileNotFoundError as error:
-        raise ModelFileError(f"model card {card_path} not found; every model needs the card `train` writes") from error
+        raise ModelFileError(f"{what} {visible(path)} not found; {when_missing}") from error
+    except reading.FileRefused as refused:
+        raise ModelFileError(f"{what} {visible(path)}: {refused}") from refused
     except OSError as error:
-        raise ModelFileError(f"model card {card_path} cannot be read ({error.strerror or error})") from error
-
-
-def parse_card(text: bytes, card_path: str) -> dict:
-    """A card's bytes -> the card, checked: a JSON object with the fields loaders need, fitting this code."""
-    try:
-        card = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ModelFileError(f"model card {card_path} is not valid JSON: {error}") from error
-    if not isinstance(card, dict):
-        raise ModelFileError(f"model card {card_path} is not a JSON object (it holds a {type(card).__name__})")
-    validate_card(card, card_path)
-    return card
-
-
-def check_archive(archive, path: str) -> None:
-    """Checks, without TensorFlow, that a .keras file (a path or a binary file object) is a whole Keras archive of a
-    model this code can score: every member intact, a model config, weights, and an input of IMAGE_SHAPE."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(archive) as opened:
-            damaged = opened.testzip()  # reads every member and checks its CRC
-            names = set(opened.namelist())
-            config = json.loads(opened.read("config.json")) if "config.json" in names else None
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
-        raise ModelFileError(f"{path} is not a whole .keras archive ({error}); it may be cut short") from error
-    if damaged:
-        raise ModelFileError(f"{path} is damaged: its member {damaged} fails its checksum")
-    if not isinstance(config, dict) or "model.weights.h5" not in names:
-        raise ModelFileError(f"{path} is a zip archive but not a Keras model (no config.json and model.weights.h5)")
-    shapes = [layer.get("config", {}).get("batch_shape") for layer in config.get("config", {}).get("layers", [])
-              if isinstance(layer, dict) and layer.get("class_name") == "InputLayer"]
-    if len(shapes) != 1 or not isinstance(shapes[0], list) or tuple(shapes[0][1:]) != IMAGE_SHAPE:
-        raise ModelFileError(f"{path}: the model's input is {shapes[0][1:] if shapes and shapes[0] else shapes}, "
-                             f"this code feeds {list(IMAGE_SHAPE)}")
-
-
-def validate_card(card: dict, card_path: str) -> None:
-    """Raises ModelFileError unless the card has the fields loaders need and fits this code's classes and preprocessing."""
-    missing = {"version", "class_names", "input_shape", "preprocessing_version", "content_sha256"} - set(card)
-    if missing:
-        raise ModelFileError(f"model card {card_path} lacks {', '.join(sorted(missing))}")
-    if not isinstance(card["input_shape"], list) or tuple(card["input_shape"]) != IMAGE_SHAPE:
-        raise ModelFileError(f"model card {card_path}: input shape {card['input_shape']}, this code feeds "
-                             f"{list(IMAGE_SHAPE)}")
-    if not isinstance(card["class_names"], list) or tuple(card["class_names"]) != CLASS_NAMES:
-        raise ModelFileError(f"model card {card_path}: class names {card['class_names']} differ from {list(CLASS_NAMES)}")
-    if card["preprocessing_version"] not in COMPATIBLE_PREPROCESSING_VERSIONS:
-        raise ModelFileError(f"model card {card_path}: trained with preprocessing {card['preprocessing_version']!r}, "
-                             f"this code has {PREPROCESSING_VERSION!r} and also accepts "
-                             f"{', '.join(repr(v) for v in COMPATIBLE_PREPROCESSING_VERSIONS[:-1])}")
+        raise ModelFileError(f"{what} {visible(path)} cannot be read ({error.strerror or error})") from error
 
 
 def check_agrees(model, card: dict, path: str) -> None:

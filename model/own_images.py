@@ -1,6 +1,9 @@
 """A user's own labelled images: a folder with one sub-folder per class, or a list file of `PATH LABEL` lines, read
 through the shared preprocessing (a file that cannot be read is skipped and counted); and the flags and loader with
-which the training and evaluation CLIs combine them with Fashion-MNIST."""
+which the training and evaluation CLIs combine them with Fashion-MNIST.
+
+Every file is read by model.reading, so a FIFO, a device or a link to one is a counted skip, never a hang; folders
+are walked without following links to folders, and file names are shown through model.display."""
 
 import collections
 import os
@@ -9,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model import preprocessing
+from model import preprocessing, reading
 from model.data import DEFAULT_DATA_DIR, DatasetError, LabelledImages, load_split
+from model.display import shortened, visible
 from model.vocabulary import CLASS_NAMES, IMAGE_SHAPE, class_index
 
 # The most words one class name has ("Ankle boot"): a list file's label is at most that many words at a line's end.
@@ -54,12 +58,17 @@ def load_labelled_folder(root: str, max_pixels: int = preprocessing.DEFAULT_MAX_
         raise DatasetError(f"{root} is not a folder; give a folder with one sub-folder per class")
     paths, labels = [], []
     for entry in sorted(os.scandir(root), key=lambda entry: entry.name):
-        if entry.is_dir() and not entry.name.startswith("."):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_symlink() and entry.is_dir():
+            raise DatasetError(f"{visible(entry.path)}: the class folder is a link; links to folders are not "
+                               "followed, so give the folder itself (or copy it here)")
+        if entry.is_dir(follow_symlinks=False):
             label = _label(entry.name, entry.path, hint=" (in a folder name, write '/' as '-': T-shirt-top)")
             files = _files_below(entry.path)
             if not files:
-                raise DatasetError(f"{entry.path}: the class folder is empty; add images of {CLASS_NAMES[label]} "
-                                   "or remove it")
+                raise DatasetError(f"{visible(entry.path)}: the class folder is empty; add images of "
+                                   f"{CLASS_NAMES[label]} or remove it")
             paths += files
             labels += [label] * len(files)
     if not paths:
@@ -73,10 +82,9 @@ def load_list_file(list_path: str, max_pixels: int = preprocessing.DEFAULT_MAX_P
     relative to the list file; blank lines and lines starting with # are passed over. Unreadable images are skipped."""
     base = os.path.dirname(os.path.abspath(list_path))
     try:
-        with open(list_path, encoding="utf-8") as stream:
-            lines = stream.read().splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise DatasetError(f"{list_path}: cannot read the list file ({error})") from error
+        lines = reading.read_regular_file(list_path).decode("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError, reading.FileRefused) as error:
+        raise DatasetError(f"{visible(list_path)}: cannot read the list file ({error})") from error
     paths, labels = [], []
     for line_number, line in enumerate(lines, start=1):
         text = line.strip()
@@ -89,16 +97,20 @@ def load_list_file(list_path: str, max_pixels: int = preprocessing.DEFAULT_MAX_P
     return _read_labelled(paths, labels, "list", list_path, max_pixels)
 
 
-def read_images(paths, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS) -> ImageFiles:
-    """Reads each file through the shared preprocessing; a file that cannot be read or decoded costs only itself."""
+def read_images(paths, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS,
+                max_file_bytes: int = reading.DEFAULT_MAX_FILE_BYTES) -> ImageFiles:
+    """Reads each file through the shared preprocessing; a file that cannot be read or decoded, or is not a regular
+    file of at most max_file_bytes, costs only itself."""
     images, read, unreadable = [], [], []
     for path in paths:
         failure = None
         try:
-            with open(path, "rb") as stream:
-                images.append(preprocessing.to_model_input(stream.read(), max_pixels=max_pixels))
+            data = reading.read_regular_file(path, max_file_bytes)
+            images.append(preprocessing.to_model_input(data, max_pixels=max_pixels))
         except preprocessing.ImageDecodeError as error:
             failure = Unreadable(path, error.reason, str(error))  # the message starts with the reason already
+        except reading.FileRefused as refused:
+            failure = Unreadable(path, refused.reason, f"{refused.reason}: {refused}")
         except OSError as error:
             failure = Unreadable(path, "cannot read", f"cannot read: {error.strerror or error}")
         if failure:
@@ -113,7 +125,8 @@ def skipped_summary(unreadable, total: int) -> str:
     counts = collections.Counter(item.reason for item in unreadable)
     reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(counts.items()))
     first = unreadable[0]
-    return f"skipped {len(unreadable)} of {total} files: {reasons} (first: {first.path}: {first.message})"
+    return (f"skipped {len(unreadable)} of {total} files: {reasons} "
+            f"(first: {shortened(first.path)}: {visible(first.message)})")
 
 
 def report_skipped(sets, stream=None) -> None:
@@ -121,7 +134,8 @@ def report_skipped(sets, stream=None) -> None:
     for labelled in sets:
         if labelled.skipped:
             total = len(labelled.labels) + len(labelled.skipped)
-            print(f"{labelled.location}: {skipped_summary(labelled.skipped, total)}", file=stream or sys.stderr)
+            print(f"{visible(labelled.location)}: {skipped_summary(labelled.skipped, total)}",
+                  file=stream or sys.stderr)
 
 
 def add_arguments(parser, role: str) -> None:
@@ -156,7 +170,7 @@ def _label(text: str, where: str, hint: str = "") -> int:
     try:
         return class_index(text)
     except ValueError as error:
-        raise DatasetError(f"{where}: {error}{hint}") from None
+        raise DatasetError(f"{visible(where)}: {error}{hint}") from None
 
 
 def _list_entry(text: str, where: str) -> tuple:
@@ -171,11 +185,23 @@ def _list_entry(text: str, where: str) -> tuple:
                 pass  # not a several-word class name: the label is the last word alone
     path, *words = text.rsplit(maxsplit=1)
     if not words:
-        raise DatasetError(f"{where}: expected `PATH LABEL`, got {text!r}")
+        raise DatasetError(f"{visible(where)}: expected `PATH LABEL`, got {shortened(repr(text))}")
     return path, _label(words[0], where)
 
 
 def _files_below(folder: str) -> list:
-    """Every file below a folder, sorted, except hidden ones (.DS_Store and the like)."""
-    return [os.path.join(directory, name) for directory, _, names in sorted(os.walk(folder))
-            for name in sorted(names) if not name.startswith(".")]
+    """Every entry below a folder that is not a folder, except hidden ones (.DS_Store and the like), in the order
+    os.walk sorted by folder gives. Entries are told apart by the folder listing alone, without opening any, and a link
+    to a folder is not followed: it is listed, and reading it refuses it, as it refuses a FIFO or a device."""
+    found = []
+    pending = [folder]
+    while pending:
+        directory = pending.pop()
+        try:
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except OSError:
+            continue  # as os.walk does: a folder that cannot be listed has nothing to give
+        found.append((directory, [entry.path for entry in entries if not entry.is_dir(follow_symlinks=False)
+                                  and not entry.name.startswith(".")]))
+        pending += [entry.path for entry in entries if entry.is_dir(follow_symlinks=False)]
+    return [path for _, paths in sorted(found) for path in paths]

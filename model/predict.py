@@ -1,6 +1,9 @@
 """Classifies a user's own photos: the top labels with probabilities for each file, through the shared preprocessing.
 
     python -m model.predict my_shoe.jpg my_shirt.png --top 3
+
+One line per file, its name shown through model.display (a name's control characters cannot retitle the terminal or
+fake a line); files are read as own_images reads them, so a FIFO or a device is an error line, never a hang.
 """
 
 import argparse
@@ -9,6 +12,7 @@ import sys
 import numpy as np
 
 from model import model_files, own_images, preprocessing
+from model.display import visible
 from model.vocabulary import CLASS_NAMES
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -30,7 +34,7 @@ def main(argv=None) -> int:
     try:
         loaded = model_files.load(args.model)
     except model_files.ModelFileError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {visible(str(error))}", file=sys.stderr)
         return EXIT_USAGE
     files = own_images.read_images(args.images, args.max_pixels)
     probabilities = loaded.model.predict(files.images, verbose=0) if len(files.images) else []
@@ -39,9 +43,9 @@ def main(argv=None) -> int:
     for path in args.images:
         if path in answers:
             ranked = ", ".join(f"{name} {100 * p:.1f}%" for name, p in top_labels(answers[path], args.top))
-            print(f"{path}: {ranked}")
+            print(f"{visible(path)}: {ranked}")
         else:
-            print(f"{path}: error: {failures[path]}")
+            print(f"{visible(path)}: error: {visible(failures[path])}")
     if failures:
         print(f"{len(files.unreadable)} of {len(args.images)} files could not be classified", file=sys.stderr)
     return EXIT_SOME_FAILED if failures else EXIT_OK

@@ -17,6 +17,7 @@ import numpy as np
 from model import data, model_files, own_images
 from model.cli_types import positive_int
 from model.architectures import ARCHITECTURES, AUGMENTATIONS, HAS_DROPOUT
+from model.display import visible
 from model.vocabulary import NUM_CLASSES
 
 # The forward cost in a card is measured against this architecture: the default model of card version 1.
@@ -161,13 +162,12 @@ def export(run_dir: str, export_path: str, config: TrainConfig, training_data: l
            command: str) -> dict:
     """Saves the run's best checkpoint with its model card: the data it learnt from and, when that includes
     Fashion-MNIST, its metrics on the dataset's test split."""
-    import keras
-
     from model import calibration, checkpoints, evaluate
 
     state = checkpoints.read_state(run_dir)
-    # Loaded without its optimizer: the shipped file needs only what scoring needs, at a third of the size.
-    best = keras.saving.load_model(checkpoints.best_path(run_dir, state), compile=False, safe_mode=True)
+    # Loaded without its optimizer: the shipped file needs only what scoring needs, at a third of the size. Through
+    # the one checked loader, since a run folder can be resumed from anywhere.
+    best = model_files.load_keras_file(checkpoints.best_path(run_dir, state), compile=False)
     temperature = None
     if config.calibrate:
         _, validation_set = split_train_validation(data.concatenate(training_data), config.validation_split,
@@ -228,7 +228,7 @@ def main(argv=None) -> int:
         card = export(run_dir, export_path, config, training_data, args.data_dir,
                       "python -m model.train " + shlex.join(argv))
     except (data.DatasetError, model_files.ModelFileError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {visible(str(error))}", file=sys.stderr)
         return 2
     _write_curves(run_dir, state)
     if card["test_metrics"] is None:

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 from model import model_files
+from model.display import visible
 
 
 def write_weights(model, path: str) -> int:
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
     try:
         loaded = model_files.load(args.model)
     except model_files.ModelFileError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {visible(str(error))}", file=sys.stderr)
         return 2
     count = write_weights(loaded.model, args.output)
     print(f"wrote {count} values of {len(loaded.model.trainable_weights)} variables to {args.output}")

@@ -1,12 +1,15 @@
 """Defines the model as scoring uses it: loaded once (from any Beam filesystem), called on fixed-size blocks."""
 
 import hashlib
+import json
 import os
+import stat
 import tempfile
 
 import numpy as np
 
 from model import model_files
+from model.data import file_sha256
 from model.forward import MODEL_CALL_ROWS, served_forward
 from pipeline import console, timeline
 
@@ -71,25 +74,71 @@ def predict_fixed_rows(call_block, pixels: np.ndarray) -> np.ndarray:
 
 
 def localize(model_uri: str) -> str:
-    """Returns a local path for a model on any Beam filesystem, copying it (and its card) to local disk once."""
-    if os.path.isfile(model_uri):
-        return model_uri
+    """Returns a local path for a model on any Beam filesystem, copying it (and its card) to local disk once, into this
+    user's private cache; a cached copy is used again only while its bytes are those copied."""
+    if os.path.lexists(model_uri) or not model_uri.endswith(".keras"):
+        return model_uri  # a local path, or no model file at all: model_files.load checks and refuses it
     from apache_beam.io.filesystems import FileSystems  # only remote models need Beam's filesystems
 
     # The cache is keyed by the file's URI, size and modification time, so a replaced model is copied again.
-    metadata = FileSystems.metadata(model_uri)
+    metadata = FileSystems.get_filesystem(model_uri).metadata(model_uri)  # FileSystems itself has no metadata()
     identity = f"{model_uri}|{metadata.size_in_bytes}|{metadata.last_updated_in_seconds}"
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    folder = os.path.join(tempfile.gettempdir(), "fashion-scorer-models", digest)
+    folder = os.path.join(private_cache(), hashlib.sha256(identity.encode()).hexdigest()[:16])
     local_model = os.path.join(folder, os.path.basename(model_uri))
-    if os.path.isfile(local_model) and os.path.isfile(model_files.card_path_for(local_model)):
+    copies = ((model_uri, local_model), (model_files.card_path_for(model_uri), model_files.card_path_for(local_model)))
+    if _cached_intact(local_model, [target for _, target in copies]):
         return local_model
-    os.makedirs(folder, exist_ok=True)
-    for source, target in ((model_uri, local_model),
-                           (model_files.card_path_for(model_uri), model_files.card_path_for(local_model))):
-        partial = f"{target}.{os.getpid()}.partial"
-        with FileSystems.open(source) as reader, open(partial, "wb") as writer:
-            for chunk in iter(lambda: reader.read(1 << 20), b""):
-                writer.write(chunk)
-        os.replace(partial, target)  # Atomic, so a concurrent worker never loads half a file.
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    digests = {os.path.basename(target): _copy(FileSystems, source, target) for source, target in copies}
+    _write_atomically(_digests_path(local_model), json.dumps(digests).encode())  # last: it vouches for both copies
     return local_model
+
+
+def private_cache() -> str:
+    """This user's model cache, <tempdir>/fashion-scorer-models-<uid>, made with mode 0700. A folder already there is
+    used only if it is a real folder (not a link) of this user that no one else can write: in a shared /tmp another
+    user could otherwise plant a model there, or swap one cached, for this user's runs to load."""
+    folder = os.path.join(tempfile.gettempdir(), f"fashion-scorer-models-{os.getuid()}")
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass  # checked below, whoever made it
+    status = os.lstat(folder)
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o022:
+        raise model_files.ModelFileError(
+            f"the model cache {folder} is not a private folder of this user (a folder owned by uid {os.getuid()} "
+            "that only it can write); remove it, or set TMPDIR to a folder of your own")
+    return folder
+
+
+def _digests_path(local_model: str) -> str:
+    return local_model + ".sha256.json"
+
+
+def _cached_intact(local_model: str, targets: list) -> bool:
+    """Whether every cached file still has the sha256 recorded when it was copied (a changed one is copied again)."""
+    try:
+        with open(_digests_path(local_model), "rb") as stream:
+            recorded = json.load(stream)
+        return all(recorded.get(os.path.basename(target)) == file_sha256(target) for target in targets)
+    except (OSError, ValueError, AttributeError):  # missing, torn or not a JSON object: copy again
+        return False
+
+
+def _copy(file_systems, source: str, target: str) -> str:
+    """Copies one file through Beam's filesystems; returns the sha256 of the bytes written."""
+    digest = hashlib.sha256()
+    partial = f"{target}.{os.getpid()}.partial"
+    with file_systems.open(source) as reader, open(partial, "wb") as writer:
+        for chunk in iter(lambda: reader.read(1 << 20), b""):
+            writer.write(chunk)
+            digest.update(chunk)
+    os.replace(partial, target)  # Atomic, so a concurrent worker never loads half a file.
+    return digest.hexdigest()
+
+
+def _write_atomically(target: str, payload: bytes) -> None:
+    partial = f"{target}.{os.getpid()}.partial"  # this process's own, so concurrent workers never share one
+    with open(partial, "wb") as writer:
+        writer.write(payload)
+    os.replace(partial, target)

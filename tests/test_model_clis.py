@@ -58,6 +58,24 @@ def test_predict_cli_missing_model_is_a_usage_error(tmp_path, capsys):
     assert "pass --model" in capsys.readouterr().err
 
 
+def test_every_model_cli_refuses_a_legacy_h5_file_by_name(tiny_model_path, small_data_dir, tmp_path, capsys):
+    """One loader for every command: a .h5 file is refused before Keras reads it, even with a valid card beside it."""
+    import shutil
+
+    from model import model_files
+
+    legacy = tmp_path / "legacy.h5"
+    legacy.write_bytes(b"\x89HDF\r\n\x1a\n")
+    shutil.copy(model_files.card_path_for(tiny_model_path), tmp_path / "legacy.json")
+    for main, arguments in ((predict.main, ["x.png"]), (weights_text.main, ["--output", str(tmp_path / "w.txt")]),
+                            (evaluate.main, ["--data-dir", small_data_dir, "--output-dir", str(tmp_path / "out")])):
+        assert main([*arguments, "--model", str(legacy)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {legacy}: only .keras model files are loaded (not legacy .h5 files or SavedModel folders); pass a "
+        ".keras file that `python -m model.train` wrote"] * 3
+    assert not (tmp_path / "w.txt").exists() and not (tmp_path / "out").exists()
+
+
 def test_evaluate_writes_metrics_and_nonempty_figures(tiny_model_path, small_data_dir, tmp_path):
     run_state = os.path.join(os.path.dirname(tiny_model_path), "run", "state.json")
     out = tmp_path / "reports"

@@ -91,11 +91,47 @@ def test_missing_model_and_missing_card_say_what_to_do(tiny_model_path, tmp_path
 
 
 def test_not_a_keras_file_is_a_clear_error(tiny_model_path, tmp_path):
+    """Checked as an archive before Keras sees it."""
     path = _copy_model(tiny_model_path, tmp_path)
     with open(path, "wb") as stream:
         stream.write(b"this is not a zip archive")
-    with pytest.raises(model_files.ModelFileError, match="cannot load the Keras model"):
+    with pytest.raises(model_files.ModelFileError, match="is not a whole .keras archive"):
         model_files.load(path)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"content_sha256": 12345}, "content_sha256 must be 64 lowercase hex digits, not 12345"),
+    ({"content_sha256": "ABCDEF" * 10 + "ABCD"}, "content_sha256 must be 64 lowercase hex digits"),
+    ({"version": {"x": 1}}, r"version must be a string of 1-64 letters, digits and \. _ \+ -, not \{'x': 1\}"),
+    ({"version": "1.0.0<script>"}, "version must be a string"),
+    ({"version": ""}, "version must be a string"),
+    ({"class_names": [1, 2]}, "class_names must be a list of strings"),
+    ({"class_names": "T-shirt/top"}, "class_names must be a list of strings"),
+    ({"input_shape": [28.0, 28]}, "input_shape must be a list of whole numbers"),
+    ({"input_shape": [True, 28]}, "input_shape must be a list of whole numbers"),
+    ({"preprocessing_version": ["fmnist-catalogue-v2"]}, "preprocessing_version must be a string"),
+    ({"card_format": "1"}, "card_format must be a whole number"),
+    ({"test_metrics": [0.9]}, "test_metrics must be an object or null"),
+])
+def test_card_fields_of_the_wrong_type_are_refused_in_one_line(tiny_model_path, tmp_path, changes, message):
+    path = _copy_model(tiny_model_path, tmp_path)
+    _edit_card(path, **changes)
+    with pytest.raises(model_files.ModelFileError, match=message) as raised:
+        model_files.read_card(path)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_card_nested_too_deep_is_not_json_not_a_crash(tiny_model_path, tmp_path):
+    path = _copy_model(tiny_model_path, tmp_path)
+    with open(model_files.card_path_for(path), "w") as stream:
+        stream.write("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(model_files.ModelFileError, match="is not valid JSON"):
+        model_files.load(path)
+
+
+def test_the_shipped_card_passes_every_field_check(shipped_model):
+    card = model_files.read_card(shipped_model)
+    assert model_files.model_version(card) == "1.0.0+9663468da04c"
 
 
 def test_lambda_layers_are_refused_by_safe_mode(tmp_path):

@@ -1,0 +1,143 @@
+"""Checks, without TensorFlow, that a model file and its card are what loaders may trust: a whole Keras archive of
+the expected members only, and a card whose every field has its type and fits this code."""
+
+import json
+import re
+
+from model.display import shortened, visible
+from model.vocabulary import CLASS_NAMES, COMPATIBLE_PREPROCESSING_VERSIONS, IMAGE_SHAPE, PREPROCESSING_VERSION
+
+# The largest model file and card read. The shipped model is 1.4 MB and its card 4 kB; the caps keep a wrong --model
+# (a disk image, an endless device) from filling memory before anything can tell it is not a model.
+MAX_MODEL_BYTES = 1 << 30
+MAX_CARD_BYTES = 1 << 20
+# The members of the Keras archives this code writes and loads. Anything else (assets, a `../` path that extraction
+# would write outside its folder, a second config.json) is refused before Keras opens the archive.
+ARCHIVE_MEMBERS = ("metadata.json", "config.json", "model.weights.h5")
+
+
+class ModelFileError(ValueError):
+    """A model file or its card is missing, unreadable, or they disagree."""
+
+
+def parse_card(text: bytes, card_path: str) -> dict:
+    """A card's bytes -> the card, checked: a JSON object with the fields loaders need, fitting this code."""
+    try:
+        card = json.loads(text)
+    except (ValueError, RecursionError) as error:  # not JSON, not UTF-8, or nested deeper than Python recurses
+        raise ModelFileError(f"model card {visible(card_path)} is not valid JSON: "
+                             f"{shortened(str(error) or type(error).__name__, 200)}") from error
+    if not isinstance(card, dict):
+        raise ModelFileError(f"model card {card_path} is not a JSON object (it holds a {type(card).__name__})")
+    validate_card(card, card_path)
+    return card
+
+
+def check_archive(archive, path: str) -> None:
+    """Checks, without TensorFlow, that a .keras file (a path or a binary file object) is a whole Keras archive of a
+    model this code can score: every member intact, a model config, weights, and an input of IMAGE_SHAPE."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(archive) as opened:
+            _check_members(opened.infolist(), path)  # before a byte is unpacked
+            damaged = opened.testzip()  # reads every member and checks its CRC
+            names = set(opened.namelist())
+            config = json.loads(opened.read("config.json")) if "config.json" in names else None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, RecursionError) as error:
+        raise ModelFileError(f"{visible(path)} is not a whole .keras archive ({shortened(str(error), 200)}); it may "
+                             "be cut short") from error
+    if damaged:
+        raise ModelFileError(f"{visible(path)} is damaged: its member {visible(damaged)} fails its checksum")
+    if not isinstance(config, dict) or "model.weights.h5" not in names:
+        raise ModelFileError(f"{visible(path)} is a zip archive but not a Keras model (no config.json and "
+                             "model.weights.h5)")
+    shapes = _input_shapes(config)
+    if len(shapes) != 1 or not isinstance(shapes[0], list) or tuple(shapes[0][1:]) != IMAGE_SHAPE:
+        found = shapes[0][1:] if shapes and isinstance(shapes[0], list) else shapes
+        raise ModelFileError(f"{visible(path)}: the model's input is {shortened(repr(found), 80)}, this code feeds "
+                             f"{list(IMAGE_SHAPE)}")
+
+
+def _check_members(members: list, path: str) -> None:
+    """Refuses an archive with members other than ARCHIVE_MEMBERS, each once, or unpacking to more than
+    2 * MAX_MODEL_BYTES (a zip bomb); a name with `..`, a leading `/` or a drive would point outside any folder."""
+    names = [member.filename for member in members]
+    for name in names:
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+            raise ModelFileError(f"{visible(path)}: refused, its member {shortened(repr(name), 80)} would unpack "
+                                 "outside its folder")
+    unexpected = sorted(set(names) - set(ARCHIVE_MEMBERS)) or sorted({n for n in names if names.count(n) > 1})
+    if unexpected:
+        raise ModelFileError(f"{visible(path)}: refused, member {shortened(repr(unexpected[0]), 80)} is unexpected "
+                             f"or repeated (a Keras model holds {', '.join(ARCHIVE_MEMBERS)}, each once)")
+    if sum(member.file_size for member in members) > 2 * MAX_MODEL_BYTES:
+        raise ModelFileError(f"{visible(path)}: refused, its members would unpack to more than "
+                             f"{2 * MAX_MODEL_BYTES:,} bytes")
+
+
+def _input_shapes(config: dict) -> list:
+    """The batch_shape of each InputLayer in a Keras model config (of any shape: it is the file's text, unchecked)."""
+    inner = config.get("config")
+    layers = inner.get("layers") if isinstance(inner, dict) else None
+    if not isinstance(layers, list):
+        return []
+    return [layer["config"].get("batch_shape") for layer in layers
+            if isinstance(layer, dict) and layer.get("class_name") == "InputLayer"
+            and isinstance(layer.get("config"), dict)]
+
+
+def _is_whole_number(value) -> bool:
+    return type(value) is int  # not bool, which is an int to isinstance
+
+
+def _is_number_or_none(value) -> bool:
+    return value is None or (type(value) in (int, float))
+
+
+# What each card field the code reads must be, and how to say so. The version goes into every score row and file
+# name shown to people, so it is kept to characters that are safe in a terminal, HTML, a path and a URL.
+_REQUIRED_FIELDS = {
+    "version": (lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9._+-]{1,64}", v),
+                "a string of 1-64 letters, digits and . _ + -"),
+    "content_sha256": (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v),
+                       "64 lowercase hex digits"),
+    "class_names": (lambda v: isinstance(v, list) and all(isinstance(name, str) for name in v), "a list of strings"),
+    "input_shape": (lambda v: isinstance(v, list) and all(map(_is_whole_number, v)), "a list of whole numbers"),
+    "preprocessing_version": (lambda v: isinstance(v, str), "a string"),
+}
+# Fields older cards may lack, checked when present.
+_OPTIONAL_FIELDS = {
+    "card_format": (_is_whole_number, "a whole number"),
+    "test_metrics": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "training_seconds": (_is_number_or_none, "a number or null"),
+    "temperature": (_is_number_or_none, "a number or null"),
+}
+
+
+def validate_card(card: dict, card_path: str) -> None:
+    """Raises ModelFileError unless every field the code reads has its type and the card fits this code's classes,
+    input and preprocessing."""
+    where = f"model card {visible(card_path)}"
+    missing = set(_REQUIRED_FIELDS) - set(card)
+    if missing:
+        raise ModelFileError(f"{where} lacks {', '.join(sorted(missing))}")
+    for field, (fits, what) in (*_REQUIRED_FIELDS.items(), *_OPTIONAL_FIELDS.items()):
+        if field in card and not fits(card[field]):
+            raise ModelFileError(f"{where}: {field} must be {what}, not {_shown(card[field])}")
+    if tuple(card["input_shape"]) != IMAGE_SHAPE:
+        raise ModelFileError(f"{where}: input shape {_shown(card['input_shape'])}, this code feeds {list(IMAGE_SHAPE)}")
+    if tuple(card["class_names"]) != CLASS_NAMES:
+        raise ModelFileError(f"{where}: class names {_shown(card['class_names'])} differ from {list(CLASS_NAMES)}")
+    if card["preprocessing_version"] not in COMPATIBLE_PREPROCESSING_VERSIONS:
+        raise ModelFileError(f"{where}: trained with preprocessing {_shown(card['preprocessing_version'])}, "
+                             f"this code has {PREPROCESSING_VERSION!r} and also accepts "
+                             f"{', '.join(repr(v) for v in COMPATIBLE_PREPROCESSING_VERSIONS[:-1])}")
+
+
+def _shown(value) -> str:
+    """A card's value as a message shows it: repr, every hidden character visible, long ones shortened."""
+    return shortened(repr(value), 100)
+
+
