@@ -24,7 +24,10 @@ def compiled_forward(model):
     """
     import tensorflow as tf
 
-    forward = tf.function(lambda pixels: model(pixels, training=False),
+    # autograph=False: a plain model call has no Python control flow to convert, and converting it writes an
+    # __autograph_generated_file*.py into the temporary folder that only TensorFlow's exit handler removes, which a
+    # worker that leaves quickly (pipeline.worker_process, pipeline.score.main) never runs.
+    forward = tf.function(lambda pixels: model(pixels, training=False), autograph=False,
                           input_signature=[tf.TensorSpec((MODEL_CALL_ROWS,) + IMAGE_SHAPE, tf.uint8)])
     return lambda block: forward(block).numpy()
 

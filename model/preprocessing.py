@@ -2,6 +2,7 @@
 
 import functools
 import io
+import re
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -10,8 +11,9 @@ from model import native_png, vocabulary
 
 # The raster formats images are opened as; nothing else is even identified. Pillow's EPS and PS plugins would hand the
 # file to Ghostscript (an external program) where it is installed. (Multi-picture JPEGs open as JPEG; PPM stands for
-# all of Netpbm's raw formats, PBM, PGM and PPM.)
-ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "PPM")
+# all of Netpbm's raw formats, PBM, PGM and PPM; AVIF is decoded in this process by the libavif that Pillow is built
+# with, the first frame of an image sequence.)
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "PPM", "AVIF")
 
 # The largest source image (width * height) we decode; a larger one is rejected before its pixels are read.
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -128,11 +130,14 @@ def _opened(data: bytes, max_pixels: int) -> Image.Image:
         # Pillow's own message names a BytesIO object at some address, which says nothing useful about the input.
         kind = _signature_format(data)
         if kind:
-            detail = f"the {len(data):,} bytes start like a {kind} file, but its header cannot be read (cut or damaged)"
+            article = "an" if kind[0] in "AEIOU" else "a"
+            detail = (f"the {len(data):,} bytes start like {article} {kind} file, but its header cannot be read (cut "
+                      "or damaged)")
             raise TruncatedImageError(detail) from error
-        detail = (f"no allowed image format ({', '.join(ALLOWED_FORMATS)}) in these {len(data)} bytes (they start "
-                  f"{bytes(data[:8])!r})")
-        raise NotAnImageError(detail) from error
+        # Only the size: the bytes themselves could be anyone's file (a link to a secret), and error rows are read by
+        # people the file's owner never meant to show it to.
+        raise NotAnImageError(f"no allowed image format ({', '.join(ALLOWED_FORMATS)}) in these {len(data):,} "
+                              "bytes") from error
     except Exception as error:  # A plugin recognised its format, then found the file cut short or broken.
         if "too large" in str(error).lower():  # e.g. a PNG text chunk that would inflate past Pillow's limit
             raise ImageTooLargeError(_describe(error)) from error
@@ -154,6 +159,8 @@ def _signature_format(data: bytes) -> str:
     """The allowed format whose signature the bytes start with, or ''."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
+    if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"):  # an ISO-BMFF file type box, AVIF's brands
+        return "AVIF"
     return next((name for signature, name in _SIGNATURES if data.startswith(signature)), "")
 
 
@@ -299,5 +306,10 @@ def _content_box(pixels: np.ndarray, background: np.ndarray) -> tuple[int, int, 
     return int(kept_rows[0]), int(kept_rows[-1]) + 1, int(kept_columns[0]), int(kept_columns[-1]) + 1
 
 
+# A Python bytes literal in a message: Pillow quotes a few bytes of a file in some (a PNG chunk's type, a TIFF header).
+_QUOTED_BYTES = re.compile(r"""(?<!\w)b(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+
+
 def _describe(error: BaseException) -> str:
-    return str(error) or type(error).__name__
+    """A decoder's message, without any bytes of the file it quotes (they could be anyone's, see _opened)."""
+    return _QUOTED_BYTES.sub("(bytes left out)", str(error)) or type(error).__name__

@@ -27,14 +27,18 @@ def member(group: str, name: str) -> str:
     return f"{group}/{name}"
 
 
-def listing_counts(met: int, skipped: dict, count_files: bool = True):
-    """Yields the pairs for a batch of listed entries: `met` entries, `skipped` {reason: amount}. With count_files
-    False (TFRecords, whose records are counted once read) only the skipped entries count as matched."""
+def listing_counts(met: int, skipped: dict, count_files: bool = True, repeated_keys: int = 0):
+    """Yields the pairs for a batch of listed entries: `met` entries, `skipped` {reason: amount}, and
+    `repeated_keys` files whose key another file of the batch also has (each is still read, so the key has more than
+    one row). With count_files False (TFRecords, whose records are counted once read) only the skipped entries count
+    as matched."""
     total = sum(skipped.values())
     yield MATCHED, met if count_files else total
     yield SKIPPED, total
     for reason, amount in sorted(skipped.items()):
         yield member(SKIPPED_BY_REASON, reason), amount
+    if repeated_keys:
+        yield DUPLICATE_KEYS, repeated_keys
 
 
 def block_counts(block, low_confidence: float, count_matched: bool = False):
@@ -56,7 +60,8 @@ def block_counts(block, low_confidence: float, count_matched: bool = False):
 
 
 class CountDuplicateKeys(beam.PTransform):
-    """ScoredBlocks -> (DUPLICATE_KEYS, n) for every key scored n + 1 times (TFRecord keys come from a feature)."""
+    """ScoredBlocks -> (DUPLICATE_KEYS, n) for every key scored n + 1 times (TFRecord keys come from a feature; image
+    files' equal keys are counted as they are listed, see listing_counts)."""
 
     def expand(self, blocks):
         return (blocks

@@ -1,14 +1,14 @@
 """Defines matching as Beam steps: the run's inputs -> listing tasks spread over the workers -> units of files that
 flow straight on to scoring, with --skip_scored's already-scored files left out on the way.
 
-Planning looks at the top of each input only: every sub-folder becomes a task of its own, and the files at the top
-are classified there and handed on in ready-made tasks of up to PLAN_CHUNK entries; an object store's input (no
-folders there to split on) is one task, listed by Beam's filesystem on the worker that gets it. The tasks are
-reshuffled, so the workers share them; each walks its folder and emits units as it goes, in the same step as the
-scoring that follows (no shuffle between them), so the first block is scored while the rest is still being listed,
-and no worker holds more than a batch of a local listing (Beam lists an object store's prefix into one list). A file
-that an earlier input already lists is skipped as listed twice, by asking that input (`listing.lists`), not by
-remembering every name.
+Planning looks at the top of each input only: every sub-folder (of a glob's: one that could hold a match) becomes a
+task of its own, and the files at the top are classified there and handed on in ready-made tasks of up to PLAN_CHUNK
+entries; an object store's input (no folders there to split on) is one task, listed by Beam's filesystem on the
+worker that gets it. The tasks are reshuffled, so the workers share them; each walks its folder and emits units as it
+goes, in the same step as the scoring that follows (no shuffle between them), so the first block is scored while the
+rest is still being listed, and no worker holds more than a batch of a local listing (Beam lists an object store's
+prefix into one list). A file that an earlier input already lists is skipped as listed twice, by asking that input
+(`listing.lists`), not by remembering every name.
 """
 
 import os
@@ -40,8 +40,8 @@ class Matched(typing.NamedTuple):
 
 
 class _PlanTasks(beam.DoFn):
-    def __init__(self, output: str):
-        self.output = output
+    def __init__(self, rules: listing.Rules):
+        self.rules = rules
 
     def process(self, numbered):
         for task in self._plan(numbered):
@@ -55,11 +55,12 @@ class _PlanTasks(beam.DoFn):
         index, spec = numbered
         if spec.kind != "file" and FileSystems.get_scheme(spec.path) is None:
             root, matches = listing.walk_root(spec)
-            top = listing.level(root, self.output) if os.path.isdir(root) else ()
+            top = listing.level(root, self.rules) if os.path.isdir(root) else ()
             ready = []
             for path, entry in top:
                 if entry == FOLDER:
-                    yield Task(index, path)
+                    if matches.may_hold(path):  # a glob's folder that can hold no match is never listed
+                        yield Task(index, path)
                 elif path is None or matches(path):
                     ready.append((path, entry))
                     if len(ready) == PLAN_CHUNK:
@@ -69,7 +70,7 @@ class _PlanTasks(beam.DoFn):
                 yield Task(index, "", tuple(ready))
             return
         if spec.kind == "file":
-            yield Task(index, "", tuple(listing.spec_entries(spec, self.output)))
+            yield Task(index, "", tuple(listing.spec_entries(spec, self.rules)))
         else:  # an object store's folder or pattern: listed by whichever worker gets the task
             yield Task(index, spec.path)
 
@@ -77,19 +78,19 @@ class _PlanTasks(beam.DoFn):
 class _ListTasks(beam.DoFn):
     """Tasks -> units of up to unit_size entries (main), counts (_COUNTS) and fingerprint tables (_FINGERPRINTS)."""
 
-    def __init__(self, specs: list, unit_size: int, count_files: bool, already_scored, version: str, output: str):
+    def __init__(self, specs: list, unit_size: int, count_files: bool, already_scored, version: str,
+                 rules: listing.Rules):
         self.specs, self.unit_size, self.count_files = specs, unit_size, count_files
-        self.already_scored, self.version, self.output = already_scored, version, output
+        self.already_scored, self.version, self.rules = already_scored, version, rules
 
     def process(self, task: Task):
         timeline.mark("listing files")
         entries = task.entries
         if task.folder and FileSystems.get_scheme(task.folder) is not None:
-            entries = listing.spec_entries(self.specs[task.spec], self.output)
+            entries = listing.spec_entries(self.specs[task.spec], self.rules)
         elif task.folder:
             _, matches = listing.walk_root(self.specs[task.spec])
-            entries = ((path, entry) for path, entry in listing.walk(task.folder, self.output)
-                       if path is None or matches(path))
+            entries = listing.walk_matching(task.folder, matches, self.rules)
         batch = _Batch()
         for path, entry in entries:
             if path is not None and not isinstance(entry, str) and self._listed_before(task.spec, path):
@@ -103,12 +104,18 @@ class _ListTasks(beam.DoFn):
         yield from last
 
     def _listed_before(self, index: int, path: str) -> bool:
-        return any(listing.lists(spec, path, self.output) for spec in self.specs[:index])
+        return any(listing.lists(spec, path, self.rules) for spec in self.specs[:index])
 
     def _flush(self, batch: "_Batch"):
-        keyed = sorted((key_for(entry[0]), entry) for entry in batch.files)  # each key made once
+        # Each key made once; sorted by key alone, since entries (text or bytes paths) cannot be compared.
+        keyed = sorted(((key_for(entry[0]), entry) for entry in batch.files), key=lambda pair: pair[0])
         batch.files = [entry for _, entry in keyed]
         keys = [key for key, _ in keyed]
+        # Equal keys are counted within the batch, where sorting makes them neighbours, not over the whole run: that
+        # would shuffle every key of every image run. Keys are one-to-one with paths and a path two inputs name is
+        # skipped as listed twice, so equal keys can only come from one listing that names a file twice (an object
+        # store's), and a listing's repeats come together. (TFRecords: their records' keys are counted once read.)
+        repeats = sum(before == after for before, after in zip(keys, keys[1:])) if self.count_files else 0
         sizes = [size for _, size, _ in batch.files]
         modified = [when for _, _, when in batch.files]
         carried = {}  # position in the batch -> the run that scored the file as it is
@@ -117,7 +124,7 @@ class _ListTasks(beam.DoFn):
             carried = {at: run for at, run in enumerate(scored_by) if run is not None}
             if carried:
                 batch.skipped["already scored"] = batch.skipped.get("already scored", 0) + len(carried)
-        for pair in counts.listing_counts(batch.met, batch.skipped, self.count_files):
+        for pair in counts.listing_counts(batch.met, batch.skipped, self.count_files, repeats):
             yield beam.pvalue.TaggedOutput(_COUNTS, pair)
         if batch.files and self.version is not None:  # read tonight, or carried forward with the run that scored it
             yield beam.pvalue.TaggedOutput(_FINGERPRINTS, fingerprints.table(
@@ -149,25 +156,26 @@ class MatchInputs(beam.PTransform):
 
     Image files: units go straight on to scoring in the step that lists them. TFRecord files (spread=True): each file
     is a unit, and the units are reshuffled, so that the files, not only the folders, spread over the workers.
-    `version` is the model version fingerprints are written for (None: no fingerprints).
+    `version` is the model version fingerprints are written for (None: no fingerprints). With
+    `refuse_outside_links`, links to files outside every input are error rows (--refuse_outside_links).
     """
 
     def __init__(self, inputs, unit_size: int = 256, count_files: bool = True, already_scored=None,
-                 output: str = None, version: str = None, spread: bool = False):
+                 output: str = None, version: str = None, spread: bool = False, refuse_outside_links: bool = False):
         super().__init__()
         self.specs = [listing.input_spec(text) for text in inputs]
         self.unit_size, self.count_files, self.already_scored = unit_size, count_files, already_scored
-        self.output = os.path.abspath(output) if output and FileSystems.get_scheme(output) is None \
-            else output
+        output = os.path.abspath(output) if output and FileSystems.get_scheme(output) is None else output
+        self.rules = listing.Rules(output, listing.link_roots(self.specs) if refuse_outside_links else None)
         self.version, self.spread = version, spread
 
     def expand(self, pipeline):
         listed = (pipeline
                   | "Inputs" >> beam.Create(list(enumerate(self.specs)))
-                  | "PlanTasks" >> beam.ParDo(_PlanTasks(self.output))
+                  | "PlanTasks" >> beam.ParDo(_PlanTasks(self.rules))
                   | "SpreadTasks" >> beam.Reshuffle()
                   | "ListTasks" >> beam.ParDo(_ListTasks(self.specs, self.unit_size, self.count_files,
-                                                         self.already_scored, self.version, self.output))
+                                                         self.already_scored, self.version, self.rules))
                   .with_outputs(_COUNTS, _FINGERPRINTS, main="units"))
         units = listed.units | "SpreadUnits" >> beam.Reshuffle() if self.spread else listed.units
         return Matched(units, listed[_COUNTS], listed[_FINGERPRINTS])

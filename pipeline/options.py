@@ -28,6 +28,7 @@ class ScoreConfig:
     key_feature: str = RECORD_KEY_FILENAME
     compression: str = "auto"
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    refuse_outside_links: bool = False
     max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS
     low_confidence: float = 0.5
     files_per_chunk: int = 256
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip_scored", action="store_true",
                         help="skip image files (same path, size and modification time) that this model version "
                              "scored in earlier complete partitions")
+    parser.add_argument("--refuse_outside_links", action="store_true",
+                        help="a link to a file outside every local input is an error row (`link outside the "
+                             "inputs`), never read; by default links to files are followed wherever they point")
     parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help="a .keras file with its .json card beside it, "
                         "on any Beam filesystem (default: the shipped model)")
     parser.add_argument("--share_model", action="store_true",

@@ -8,7 +8,7 @@ import os
 from apache_beam.io.filesystems import FileSystems
 
 from model import model_files
-from pipeline import listing, served_model
+from pipeline import globs, listing, served_model
 
 class PreflightError(ValueError):
     """A mistake in the run's flags or files; the message says what to change."""
@@ -127,6 +127,13 @@ def check_output(output: str) -> None:
         raise PreflightError("--output is empty; give the folder the run writes its partitions under")
     if FileSystems.get_scheme(output) is None and os.path.isfile(output):
         raise PreflightError(f"--output {output} is a file; give a folder")
+    glob = globs.GLOB_CHARACTERS.search(output)
+    if glob:
+        # Beam's filesystems match and delete by glob, Beam's own file writers included (they find what they wrote
+        # with FOLDER/*): below `o[1]` they find nothing and fail, and below `o*` they would also list, and on object
+        # stores delete, what lies in every folder the glob matches.
+        raise PreflightError(f"--output {output} holds {glob.group()!r}, which Beam reads as a glob when it finds and "
+                             "deletes the run's files; choose a folder whose path has none of * ? [")
     probe = FileSystems.join(output, f".write-check-{os.getpid()}")
     try:
         if FileSystems.get_scheme(output) is None:

@@ -40,6 +40,7 @@ def start_run(config, beam_options, model) -> RunInfo:
         "started_at": now.isoformat(),
         "inputs": {"images": list(config.inputs), "tfrecords": list(config.input_tfrecords)},
         "skip_scored": config.skip_scored,
+        "refuse_outside_links": config.refuse_outside_links,
         fingerprints.INDEX_FLAG: bool(config.inputs),  # _inputs: every file of the inputs scored tonight or before
         "runner": runner,
         "model_threads": config.model_threads or "tensorflow default",
@@ -67,23 +68,26 @@ def finish_run(run: RunInfo, counts: dict, seconds: float) -> dict:
                     error_rate_exceeded=error_rate > run.max_error_rate,
                     images_per_second=round(attempted / max(seconds, 1e-9), 1))
     _write(FileSystems.join(run.staging, partitions.MANIFEST), json.dumps(manifest, indent=2).encode())
-    _write_report(run, manifest)
+    report_failure = _write_report(run, manifest)
     _write(FileSystems.join(run.staging, partitions.SUCCESS), run.run_id.encode())  # last file of the partition
     partitions.swap_into_place(run.staging, run.partition, run.trash)
+    if report_failure:  # Only now is there a partition to rebuild the report of; had publishing failed, none.
+        print(f"WARNING: the report could not be built ({report_failure}); rebuild it with "
+              f"`python -m pipeline.report {run.partition}`", file=sys.stderr)
     return manifest
 
 
-def _write_report(run: RunInfo, manifest: dict) -> None:
-    """Writes report.html into the staging folder. A report that cannot be built does not cost the run its outputs:
-    the page then says why, and so does a warning."""
+def _write_report(run: RunInfo, manifest: dict) -> str:
+    """Writes report.html into the staging folder; returns why it could not be built, or ''. A report that cannot be
+    built does not cost the run its outputs: the page then says why, and so does a warning once published."""
     try:
         report.write(run.staging, manifest, run.output, manifest["run_date"])
+        return ""
     except Exception as error:  # noqa: BLE001 - any failure here must leave the scores published
-        print(f"WARNING: the report could not be built ({type(error).__name__}: {error}); rebuild it with "
-              f"`python -m pipeline.report {run.partition}`", file=sys.stderr)
         _write(FileSystems.join(run.staging, report.REPORT),
                f"<!doctype html><title>report</title><p>The report could not be built: {html.escape(str(error))}"
                .encode())
+        return f"{type(error).__name__}: {error}"
 
 
 def _write(path: str, content: bytes) -> None:
@@ -113,8 +117,10 @@ def summary(manifest: dict) -> str:
     for reason, amount in sorted(counts["skipped_by_reason"].items()):
         lines.append(f"  skipped: {reason}: {amount:,}")
     if counts["duplicate_keys"]:
-        lines.append(f"WARNING: {counts['duplicate_keys']:,} records carry a key another record also carries "
-                     "(--key_feature); each was scored, so those keys have more than one row")
+        what = ("records carry a key another record also carries (--key_feature)" if manifest["inputs"]["tfrecords"]
+                else "files carry a key another file also carries (listed twice by their filesystem)")
+        lines.append(f"WARNING: {counts['duplicate_keys']:,} {what}; each was scored, so those keys have more "
+                     "than one row")
     if manifest["error_rate_exceeded"]:
         lines.append(f"ERROR: {manifest['error_rate']:.1%} of inputs failed, above --max_error_rate "
                      f"{manifest['max_error_rate']:.1%}; every output was still written")

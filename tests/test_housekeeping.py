@@ -91,3 +91,36 @@ def test_a_full_disk_is_one_clear_line_and_no_staging(tiny_model_path, tmp_path,
     err = capsys.readouterr().err
     assert "error: the disk is full (no space left on device)" in err and "Traceback" not in err
     assert os.listdir(out / ".staging") == [] and not list(out.glob("dt=*"))
+
+
+def test_a_report_lost_to_a_full_disk_is_not_advised_to_be_rebuilt_for_a_partition_never_published(
+        tiny_model_path, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from pipeline import publish, report
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real_write = publish._write
+    argv = ["--input", os.path.join(SAMPLE_INPUTS, "images", "fashion"), "--model", tiny_model_path,
+            "--progress_seconds", "0"]
+    with monkeypatch.context() as patch:  # the disk fills while the report is written: neither it nor its stand-in fit
+        patch.setattr(report, "write", full)
+        patch.setattr(publish, "_write", lambda path, data: full() if path.endswith(report.REPORT)
+                      else real_write(path, data))
+        assert score.run(argv + ["--output", str(tmp_path / "full")]) == score.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "error: the disk is full" in err and "nothing was published" in err and "rebuild" not in err
+    assert not list((tmp_path / "full").glob("dt=*"))
+    def broken(*args):
+        raise RuntimeError("the page cannot be drawn")
+
+    with monkeypatch.context() as patch:  # the report alone fails: the partition is published, then the advice given
+        patch.setattr(report, "write", broken)
+        assert score.run(argv + ["--output", str(tmp_path / "published")]) == score.EXIT_OK
+    published = list((tmp_path / "published").glob("dt=*"))
+    assert len(published) == 1 and (published[0] / "_SUCCESS").is_file()
+    err = capsys.readouterr().err
+    assert "WARNING: the report could not be built (RuntimeError: the page cannot be drawn); rebuild it with " \
+           f"`python -m pipeline.report {published[0]}`" in err

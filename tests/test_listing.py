@@ -14,12 +14,13 @@ from pipeline import listing, matching
 from tests import samples
 
 
-def _list(*inputs, output=None):
+def _list(*inputs, output=None, refuse_outside_links=False):
     """Plans and lists inputs as the pipeline's matching steps do (without a pipeline): (files as {key: size}, error
     rows as {key: error type}, skipped reasons, entries met)."""
     specs = [listing.input_spec(text) for text in inputs]
-    plan = matching._PlanTasks(output)
-    lister = matching._ListTasks(specs, 10**6, True, None, None, output)
+    rules = listing.Rules(output, listing.link_roots(specs) if refuse_outside_links else None)
+    plan = matching._PlanTasks(rules)
+    lister = matching._ListTasks(specs, 10**6, True, None, None, rules)
     files, errors, skipped, met = {}, {}, collections.Counter(), 0
     for numbered in enumerate(specs):
         for task in plan.process(numbered):
@@ -98,6 +99,68 @@ def test_names_that_are_not_utf8_survive_as_keys(test_split, tmp_path):
     assert list(files) == [str(tmp_path / "caf\\xe9.png")]
 
 
+def test_keys_are_one_to_one_with_names(test_split, tmp_path):
+    latin1, spelled = os.fsdecode(b"caf\xe9.png"), "caf\\xe9.png"  # the Latin-1 byte, and a backslash, x, e, 9
+    assert listing.key_for(latin1) == "caf\\xe9.png" and listing.key_for(spelled) == "caf\\\\xe9.png"
+    assert listing.key_for(b"a\\b\xff") == listing.key_for(os.fsdecode(b"a\\b\xff")) == "a\\\\b\\xff"
+    for name in (latin1, spelled):
+        _png(tmp_path, name, test_split.images[0])
+    files, errors, _, met = _list(str(tmp_path))
+    assert sorted(files) == [str(tmp_path / "caf\\\\xe9.png"), str(tmp_path / "caf\\xe9.png")] and met == 2
+
+
+def _walked(monkeypatch) -> list:
+    """The folders listings open from now on (os.scandir), in order."""
+    walked, real_scandir = [], os.scandir
+
+    def scandir(path):
+        walked.append(str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    return walked
+
+
+def test_a_glob_walks_only_the_folders_that_could_hold_a_match(test_split, tmp_path, monkeypatch):
+    from apache_beam.io.filesystems import FileSystems
+
+    for folder, name in (("", "a.png"), ("sub", "x1.png"), ("sub/deeper", "x2.png"), ("other", "y.png")):
+        _png(tmp_path / folder, name, test_split.images[0])
+    root, walked = str(tmp_path), _walked(monkeypatch)
+    everything = [os.path.join(root, folder) for folder in ("", "sub", "sub/deeper", "other")]
+    # glob: (folders walked, files found); Beam's `?` matches any character, `/` too, so from it on all are walked.
+    cases = {"*.nothing": ([root], []), "*/x*.png": ([root, everything[1], everything[3]], ["sub/x1.png"]),
+             "**.png": (everything, ["a.png", "sub/x1.png", "sub/deeper/x2.png", "other/y.png"]),
+             "su?/x*.png": (everything, ["sub/x1.png"])}
+    for glob, (folders, found) in cases.items():
+        walked.clear()
+        files = _list(os.path.join(root, glob))[0]
+        assert sorted(os.path.normpath(folder) for folder in walked) == sorted(map(os.path.normpath, folders)), glob
+        assert sorted(files) == sorted(os.path.join(root, name) for name in found), glob
+        beams = FileSystems.match([os.path.join(root, glob)])[0].metadata_list
+        assert sorted(files) == sorted(found.path for found in beams), glob  # what Beam's own match finds
+
+
+def test_links_outside_the_inputs_are_refused_only_when_asked(test_split, tmp_path):
+    inside, outside = tmp_path / "inputs", tmp_path / "elsewhere"
+    image = _png(inside, "a.png", test_split.images[0])
+    other = _png(outside, "b.png", test_split.images[1])
+    (outside / "secret.txt").write_text("SECRET-TOKEN")
+    for name, target in (("in.png", image), ("out.png", other), ("secret.png", outside / "secret.txt"),
+                         ("zero.png", "/dev/zero"), ("folder", outside)):
+        os.symlink(target, inside / name)
+    files, errors, skipped, _ = _list(str(inside))
+    assert sorted(files) == sorted(str(inside / name) for name in ("a.png", "in.png", "out.png", "secret.png"))
+    assert errors == {str(inside / "zero.png"): "not a regular file"} and skipped == {"link to a folder": 1}
+    files, errors, skipped, _ = _list(str(inside), refuse_outside_links=True)
+    assert sorted(files) == [image, str(inside / "in.png")] and skipped == {"link to a folder": 1}
+    assert errors == {str(inside / name): "link outside the inputs" for name in ("out.png", "secret.png", "zero.png")}
+    # A file another input names is inside the inputs, and so is a link named on the command line.
+    files, errors, _, _ = _list(str(inside), other, str(inside / "secret.png"), refuse_outside_links=True)
+    assert sorted(files) == sorted([image, str(inside / "in.png"), str(inside / "out.png"), other,
+                                    str(inside / "secret.png")])
+
+
 def test_existing_names_with_glob_characters_are_taken_literally(test_split, tmp_path):
     wanted = _png(tmp_path / "batch[1]", "a.png", test_split.images[0])
     _png(tmp_path / "batch1", "sibling.png", test_split.images[1])
@@ -164,7 +227,7 @@ def test_an_object_store_input_is_listed_by_the_worker_that_gets_its_task(test_s
         samples.write_pngs(test_split.images[:30], str(tmp_path / shelf), [f"{i:02d}.png" for i in range(30)])
     inputs = [f"storetest://{tmp_path / 'a'}/*.png", f"storetest://{tmp_path / 'b'}/*.png"]
     tasks = [task for numbered in enumerate(listing.input_spec(text) for text in inputs)
-             for task in matching._PlanTasks(None).process(numbered)]
+             for task in matching._PlanTasks(listing.Rules()).process(numbered)]
     assert [(task.folder, task.entries) for task in tasks] == [(text, ()) for text in inputs]  # planning lists nothing
     out = str(tmp_path / "out")
     assert score.run(["--input", *inputs, "--output", out, "--model", tiny_model_path, "--progress_seconds", "0"]) == 0

@@ -162,6 +162,32 @@ def test_unwritable_output_fails_before_any_work(capsys, tmp_path, tiny_model_pa
            score.EXIT_USAGE, "cannot write to --output")
 
 
+def test_an_output_path_that_beam_would_read_as_a_glob_is_refused_before_any_work(capsys, tmp_path, tiny_model_path):
+    # Beam's own Parquet writer finds the files it wrote with FOLDER/*: below `o[1]` it found none and failed the run
+    # after scoring (and `o*` would also match other folders), so such an output is a usage error, found at once.
+    images = os.path.join(SAMPLE_INPUTS, "images", "fashion")
+    for name, character in (("o[1]", "'['"), ("o*", "'*'"), ("o?", "'?'")):
+        _fails(capsys, ["--input", images, "--output", str(tmp_path / name), "--model", tiny_model_path],
+               score.EXIT_USAGE, f"holds {character}, which Beam reads as a glob")
+        assert not os.path.exists(tmp_path / name)
+    assert score.run(["--input", images, "--output", str(tmp_path / "o(1) & ü"), "--model", tiny_model_path,
+                      "--progress_seconds", "0"]) == score.EXIT_OK
+    assert os.path.isfile(os.path.join(partition(tmp_path / "o(1) & ü"), "_SUCCESS"))
+
+
+def test_a_run_leaves_no_autograph_file_in_the_temporary_folder(tiny_model_path, tmp_path):
+    # TensorFlow's autograph writes __autograph_generated_file*.py there and removes it only at exit, in a handler
+    # that the scorer's quick exit (pipeline.score.main) never runs; the forward pass is compiled without autograph.
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    command = [sys.executable, "-m", "pipeline.score", "--input", os.path.join(SAMPLE_INPUTS, "images", "fashion"),
+               "--output", str(tmp_path / "out"), "--model", tiny_model_path, "--progress_seconds", "0"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, TMPDIR=str(temporary)))
+    assert result.returncode == 0, result.stderr
+    assert [name for name in os.listdir(temporary) if name.startswith("__autograph_generated_file")] == []
+
+
 def _labels():
     with open(os.path.join(SAMPLE_INPUTS, "labels.csv"), encoding="utf-8") as stream:
         return {os.path.join(SAMPLE_INPUTS, row["path"]): row["label"] for row in csv.DictReader(stream)}
