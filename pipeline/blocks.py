@@ -35,13 +35,14 @@ class Block:
     keys: list  # one per row of pixels
     pixels: np.ndarray  # uint8 (len(keys), 28, 28)
     errors: list  # error rows (pipeline.errors.error_row)
+    sources: list = dataclasses.field(default_factory=list)  # where each row was read (pipeline.sheet.Source)
 
 
 class _Assembler:
     """Collects decoded images and error rows into blocks of exactly BLOCK_ROWS images (the last one may be short)."""
 
     def __init__(self):
-        self.keys, self.images, self.errors = [], [], []
+        self.keys, self.images, self.errors, self.sources = [], [], [], []
 
     def full_blocks(self):
         while len(self.keys) >= BLOCK_ROWS:
@@ -53,8 +54,9 @@ class _Assembler:
 
     def _take(self, rows: int) -> Block:
         pixels = np.stack(self.images[:rows]) if rows else np.zeros((0,) + IMAGE_SHAPE, np.uint8)
-        block = Block(self.keys[:rows], pixels, self.errors)
+        block = Block(self.keys[:rows], pixels, self.errors, self.sources[:rows])
         self.keys, self.images, self.errors = self.keys[rows:], self.images[rows:], []
+        self.sources = self.sources[rows:]
         return block
 
 
@@ -91,16 +93,18 @@ class _UnitDecoder:
         self.pending, self.pending_bytes = [], 0
 
     def _decode(self, records: list) -> None:
-        results = [_checked_raw_pixels(payload) if isinstance(payload, np.ndarray) else None for _, payload in records]
+        results = [_checked_raw_pixels(payload) if isinstance(payload, np.ndarray) else None
+                   for _, payload, _ in records]
         encoded = [index for index, result in enumerate(results) if result is None]
         decoded = preprocessing.to_model_inputs([records[index][1] for index in encoded], self.max_pixels,
                                                 self.pool.map if self.pool else map)
         for index, result in zip(encoded, decoded):
             results[index] = result
-        for (key, _), result in zip(records, results):
+        for (key, _, source), result in zip(records, results):
             if isinstance(result, np.ndarray):
                 self.assembler.keys.append(key)
                 self.assembler.images.append(result)
+                self.assembler.sources.append(source)
             else:
                 reason = getattr(result, "reason", type(result).__name__)
                 self.assembler.errors.append(error_row(key, "decode", reason, str(result)))

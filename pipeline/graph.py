@@ -1,5 +1,6 @@
 """Defines the scoring graph: inputs matched (pipeline.matching) -> read and decoded into blocks, scored by
-RunInference (pipeline.inference) -> scores/, errors/, _inputs/ (fingerprints) and the run's counts, in one folder.
+RunInference (pipeline.inference) -> scores/, errors/, _inputs/ (fingerprints), _sheet.parquet (the report's
+contact sheet) and the run's counts, in one folder.
 
     with beam.Pipeline(options=...) as pipeline:
         graph.build(pipeline, config, card, version, staging_folder)
@@ -7,7 +8,7 @@ RunInference (pipeline.inference) -> scores/, errors/, _inputs/ (fingerprints) a
 
 import apache_beam as beam
 
-from pipeline import counts, errors, fingerprints, matching, options, scores_output, sources, tfrecords
+from pipeline import counts, errors, fingerprints, matching, options, scores_output, sheet, sources, tfrecords
 from pipeline.inference import ScoreImages
 from pipeline.model_handler import KerasModelHandler
 
@@ -19,18 +20,21 @@ def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, vers
         skip = (fingerprints.AlreadyScored(config.output, config.run_date, version, config.inputs)
                 if config.skip_scored else None)
         matched = pipeline | "MatchImages" >> matching.MatchInputs(
-            config.inputs, config.files_per_chunk, True, skip, config.output, version)
+            config.inputs, config.files_per_chunk, True, skip, config.output, version,
+            refuse_outside_links=config.refuse_outside_links)
         read = sources.ReadImageFiles(config.max_file_bytes)
         _ = matched.fingerprints | "WriteFingerprints" >> fingerprints.WriteFingerprints(folder)
     else:  # One unit per TFRecord file, spread over the workers; its records are only counted once read.
         matched = pipeline | "MatchTFRecords" >> matching.MatchInputs(
-            config.input_tfrecords, 1, False, output=config.output, spread=True)
+            config.input_tfrecords, 1, False, output=config.output, spread=True,
+            refuse_outside_links=config.refuse_outside_links)
         read = tfrecords.ReadTFRecordFiles(config.image_feature, config.key_feature, config.raw_feature,
                                            config.compression, config.max_file_bytes)
     handler = KerasModelHandler(config.model, config.share_model, config.model_threads, config.model_copies)
     scored = matched.units | "Score" >> ScoreImages(handler, read, config.max_pixels, config.decode_threads,
                                                    config.progress_seconds)
     _ = scored | "WriteScores" >> scores_output.WriteScores(folder, card, version)
+    _ = scored | "WriteSheet" >> sheet.WriteSheet(folder)
     _ = (scored
          | "ErrorRows" >> beam.FlatMap(lambda block: block.errors)
          | "WriteErrors" >> errors.WriteErrors(folder))

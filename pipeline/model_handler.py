@@ -11,7 +11,7 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
 from model.vocabulary import NUM_CLASSES
-from pipeline import timeline
+from pipeline import sheet, timeline
 from pipeline.blocks import Block
 from pipeline.errors import error_row
 from pipeline.served_model import ServedModel, load_served_model, thread_settings
@@ -24,6 +24,7 @@ class ScoredBlock:
     keys: list
     probabilities: np.ndarray  # float32 (len(keys), NUM_CLASSES)
     errors: list  # the block's read and decode errors, then the records the model failed on
+    sheet: list = dataclasses.field(default_factory=list)  # the block's contact-sheet candidates (pipeline.sheet)
 
 
 class KerasModelHandler(ModelHandler):
@@ -63,7 +64,10 @@ def score_block(block: Block, predict) -> ScoredBlock:
     good = [row for row in range(len(block.keys)) if row not in failed_rows]
     failures = [error_row(block.keys[row], "predict", type(error).__name__, str(error))
                 for row, error in sorted(failed_rows.items())]
-    return ScoredBlock([block.keys[row] for row in good], probabilities[good], list(block.errors) + failures)
+    keys, probabilities = [block.keys[row] for row in good], probabilities[good]
+    candidates = (sheet.candidates(keys, [block.sources[row] for row in good], block.pixels[good], probabilities)
+                  if block.sources else [])
+    return ScoredBlock(keys, probabilities, list(block.errors) + failures, candidates)
 
 
 def predict_isolating_failures(predict, pixels: np.ndarray, offset: int = 0):

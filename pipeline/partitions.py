@@ -1,6 +1,6 @@
 """Defines the output layout: date partitions, and their staging and swap into place.
 
-    OUTPUT/dt=2026-11-22/{scores/, errors/, _inputs/, manifest.json, _SUCCESS}
+    OUTPUT/dt=2026-11-22/{scores/, errors/, _inputs/, _sheet.parquet, manifest.json, report.html, _SUCCESS}
     OUTPUT/.staging/dt=2026-11-22.RUN_ID/     a run in progress (readers never look here)
     OUTPUT/.trash/dt=2026-11-22.RUN_ID/       the partition being replaced, for the instant of the swap
     OUTPUT/.locks/                            one lock per date (see housekeeping)

@@ -1,7 +1,8 @@
 """Defines the run report, report.html in every published partition: the run, tonight's class mix against the
 previous nights (with a flag when a class's share moves beyond what they make usual), confidence, the least
 confident images as a contact sheet, and the failures. It reads the partition's Parquet, the earlier partitions'
-manifests and at most --images images; pipeline.report_page renders it.
+manifests and the contact sheet the run kept (pipeline.sheet: at most --images pictures, read back from where the
+run read them by pipeline.report_pictures, never from a key); pipeline.report_page renders it.
 
     python -m pipeline.report OUTPUT/dt=YYYY-MM-DD [--history 14] [--images 24] [--to FILE]
 
@@ -12,10 +13,7 @@ one percentage point. Flags need at least MIN_NIGHTS earlier nights with scores.
 """
 
 import argparse
-import base64
 import datetime
-import io
-import os
 import sys
 
 import numpy as np
@@ -23,13 +21,12 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from model.vocabulary import CLASS_NAMES
-from pipeline import errors, partitions, report_page, scores_output
+from pipeline import errors, partitions, report_page, report_pictures, scores_output, sheet
 
 REPORT = "report.html"  # in a partition, written before _SUCCESS
-DEFAULT_HISTORY, DEFAULT_IMAGES = 14, 24
+DEFAULT_HISTORY, DEFAULT_IMAGES = 14, sheet.SHEET_IMAGES
 MIN_NIGHTS = 3
 BINS = 20
-MAX_IMAGE_BYTES = 64 << 20  # an image read back for the contact sheet; larger ones are noted, not read
 EXAMPLES = 3  # failed keys shown per kind of failure
 
 
@@ -59,16 +56,14 @@ def build(folder: str, manifest: dict, output: str, run_date: str, history: int 
           images: int = DEFAULT_IMAGES) -> str:
     """The report's HTML for the run whose files are in `folder` (a partition, or its staging folder) and whose
     earlier nights are the complete partitions under `output` before `run_date`."""
-    scores = pq.read_table(FileSystems.join(folder, scores_output.FOLDER),
-                           columns=["key", "label_index", "confidence", "probabilities"])
+    scores = pq.read_table(FileSystems.join(folder, scores_output.FOLDER), columns=["label_index", "confidence"])
     labels = scores.column("label_index").to_numpy()
     confidence = scores.column("confidence").to_numpy()
     nights = _earlier_nights(output, run_date, history)
     sections = [("Tonight's run", _run_section(manifest)),
                 (f"Class mix against the previous {history} nights", _mix_section(manifest, nights, history)),
                 ("Confidence", _confidence_section(manifest, nights, labels, confidence)),
-                (f"The {min(images, len(confidence))} least confident predictions",
-                 _sheet_section(scores, confidence, images)),
+                _sheet_section(folder, images),
                 ("Failures", _failures_section(folder, manifest))]
     counts = manifest["counts"]
     subtitle = (f"{run_date} · {counts['scored']:,} images scored · model {manifest['model']['version']} · "
@@ -183,59 +178,26 @@ def _confidence_section(manifest: dict, nights: list, labels: np.ndarray, confid
             f"--low_confidence {threshold}.</p><div class=grid>" + "".join(panels) + "</div>")
 
 
-def _sheet_section(scores, confidence: np.ndarray, count: int) -> str:
-    if not len(confidence):
-        return "<p class=note>Nothing was scored.</p>"
-    count = min(count, len(confidence))
-    chosen = np.argpartition(confidence, count - 1)[:count] if count < len(confidence) else np.arange(count)
-    chosen = chosen[np.lexsort((np.asarray(scores.column("key").take(chosen).to_pylist(), dtype=object),
-                                confidence[chosen]))]
-    rows = scores.take(chosen).to_pylist()
+def _sheet_section(folder: str, count: int) -> tuple:
+    """(heading, HTML) of the least confident predictions, from the candidates the run kept (pipeline.sheet)."""
+    try:
+        rows = pq.read_table(FileSystems.join(folder, sheet.FILE)).to_pylist()
+    except Exception:  # noqa: BLE001 - a partition written before the run kept candidates
+        return "The least confident predictions", ("<p class=note>This partition holds no contact sheet (it was "
+                                                   "written by an older version); rescoring it adds one.</p>")
+    rows = sorted(rows, key=sheet.order)[:count]
+    if not rows:
+        return "The least confident predictions", "<p class=note>Nothing was scored.</p>"
     cards = []
     for row in rows:
-        seen, original = _pictures(row["key"])
+        seen, original = report_pictures.pictures(row)
         label = CLASS_NAMES[row["label_index"]]
-        cards.append(f"<div class=card><div class=pics>{seen}{original}</div>"
-                     f"<div class=key title='{report_page.esc(row['key'])}'>{report_page.esc(row['key'])}</div>"
+        cards.append(f"<div class=card><div class=pics>{seen}{original}</div>{report_page.key_text(row['key'])}"
                      f"<div class=pred>{report_page.esc(label)} · {row['confidence']:.1%}</div>"
                      f"{report_page.probability_bars(row['probabilities'])}</div>")
-    return ("<p class=note>Left: the image as the model saw it (28 × 28, scaled up); right: the original. The bars "
-            "are the ten probabilities, the predicted class in blue.</p><div class=sheet>" + "".join(cards) + "</div>")
-
-
-def _pictures(key: str) -> tuple:
-    """(the 28x28 model input, the original as a thumbnail) for a key, as <img> tags; a note where it cannot be
-    read back (gone since, not a file, too large)."""
-    from PIL import Image, ImageOps
-
-    from model import preprocessing
-
-    try:
-        if FileSystems.get_scheme(key) is None and not os.path.isfile(key):
-            raise FileNotFoundError
-        with FileSystems.open(key, compression_type="uncompressed") as stream:
-            payload = stream.read(MAX_IMAGE_BYTES + 1)
-    except Exception:  # gone since the run, or a key that names no file (a TFRecord record)
-        return report_page.missing("image not found"), ""
-    if len(payload) > MAX_IMAGE_BYTES:
-        return report_page.missing("too large to show"), ""
-    try:
-        seen = preprocessing.to_model_input(payload)
-        with Image.open(io.BytesIO(payload)) as opened:
-            opened.draft("RGB", (168, 168))  # a JPEG decoded at reduced scale: a thumbnail needs no more
-            original = ImageOps.exif_transpose(opened).convert("RGB")
-        small = max(original.size) < 84  # a native 28x28 file: scaled up with its pixels kept sharp
-        original = ImageOps.contain(original, (84, 84), Image.Resampling.NEAREST if small else Image.Resampling.LANCZOS)
-    except Exception:  # changed since it was scored
-        return report_page.missing("cannot be decoded now"), ""
-    return (report_page.image(_png_uri(Image.fromarray(seen)), "seen", "as the model saw it"),
-            report_page.image(_png_uri(original), "original", "original"))
-
-
-def _png_uri(picture) -> str:
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    note = ("<p class=note>Left: the image as the model saw it (28 × 28, scaled up); right: the original, read back "
+            "from where the run read it. The bars are the ten probabilities, the predicted class in blue.</p>")
+    return f"The {len(rows)} least confident predictions", note + "<div class=sheet>" + "".join(cards) + "</div>"
 
 
 def _failures_section(folder: str, manifest: dict) -> str:
@@ -249,12 +211,13 @@ def _failures_section(folder: str, manifest: dict) -> str:
         found[0] += 1
         if len(found[1]) < EXAMPLES:
             found[1].append(key)
-    table = [(stage, error_type, f"{amount:,}", "\n".join(sorted(keys)))
-             for (stage, error_type), (amount, keys) in sorted(examples.items(), key=lambda item: -item[1][0])]
+    ordered = sorted(examples.items(), key=lambda item: -item[1][0])
+    table = [(stage, error_type, f"{amount:,}") for (stage, error_type), (amount, _) in ordered]
+    shown = ["".join(report_page.key_text(key, "example") for key in sorted(keys)) for _, (_, keys) in ordered]
     by_stage = ", ".join(f"{amount:,} at {stage}" for stage, amount in sorted(counts["failed_by_stage"].items()))
     return (f"<p>{counts['failed']:,} inputs failed ({by_stage}); every one is a row in errors/ with its reason.</p>"
-            + report_page.table(["stage", "type", "count", f"examples (up to {EXAMPLES})"], table, numeric={2})
-            .replace("\n", "<br>"))
+            + report_page.table(["stage", "type", "count", f"examples (up to {EXAMPLES})"], table, numeric={2},
+                                html_column=shown))
 
 
 def main(argv=None) -> int:

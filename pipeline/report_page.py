@@ -3,6 +3,7 @@ scripts and nothing fetched, so it opens from a bucket or a laptop alike. pipeli
 
 import html
 
+from model import display
 from model.vocabulary import CLASS_NAMES
 
 _STYLE = """
@@ -32,7 +33,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .card .pics { display: flex; gap: 8px; align-items: flex-end; }
 .card img { border: 1px solid #d0d4da; background: #fff; }
 .card img.seen { image-rendering: pixelated; width: 84px; height: 84px; background: #000; }
-.card .key { font-size: 11px; color: #5b6475; word-break: break-all; margin: 6px 0 4px; }
+.card .key { font-size: 11px; color: #5b6475; overflow-wrap: anywhere; margin: 6px 0 4px; }
+.example { font-size: 12px; overflow-wrap: anywhere; }
 .card .pred { font-weight: 600; }
 .bars { margin-top: 6px; } .bar { display: flex; align-items: center; font-size: 11px; height: 15px; }
 .bar .label { width: 78px; color: #5b6475; white-space: nowrap; overflow: hidden; }
@@ -57,7 +59,17 @@ def page(title: str, subtitle: str, sections: list) -> str:
 
 
 def esc(value) -> str:
-    return html.escape(str(value))
+    """Text for the page: HTML-escaped, with control and bidirectional characters shown as escapes (model.display),
+    so a name can neither break the page nor read as something it is not."""
+    return html.escape(display.visible(str(value)))
+
+
+def key_text(key: str, css: str = "key") -> str:
+    """An input's key as a line of the page: shortened in the middle when long, with the whole key once, in the
+    tooltip, only then; lines break after path separators."""
+    shown = esc(display.shortened(key)).replace("/", "/<wbr>")
+    title = f" title='{esc(key)}'" if display.is_shortened(key) else ""
+    return f"<div class={css}{title}>{shown}</div>"
 
 
 def tiles(items: list) -> str:
@@ -67,11 +79,14 @@ def tiles(items: list) -> str:
         for value, caption, css in items) + "</div>"
 
 
-def table(header: list, rows: list, numeric: set = frozenset()) -> str:
-    """A plain table; columns whose index is in `numeric` are right-aligned. Cells are escaped."""
+def table(header: list, rows: list, numeric: set = frozenset(), html_column: list = None) -> str:
+    """A plain table; columns whose index is in `numeric` are right-aligned. Cells are escaped; `html_column`, if
+    given, is one more cell per row of HTML made here."""
     head = "".join(f"<th>{esc(cell)}</th>" for cell in header)
+    extra = html_column or [""] * len(rows)
     body = "".join("<tr>" + "".join(f"<td class='{'num' if i in numeric else ''}'>{esc(cell)}</td>"
-                                     for i, cell in enumerate(row)) + "</tr>" for row in rows)
+                                     for i, cell in enumerate(row))
+                   + (f"<td>{more}</td>" if html_column is not None else "") + "</tr>" for row, more in zip(rows, extra))
     return f"<table><tr>{head}</tr>{body}</table>"
 
 

@@ -1,4 +1,4 @@
-"""Defines reading image files: a unit of listed entries -> (key, bytes) per file, or an error row per file that
+"""Defines reading image files: a unit of listed entries -> (key, bytes, where it was read) per file, or an error row per file that
 cannot or must not be read.
 
 Only regular files are read, and only up to --max_file_bytes: the size is checked before a byte is read (from the
@@ -8,30 +8,20 @@ is read by the thread that decodes it.
 """
 
 import errno
-import os
-import stat
 
 from apache_beam.io.filesystems import FileSystems
 
+# Local files are read as every command reads them (model.reading); a refusal's .reason is the row's error type.
+from model.reading import DEFAULT_MAX_FILE_BYTES, FileRefused, read_regular_file, too_large
 from pipeline.errors import error_row
 from pipeline.listing import key_for
+from pipeline.sheet import Source
 
-# Files larger than this are refused unread unless --max_file_bytes says otherwise: more than any photo needs (a
-# 40-megapixel JPEG, the largest --max_pixels decodes by default, is ~10-25 MB) and little enough that a few at once
-# cannot exhaust a worker's memory.
-DEFAULT_MAX_FILE_BYTES = 128 << 20
-
-
-class FileRefused(Exception):
-    """A file that is not read: .reason is the error type written in its row."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
+_LIMIT_FLAG = "--max_file_bytes"  # named in a too-large file's message
 
 
 class ReadImageFiles:
-    """A unit -> (key, bytes) per file and the unit's error rows as they are.
+    """A unit -> (key, bytes, pipeline.sheet.Source) per file and the unit's error rows as they are.
 
     Local files are read one after the other: from the page cache that is ~100,000 files/s, and from this machine's
     disk threads did not help. Files on other filesystems (gs://, s3://, hdfs://) are read on `pool`'s threads: each
@@ -49,10 +39,10 @@ class ReadImageFiles:
             yield entry if isinstance(entry, dict) else next(results)
 
     def _read(self, entry):
-        path, size, _ = entry
+        path, size, modified = entry
         key = key_for(path)
         try:
-            return key, _read_whole(path, size, self.max_file_bytes)
+            return key, _read_whole(path, size, self.max_file_bytes), Source(path, size, modified)
         except FileRefused as refused:
             return error_row(key, "read", refused.reason, str(refused))
         except OSError as error:
@@ -63,42 +53,14 @@ class ReadImageFiles:
 
 def _read_whole(path, listed_size: int, limit: int) -> bytes:
     if FileSystems.get_scheme(_text(path)) is None:
-        return _read_local(path, limit)
+        return read_regular_file(path, limit, _LIMIT_FLAG)
     if listed_size > limit:
-        raise FileRefused("too large", _too_large(listed_size, limit))
+        raise FileRefused("too large", too_large(listed_size, limit, limit_flag=_LIMIT_FLAG))
     with FileSystems.open(path, compression_type="uncompressed") as stream:
         data = stream.read(limit + 1)
     if len(data) > limit:
-        raise FileRefused("too large", _too_large(len(data), limit, growing=True))
+        raise FileRefused("too large", too_large(len(data), limit, growing=True, limit_flag=_LIMIT_FLAG))
     return data
-
-
-def _read_local(path, limit: int) -> bytes:
-    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, possibly for ever.
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        status = os.fstat(descriptor)
-        if not stat.S_ISREG(status.st_mode):
-            raise FileRefused("not a regular file", "only regular files are read (this is a FIFO, device, socket "
-                                                    "or folder)")
-        if status.st_size > limit:
-            raise FileRefused("too large", _too_large(status.st_size, limit))
-        chunks, total = [], 0
-        while True:
-            chunk = os.read(descriptor, max(status.st_size + 1 - total, 1 << 16))
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > limit:
-                raise FileRefused("too large", _too_large(total, limit, growing=True))
-    finally:
-        os.close(descriptor)
-
-
-def _too_large(size: int, limit: int, growing: bool = False) -> str:
-    what = f"more than {size:,} bytes (it grew while it was read)" if growing else f"{size:,} bytes"
-    return f"the file is {what}, over the limit of {limit:,} (--max_file_bytes)"
 
 
 def _text(path) -> str:

@@ -23,6 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from model.vocabulary import IMAGE_PIXELS, IMAGE_SHAPE
 from pipeline.errors import error_row
 from pipeline.listing import key_for
+from pipeline.sheet import Source
 
 COMPRESSIONS = ("auto", "none", "gzip", "zlib")
 _EXTENSIONS = {".gz": "gzip", ".gzip": "gzip", ".zlib": "zlib", ".zz": "zlib"}
@@ -31,7 +32,8 @@ _FOOTER = struct.Struct("<I")  # the masked CRC32C of the record's data
 
 
 class ReadTFRecordFiles:
-    """A unit of TFRecord files -> (key, payload) per Example, and the unit's error rows as they are."""
+    """A unit of TFRecord files -> (key, payload, pipeline.sheet.Source) per Example, and the unit's error rows as
+    they are."""
 
     def __init__(self, image_feature: str, key_feature: str, raw_feature: str, compression: str = "auto",
                  max_record_bytes: int = 128 << 20):
@@ -47,17 +49,18 @@ class ReadTFRecordFiles:
             if isinstance(entry, dict):
                 yield entry
                 continue
-            path, size, _ = entry
+            path, size, modified = entry
             try:
                 with FileSystems.open(path, compression_type="uncompressed") as raw:
                     compression = compression_of(key_for(path), self.compression)
                     stream = _decompressed(raw, compression)
                     limit = size if compression == "none" else None
-                    yield from self._records(example_pb2.Example, key_for(path), stream, limit)
+                    source = Source(path, size, modified, compression=compression)
+                    yield from self._records(example_pb2.Example, key_for(path), stream, limit, source)
             except OSError as error:  # The file vanished or cannot be opened: one error row for the file.
                 yield error_row(f"{key_for(path)}:0", "read", type(error).__name__, error.strerror or str(error))
 
-    def _records(self, example_class, path_key: str, stream, size):
+    def _records(self, example_class, path_key: str, stream, size, source: Source):
         for index, frame in enumerate(frames(stream, size, self.max_record_bytes)):
             key = f"{path_key}:{index}"
             if frame.ends_file:
@@ -67,7 +70,14 @@ class ReadTFRecordFiles:
             elif frame.data is None:
                 yield error_row(key, "read", "corrupt TFRecord", frame.problem)
             else:
-                yield self._example(example_class, key, frame.data)
+                found = self._example(example_class, key, frame.data)
+                if isinstance(found, dict):
+                    yield found
+                else:
+                    raw = isinstance(found[1], np.ndarray)
+                    yield (*found, source._replace(record=index, offset=frame.offset, raw=raw,
+                                                   feature=self.raw_feature if raw else self.image_feature))
+
 
     def _example(self, example_class, key: str, record: bytes):
         try:
@@ -76,7 +86,7 @@ class ReadTFRecordFiles:
             return error_row(key, "read", "not an Example", f"the record's {len(record):,} bytes are not a "
                              "tf.train.Example")
         names = features[self.key_feature].bytes_list.value if self.key_feature in features else []
-        key = names[0].decode("utf-8", "backslashreplace") if names and names[0] else key
+        key = key_for(names[0]) if names and names[0] else key
         if self.raw_feature in features:
             return _raw_pixels(key, self.raw_feature, features[self.raw_feature])
         values = features[self.image_feature].bytes_list.value if self.image_feature in features else []
@@ -98,6 +108,29 @@ def _raw_pixels(key: str, name: str, feature):
     found = f"{len(values[0]):,} bytes" if len(values) == 1 else f"{len(numbers) or len(values):,} values"
     return error_row(key, "decode", "unsupported", f"feature {name!r} holds {found}; raw pixels are "
                      f"{IMAGE_PIXELS} bytes (or integers 0-255), {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} grey")
+
+
+def record_at(raw, source: Source, max_record_bytes: int = 128 << 20):
+    """The image of the record `source` names, read from the open file `raw`: bytes, or uint8 pixels for raw
+    pixels. Raises ValueError when no intact Example with that feature starts there."""
+    from tensorflow.core.example import example_pb2
+
+    stream = _decompressed(raw, source.compression)
+    remaining = source.offset  # skipped by reading: a compressed stream cannot seek
+    while remaining > 0:
+        skipped = len(stream.read(min(remaining, 1 << 20)))
+        if not skipped:
+            raise ValueError("the file ends before the record")
+        remaining -= skipped
+    size = source.size if source.compression == "none" else None
+    frame, _ = _frame(stream, source.offset, size, max_record_bytes)
+    if frame is None or frame.data is None:
+        raise ValueError(frame.problem if frame else "the file ends before the record")
+    reader = ReadTFRecordFiles("" if source.raw else source.feature, "", source.feature if source.raw else "")
+    found = reader._example(example_pb2.Example, "", frame.data)
+    if isinstance(found, dict):
+        raise ValueError(found["error_message"])
+    return found[1]
 
 
 def compression_of(path: str, flag: str) -> str:

@@ -13,11 +13,12 @@ from tests.helpers import local_pipeline
 
 
 def records_as_they_are(unit, pool=None):
-    yield from unit
+    """A reader of (key, payload) pairs, each read from nowhere in particular."""
+    yield from (item if isinstance(item, dict) else (*item, None) for item in unit)
 
 
 def broken_reader(unit, pool=None):
-    yield unit[0]
+    yield (*unit[0], None)
     raise RuntimeError("a bug in a reader")
 
 

@@ -8,12 +8,13 @@ import gzip
 import io
 import json
 import os
+import re
 import struct
 import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from model.vocabulary import RECORD_KEY_RAW_PIXELS
 from pipeline import score, tfrecords
@@ -48,7 +49,7 @@ def _image_cases(items) -> dict:
     huge_png = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", huge) + _chunk(b"IDAT", zlib.compress(b"\x00" * 2501 * 8))
                 + _chunk(b"IEND", b""))
     jpeg = _encoded(photo, "JPEG", quality=90)
-    return {
+    cases = {
         "native.png": (png, SCORED),
         "grey-rgb.png": (_encoded(Image.fromarray(np.dstack([items[3]] * 3)), "PNG"), SCORED),
         "catalogue.jpg": (jpeg, SCORED),
@@ -92,6 +93,10 @@ def _image_cases(items) -> dict:
         "bad-header-crc.png": (png[:29] + bytes([png[29] ^ 0xFF]) + png[30:], ("error", "truncated")),
         "cut.gif": (_encoded(grey, "GIF")[:30], ("error", "truncated")),
     }
+    if features.check("avif"):  # Pillow decodes AVIF in process where it is built with libavif
+        cases["photo.avif"] = (_encoded(photo, "AVIF", quality=90), SCORED)
+        cases["cut.avif"] = (_encoded(photo, "AVIF")[:60], ("error", "truncated"))
+    return cases
 
 
 def _zip_bytes() -> bytes:
@@ -137,6 +142,43 @@ def _build_image_corpus(root, items) -> dict:
     with open(os.path.join(root, ".thumbnails", "t.png"), "wb") as stream:
         stream.write(b"skipped with its folder")
     os.symlink(deep, os.path.join(root, "link-to-folder"))
+    expected.update(_issue_19_cases(root, _image_cases(items)["native.png"][0]))
+    return expected
+
+
+SECRET = b"SECRET-TOKEN: hunter2\n"
+# Names that would lie on a page or a terminal: a right-to-left override, ESC and OSC sequences, BEL, CR, a newline.
+LYING_NAMES = ("rtl\u202egnp.exe", "esc\x1b[31mred.png", "osc\x1b]0;pwned\x07.png", "bell\x07.png", "cr\rname.png",
+               "n" * 240 + ".png")
+
+
+def _issue_19_cases(root: str, png: bytes) -> dict:
+    """Issue 19's inputs, all in the same folder: two names one key apart before (a Latin-1 byte and its spelling
+    with a backslash), links to a private file and to /etc/passwd, names that lie when shown, a TFRecord whose keys
+    name private files, and crafted models; {key: expected}."""
+    from pipeline.listing import key_for
+
+    expected = {}
+    for name in (b"caf\xe9.png", b"caf\\xe9.png", *(name.encode() for name in LYING_NAMES)):
+        path = os.path.join(os.fsencode(root), name)
+        with open(path, "wb") as stream:
+            stream.write(png)
+        expected[key_for(path)] = SCORED
+    private = os.path.join(os.path.dirname(root), "private")
+    os.makedirs(private, exist_ok=True)
+    with open(os.path.join(private, "token.txt"), "wb") as stream:
+        stream.write(SECRET)
+    for name, target in (("secret.png", os.path.join(private, "token.txt")), ("passwd.png", "/etc/passwd")):
+        os.symlink(target, os.path.join(root, name))
+        expected[os.path.join(root, name)] = ("error", "not an image")
+    records = [samples.example_bytes(png, filename=key) for key in ("/etc/passwd", "../private/token.txt")]
+    samples.write_tfrecord(os.path.join(root, "keys.tfrecord"), records)
+    with open(os.path.join(root, "evil.h5"), "wb") as stream:
+        stream.write(b"\x89HDF\r\n\x1a\n" + b"\x00" * 64)
+    with open(os.path.join(root, "evil.keras"), "wb") as stream:
+        stream.write(_zip_bytes())
+    expected.update({os.path.join(root, name): ("error", "not an image")
+                     for name in ("keys.tfrecord", "evil.h5", "evil.keras")})
     return expected
 
 
@@ -173,7 +215,22 @@ def test_a_hostile_image_folder(test_split, tiny_model_path, tmp_path, capsys):
     assert score.run(argv) == score.EXIT_ERROR_RATE
     assert "above --max_error_rate" in capsys.readouterr().out
     _check_outcomes(out, expected, {"hidden": 2, "link to a folder": 1, "listed twice": 1})
+    _check_nothing_leaks_or_lies(partition(out))
     assert score.run(argv + ["--max_error_rate", "0.5"]) == score.EXIT_OK
+
+
+def _check_nothing_leaks_or_lies(folder: str) -> None:
+    """No byte of the private file or /etc/passwd in any file of the partition; the report's names hide nothing."""
+    for place, _, names in os.walk(folder):
+        for name in names:
+            with open(os.path.join(place, name), "rb") as stream:
+                content = stream.read()
+            assert SECRET[:8] not in content and b"root:x:0" not in content, name
+    with open(os.path.join(folder, "report.html"), encoding="utf-8") as stream:
+        page = stream.read()
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]", page)
+    assert page.count("n" * 240) <= 1  # a long name is shortened on its card, whole once in its tooltip
+    assert page.count("<img class='seen'") == 24 and "changed since" not in page and "cannot be read" not in page
 
 
 def _records(items) -> tuple:

@@ -35,8 +35,8 @@ class _ModelThatFailsOnPoison:
 
 
 def records_as_they_are(unit, pool=None):
-    """A `read` for ScoreImages whose units already are (key, payload) records."""
-    yield from unit
+    """A reader of (key, payload) pairs, each read from nowhere in particular."""
+    yield from ((*item, None) for item in unit)
 
 
 class _PoisonedServedModel(ServedModel):

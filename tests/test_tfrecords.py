@@ -21,7 +21,7 @@ def _read(*paths, **options):
                                        options.pop("key_feature", "image/filename"),
                                        options.pop("raw_feature", RECORD_KEY_RAW_PIXELS), **options)
     items = [item for path in paths for item in read([(path, os.path.getsize(path), 0.0)])]
-    return [i for i in items if not isinstance(i, dict)], [i for i in items if isinstance(i, dict)]
+    return [i[:2] for i in items if not isinstance(i, dict)], [i for i in items if isinstance(i, dict)]
 
 
 def test_sample_tfrecords_give_named_png_records_and_raw_pixel_records(test_split):
@@ -49,6 +49,18 @@ def _five_records(test_split, tmp_path) -> tuple:
         offsets.append(position)
         position += 16 + struct.unpack_from("<Q", content, position)[0]
     return path, content, offsets
+
+
+def test_each_record_is_read_back_from_the_place_it_was_read(test_split, tmp_path):
+    path, _, offsets = _five_records(test_split, tmp_path)
+    read = tfrecords.ReadTFRecordFiles("image/encoded", "image/filename", RECORD_KEY_RAW_PIXELS)
+    records = list(read([(path, os.path.getsize(path), 123.0)]))
+    assert [source.offset for _, _, source in records] == offsets
+    assert [source.record for _, _, source in records] == list(range(5))
+    for _, payload, source in records:
+        assert source.modified == 123.0 and source.feature == "image/encoded"
+        with open(path, "rb") as stream:
+            assert tfrecords.record_at(stream, source) == payload
 
 
 def test_records_match_tensorflows_reader(test_split, tmp_path):

@@ -1,0 +1,109 @@
+"""Defines the report's contact sheet as the run gathers it: the least confident scored inputs, each with where it
+was read (the file as listed, and for a record its place in that file, with the file's size and modification time)
+and the hash of the model input it gave; they are written to _sheet.parquet in the partition, so the report shows
+only what the run itself scored and never treats a key as a path.
+
+A key is the input's name, and for a TFRecord it is whatever the record's key feature says: `/etc/passwd`,
+`../private/photo.png`. The report reads a picture back only from the place recorded here, checks the file's size
+and modification time, and shows it only if it preprocesses to the same model input (by hash), so a file changed or
+a link re-pointed since the run shows as changed, not as somebody else's picture.
+"""
+
+import hashlib
+import typing
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+
+FILE = "_sheet.parquet"  # in a partition; readers of the tables skip names that start with "_"
+SHEET_IMAGES = 24  # candidates a run keeps: the report shows up to this many
+
+
+class Source(typing.NamedTuple):
+    """Where one input was read: a file as listed (text, or bytes for a local name that is not UTF-8), its size and
+    modification time then, and for a TFRecord record its index and offset in the (decompressed) file."""
+
+    path: typing.Union[str, bytes]
+    size: int
+    modified: float
+    record: int = -1  # -1 for an image file
+    offset: int = -1
+    compression: str = "none"
+    feature: str = ""  # the Example feature that held the image
+    raw: bool = False  # the feature holds raw pixels, not an encoded image
+
+
+SCHEMA = pa.schema([
+    pa.field("key", pa.string(), nullable=False),
+    pa.field("label_index", pa.int32(), nullable=False),
+    pa.field("confidence", pa.float32(), nullable=False),
+    pa.field("probabilities", pa.list_(pa.float32()), nullable=False),
+    pa.field("input_sha256", pa.string(), nullable=False),
+    pa.field("path", pa.binary(), nullable=False),
+    pa.field("size", pa.int64(), nullable=False),
+    pa.field("modified", pa.float64(), nullable=False),
+    pa.field("record", pa.int64(), nullable=False),
+    pa.field("offset", pa.int64(), nullable=False),
+    pa.field("compression", pa.string(), nullable=False),
+    pa.field("feature", pa.string(), nullable=False),
+    pa.field("raw", pa.bool_(), nullable=False),
+])
+
+
+def input_sha256(pixels: np.ndarray) -> str:
+    """The hash of one model input, its shape included."""
+    return hashlib.sha256(f"{pixels.shape}|{pixels.dtype}|".encode() + np.ascontiguousarray(pixels).tobytes()
+                          ).hexdigest()
+
+
+def candidates(keys: list, sources: list, pixels: np.ndarray, probabilities: np.ndarray,
+               count: int = SHEET_IMAGES) -> list:
+    """Sheet rows for the `count` least confident rows of one scored block (a row read from no Source has none)."""
+    if not keys:
+        return []
+    confidence = probabilities.max(axis=1)
+    chosen = (np.argpartition(confidence, count - 1)[:count] if count < len(keys) else range(len(keys)))
+    return [_row(keys[at], sources[at], pixels[at], probabilities[at]) for at in chosen if sources[at] is not None]
+
+
+def _row(key: str, source: Source, pixels: np.ndarray, probabilities: np.ndarray) -> dict:
+    path = source.path if isinstance(source.path, bytes) else source.path.encode("utf-8", "surrogateescape")
+    index = int(probabilities.argmax())
+    return {"key": key, "label_index": index, "confidence": float(probabilities[index]),
+            "probabilities": [float(value) for value in probabilities], "input_sha256": input_sha256(pixels),
+            "path": path, "size": int(source.size), "modified": float(source.modified), "record": source.record,
+            "offset": source.offset, "compression": source.compression, "feature": source.feature,
+            "raw": source.raw}
+
+
+def order(row: dict) -> tuple:
+    """Least confident first, then by key: the same rows whatever the bundles were."""
+    return row["confidence"], row["key"]
+
+
+def _block_candidates(block) -> list:
+    return block.sheet
+
+
+def _write(rows: list, path: str) -> None:
+    """The sheet as one small Parquet file, written by one worker (a retry writes the same file again)."""
+    import pyarrow.parquet as pq
+
+    with FileSystems.create(path) as stream:
+        pq.write_table(pa.Table.from_pylist(sorted(rows, key=order), schema=SCHEMA), stream)
+
+
+class WriteSheet(beam.PTransform):
+    """ScoredBlocks -> the run's SHEET_IMAGES least confident candidates, as FILE in the given folder."""
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.path = FileSystems.join(folder, FILE)
+
+    def expand(self, scored):
+        return (scored
+                | "Candidates" >> beam.FlatMap(_block_candidates)
+                | "LeastConfident" >> beam.combiners.Top.Smallest(SHEET_IMAGES, key=order)
+                | "WriteParquet" >> beam.Map(_write, self.path))
