@@ -27,12 +27,15 @@ class FileRefused(Exception):
         return type(self), (self.reason, str(self))
 
 
-def read_regular_file(path, limit: int = DEFAULT_MAX_FILE_BYTES, limit_flag: str = "") -> bytes:
+def read_regular_file(path, limit: int = DEFAULT_MAX_FILE_BYTES, limit_flag: str = "", inside: tuple = None) -> bytes:
     """The whole of a regular file of at most `limit` bytes. Raises FileRefused for anything else (`limit_flag` names
-    the flag that sets the limit, for the message) and OSError when the file cannot be opened."""
+    the flag that sets the limit, for the message), or when `inside` (real folder or file paths) is given and the
+    file opened lies in none of them; OSError when the file cannot be opened."""
     # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, possibly for ever.
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
+        if inside is not None and not lies_inside(_opened_path(descriptor, path), inside):
+            raise FileRefused("link outside the inputs", "it leads outside every input (--refuse_outside_links)")
         status = os.fstat(descriptor)
         if not stat.S_ISREG(status.st_mode):
             raise FileRefused("not a regular file", f"only regular files are read (this is {_kind(status.st_mode)})")
@@ -49,6 +52,20 @@ def read_regular_file(path, limit: int = DEFAULT_MAX_FILE_BYTES, limit_flag: str
                 raise FileRefused("too large", too_large(total, limit, growing=True, limit_flag=limit_flag))
     finally:
         os.close(descriptor)
+
+
+def lies_inside(target: str, roots: tuple) -> bool:
+    """Is the real path `target` one of `roots` or below one?"""
+    return any(target == root or target.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def _opened_path(descriptor: int, path) -> str:
+    """Where the open file really is. The descriptor's own link in /proc names the file that was opened, so a link
+    re-pointed after the listing looked at it is judged by what it points to now; elsewhere, the resolved path."""
+    try:
+        return os.readlink(f"/proc/self/fd/{descriptor}")
+    except OSError:
+        return os.path.realpath(os.fsdecode(path))
 
 
 def too_large(size: int, limit: int, growing: bool = False, limit_flag: str = "") -> str:

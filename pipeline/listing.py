@@ -26,6 +26,7 @@ import stat
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
+from model.reading import lies_inside
 from pipeline import globs
 from pipeline.errors import error_row
 
@@ -202,17 +203,13 @@ def classify(path: str, found=None, inside: tuple = None):
     if stat.S_ISDIR(status.st_mode):
         return "link to a folder" if is_link else error_row(key_for(path), "read", "not a regular file",
                                                               "it is a folder")
-    if is_link and inside is not None and not _lies_inside(os.path.realpath(path), inside):
+    if is_link and inside is not None and not lies_inside(os.path.realpath(path), inside):
         return error_row(key_for(path), "read", "link outside the inputs", f"the link points to "
                          f"{os.path.realpath(path)!r}, outside every input (--refuse_outside_links)")
     if not stat.S_ISREG(status.st_mode):
         kind = _special_kind(status.st_mode)
         return error_row(key_for(path), "read", "not a regular file", f"it is a {kind}; only regular files are read")
     return _portable(path), status.st_size, status.st_mtime
-
-
-def _lies_inside(target: str, roots: tuple) -> bool:
-    return any(target == root or target.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
 def _special_kind(mode: int) -> str:

@@ -86,7 +86,8 @@ def table(header: list, rows: list, numeric: set = frozenset(), html_column: lis
     extra = html_column or [""] * len(rows)
     body = "".join("<tr>" + "".join(f"<td class='{'num' if i in numeric else ''}'>{esc(cell)}</td>"
                                      for i, cell in enumerate(row))
-                   + (f"<td>{more}</td>" if html_column is not None else "") + "</tr>" for row, more in zip(rows, extra))
+                   + (f"<td>{more}</td>" if html_column is not None else "") + "</tr>"
+                   for row, more in zip(rows, extra))
     return f"<table><tr>{head}</tr>{body}</table>"
 
 

@@ -1,5 +1,5 @@
-"""Defines reading image files: a unit of listed entries -> (key, bytes, where it was read) per file, or an error row per file that
-cannot or must not be read.
+"""Defines reading image files: a unit of listed entries -> (key, bytes, where it was read) per file, or an error row
+per file that cannot or must not be read.
 
 Only regular files are read, and only up to --max_file_bytes: the size is checked before a byte is read (from the
 open file, so a file swapped for a FIFO or a device after listing is refused too, and never hangs the run), and
@@ -28,8 +28,9 @@ class ReadImageFiles:
     read there waits tens of milliseconds for the network, one at a time a few dozen files a second per worker.
     """
 
-    def __init__(self, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES):
+    def __init__(self, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, inside: tuple = None):
         self.max_file_bytes = max_file_bytes
+        self.inside = inside  # --refuse_outside_links: checked again on the open file, as the listing checked it
 
     def __call__(self, unit, pool=None):
         files = [entry for entry in unit if not isinstance(entry, dict)]
@@ -42,7 +43,7 @@ class ReadImageFiles:
         path, size, modified = entry
         key = key_for(path)
         try:
-            return key, _read_whole(path, size, self.max_file_bytes), Source(path, size, modified)
+            return key, _read_whole(path, size, self.max_file_bytes, self.inside), Source(path, size, modified)
         except FileRefused as refused:
             return error_row(key, "read", refused.reason, str(refused))
         except OSError as error:
@@ -51,9 +52,9 @@ class ReadImageFiles:
             return error_row(key, "read", type(error).__name__, str(error))
 
 
-def _read_whole(path, listed_size: int, limit: int) -> bytes:
+def _read_whole(path, listed_size: int, limit: int, inside: tuple = None) -> bytes:
     if FileSystems.get_scheme(_text(path)) is None:
-        return read_regular_file(path, limit, _LIMIT_FLAG)
+        return read_regular_file(path, limit, _LIMIT_FLAG, inside)
     if listed_size > limit:
         raise FileRefused("too large", too_large(listed_size, limit, limit_flag=_LIMIT_FLAG))
     with FileSystems.open(path, compression_type="uncompressed") as stream:

@@ -83,3 +83,16 @@ def test_remote_files_are_read_several_at_a_time_and_yielded_in_order(test_split
     assert read[40]["key"] == "slowtest:///nowhere/gone.png" and read[40]["stage"] == "read"
     assert read[41]["error_type"] == "too large"
     assert _SlowFileSystem.most_open_at_once > 1  # local files, by contrast, are read one at a time
+
+
+def test_a_link_re_pointed_outside_after_listing_is_refused_when_read(test_split, tmp_path):
+    inside, outside = tmp_path / "in", tmp_path / "out"
+    good = samples.write_pngs(test_split.images[:1], str(inside), ["good.png"])[0]
+    secret = samples.write_pngs(test_split.images[1:2], str(outside), ["private.png"])[0]
+    os.symlink(good, inside / "link.png")  # listed while it pointed inside
+    entry = _entry(str(inside / "link.png"))
+    os.remove(inside / "link.png")
+    os.symlink(secret, inside / "link.png")  # then re-pointed outside before it was read
+    refused = list(sources.ReadImageFiles(inside=(str(inside),))([entry]))[0]
+    assert refused["error_type"] == "link outside the inputs" and "private" not in refused["error_message"]
+    assert list(sources.ReadImageFiles()([entry]))[0][1] == open(secret, "rb").read()  # without the flag: followed
