@@ -6,12 +6,12 @@ import json
 import os
 
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import FileMetadata, MatchResult
-from apache_beam.io.localfilesystem import LocalFileSystem
+from apache_beam.io.filesystem import MatchResult
 
 from pipeline import score
 from tests import samples
 from tests.helpers import partition, read_rows
+from tests.test_listing import _StoreFileSystem
 
 
 def _run(tiny_model_path, out, *inputs, flags=()) -> int:
@@ -58,7 +58,7 @@ def test_names_with_backslashes_keep_them_doubled_in_their_keys(test_split, tiny
     assert _keys(out) == ["a\\\\b", "a\\xe9"]
 
 
-class _ListsTwiceFileSystem(LocalFileSystem):
+class _ListsTwiceFileSystem(_StoreFileSystem):
     """A filesystem whose listing names every file twice (as a faulty object store might): local files behind
     `liststwice://`."""
 
@@ -69,14 +69,8 @@ class _ListsTwiceFileSystem(LocalFileSystem):
         return "liststwice"
 
     def match(self, patterns, limits=None):
-        results = super().match([pattern[len(self.PREFIX):] for pattern in patterns], limits)
-        return [MatchResult(pattern, [FileMetadata(self.PREFIX + found.path, found.size_in_bytes,
-                                                   found.last_updated_in_seconds)
-                                      for found in result.metadata_list for _ in range(2)])
-                for pattern, result in zip(patterns, results)]
-
-    def open(self, path, mime_type="application/octet-stream", compression_type=None):
-        return super().open(path[len(self.PREFIX):], mime_type, compression_type)
+        return [MatchResult(result.pattern, [found for found in result.metadata_list for _ in range(2)])
+                for result in super().match(patterns, limits)]
 
 
 def test_equal_keys_from_one_listing_are_counted_and_each_file_is_scored(test_split, tiny_model_path, tmp_path,
