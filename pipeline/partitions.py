@@ -50,6 +50,25 @@ def read_manifest(partition: str) -> dict:
     return manifest
 
 
+def read_table(path: str, columns: list = None):
+    """A Parquet file, or a folder of part-*.parquet files, as one Arrow table, read through Beam's filesystems (so
+    with the run's options on any of them: pyarrow's own s3:// would know no endpoint or credentials)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if path.endswith(".parquet"):
+        files = [path]
+    else:
+        files = sorted(m.path for m in FileSystems.match([FileSystems.join(path, "*.parquet")])[0].metadata_list)
+    tables = []
+    for name in files:
+        with FileSystems.open(name, compression_type="uncompressed") as stream:
+            tables.append(pq.read_table(pa.BufferReader(stream.read()), columns=columns))
+    if not tables:
+        raise FileNotFoundError(f"no Parquet files at {path}")
+    return pa.concat_tables(tables)
+
+
 def complete_partitions(output: str) -> dict:
     """{run date: partition path} for every partition under `output` that has its _SUCCESS marker."""
     found = FileSystems.match([FileSystems.join(output, "dt=*", SUCCESS)])[0].metadata_list

@@ -57,11 +57,30 @@ def check_input(flag: str, text: str) -> None:
     except Exception as error:  # Beam wraps every filesystem problem (no such bucket, no credentials) alike.
         raise PreflightError(f"{flag} {text!r} cannot be listed: {error}") from error
     if not found:
+        if FileSystems.get_scheme(spec.path) is not None and _bucket_missing(spec.path):
+            raise PreflightError(f"{flag} {text!r}: the bucket {spec.path.split('/')[2]!r} does not exist (or these "
+                                 "credentials cannot see it); check the bucket's name and the store's flags")
         if skipped:
             what = ", ".join(f"{amount:,} {reason}" for reason, amount in sorted(skipped.items()))
             raise NoInputError(f"{flag} {text!r} holds nothing to score ({what} skipped)")
         raise NoInputError(f"{flag} {text!r} matches no files; check the path, or quote the glob so the shell "
                            "does not expand it")
+
+
+def _bucket_missing(path: str) -> bool:
+    """Does the store say that the bucket of `path` does not exist? Beam's listing reads a missing S3 bucket as an
+    empty prefix, which would send a typo in a bucket's name to exit 3 ("matches no files") instead of exit 2."""
+    if FileSystems.get_scheme(path) != "s3":
+        return False
+    from apache_beam.io.aws import s3io
+    from apache_beam.io.aws.clients.s3 import messages
+
+    try:
+        s3io.S3IO(options=FileSystems._pipeline_options).client.list(
+            messages.ListRequest(bucket=path.split("/")[2], prefix=""))
+    except messages.S3ClientError as error:
+        return "NoSuchBucket" in str(error)
+    return False
 
 
 MODEL_HINT = "pass --model with a .keras file that `python -m model.train` wrote (its .json card beside it)"

@@ -17,11 +17,10 @@ import datetime
 import sys
 
 import numpy as np
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from model.vocabulary import CLASS_NAMES
-from pipeline import errors, partitions, report_page, report_pictures, scores_output, sheet
+from pipeline import errors, options, partitions, report_page, report_pictures, scores_output, sheet
 
 REPORT = "report.html"  # in a partition, written before _SUCCESS
 DEFAULT_HISTORY, DEFAULT_IMAGES = 14, sheet.SHEET_IMAGES
@@ -56,7 +55,7 @@ def build(folder: str, manifest: dict, output: str, run_date: str, history: int 
           images: int = DEFAULT_IMAGES) -> str:
     """The report's HTML for the run whose files are in `folder` (a partition, or its staging folder) and whose
     earlier nights are the complete partitions under `output` before `run_date`."""
-    scores = pq.read_table(FileSystems.join(folder, scores_output.FOLDER), columns=["label_index", "confidence"])
+    scores = partitions.read_table(FileSystems.join(folder, scores_output.FOLDER), ["label_index", "confidence"])
     labels = scores.column("label_index").to_numpy()
     confidence = scores.column("confidence").to_numpy()
     nights = _earlier_nights(output, run_date, history)
@@ -74,8 +73,9 @@ def build(folder: str, manifest: dict, output: str, run_date: str, history: int 
 def write(folder: str, manifest: dict, output: str, run_date: str, to: str = None, **options) -> str:
     """Writes the report (into `folder` unless `to` names a file); returns where."""
     path = to or FileSystems.join(folder, REPORT)
+    page = build(folder, manifest, output, run_date, **options).encode()  # first: a failed build writes nothing
     with FileSystems.create(path) as stream:
-        stream.write(build(folder, manifest, output, run_date, **options).encode())
+        stream.write(page)
     return path
 
 
@@ -181,7 +181,7 @@ def _confidence_section(manifest: dict, nights: list, labels: np.ndarray, confid
 def _sheet_section(folder: str, count: int) -> tuple:
     """(heading, HTML) of the least confident predictions, from the candidates the run kept (pipeline.sheet)."""
     try:
-        rows = pq.read_table(FileSystems.join(folder, sheet.FILE)).to_pylist()
+        rows = partitions.read_table(FileSystems.join(folder, sheet.FILE)).to_pylist()
     except Exception:  # noqa: BLE001 - a partition written before the run kept candidates
         return "The least confident predictions", ("<p class=note>This partition holds no contact sheet (it was "
                                                    "written by an older version); rescoring it adds one.</p>")
@@ -204,7 +204,7 @@ def _failures_section(folder: str, manifest: dict) -> str:
     counts = manifest["counts"]
     if not counts["failed"]:
         return "<p class=ok>No input failed.</p>"
-    rows = pq.read_table(FileSystems.join(folder, errors.FOLDER), columns=["key", "stage", "error_type"])
+    rows = partitions.read_table(FileSystems.join(folder, errors.FOLDER), ["key", "stage", "error_type"])
     examples = {}
     for key, stage, error_type in zip(*(rows.column(name).to_pylist() for name in ("key", "stage", "error_type"))):
         found = examples.setdefault((stage, error_type), [0, []])
@@ -226,7 +226,15 @@ def main(argv=None) -> int:
     parser.add_argument("--history", type=int, default=DEFAULT_HISTORY, help="earlier nights to compare with")
     parser.add_argument("--images", type=int, default=DEFAULT_IMAGES, help="least confident images to show")
     parser.add_argument("--to", default=None, help="write here instead of PARTITION/report.html")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    parser.epilog = ("Beam's filesystem options reach the buckets, as for the scorer: e.g. --s3_endpoint_url, "
+                     "--s3_access_key_id, --s3_secret_access_key, --s3_region_name for an S3-compatible store.")
+    args, beam_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    unknown = options.unknown_beam_flags(beam_args)
+    if unknown:
+        parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    FileSystems.set_options(PipelineOptions(beam_args))
     partition = args.partition.rstrip("/")
     name = partition.rsplit("/", 1)[-1]
     try:

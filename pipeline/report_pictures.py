@@ -80,7 +80,7 @@ def _opened(path, row: dict):
     """The file at `path`, open for reading, if it is still the one the run read (size, modification time)."""
     text = path if isinstance(path, str) else None
     if text is not None and FileSystems.get_scheme(text) is not None:
-        metadata = FileSystems.metadata(text)
+        metadata = FileSystems.get_filesystem(text).metadata(text)
         if (metadata.size_in_bytes, metadata.last_updated_in_seconds) != (row["size"], row["modified"]):
             raise Changed("changed since it was scored")
         with FileSystems.open(text, compression_type="uncompressed") as stream:

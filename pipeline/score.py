@@ -17,6 +17,7 @@ from pipeline import console  # noqa: E402  (first: it quiets Beam before Beam i
 console.quiet_beam_logging()
 
 import apache_beam as beam  # noqa: E402
+from apache_beam.io.filesystems import FileSystems  # noqa: E402
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions  # noqa: E402
 
 from model import model_files  # noqa: E402
@@ -28,6 +29,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_ERROR_RATE, EXIT_BUSY = 0,
 def pipeline_options(beam_args) -> PipelineOptions:
     """Beam options; without --runner, or with DirectRunner, local runs use the Python FnApiRunner, offline."""
     beam_options = PipelineOptions(beam_args)
+    # Every use of Beam's filesystems outside the pipeline (checks, the date's lock, housekeeping, publishing, the
+    # report) gets these options too: without them s3:// has no endpoint or credentials, and fails.
+    FileSystems.set_options(beam_options)
     standard = beam_options.view_as(StandardOptions)
     if standard.runner in (None, "DirectRunner", "direct"):
         # Beam 2.77's DirectRunner first tries to download the Prism runner; this machine and many CI hosts are
@@ -79,9 +83,9 @@ def run(argv=None) -> int:
 
 def _checked(config: options.ScoreConfig, beam_args: list) -> tuple:
     """(config with its thread counts filled in, Beam's options, the checked model); raises PreflightError."""
-    model = preflight.check(config)
     beam_options = pipeline_options(beam_args)
     preflight.check_beam_options(beam_options)
+    model = preflight.check(config)
     config = worker_threads(config, beam_options)
     if _worker_is_this_process(beam_options):
         preflight.load_model_here(config.model, config.model_threads)
