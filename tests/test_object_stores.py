@@ -115,3 +115,20 @@ def test_store_mistakes_fail_before_any_work_in_one_line(s3, tiny_model_path, tm
     said = "cannot be listed" if mistake == "credentials" else "the bucket 'no-such-bucket' does not exist"
     assert code == score.EXIT_USAGE and said in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.glob("out/dt=*"))
+
+
+def test_an_object_deleted_between_listing_and_reading_is_one_error_row(s3, test_split):
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline import listing, sources
+
+    FileSystems.set_options(PipelineOptions(s3.flags))
+    _upload_pngs(s3, BUCKET, "vanishing/", test_split.images[:3], ["a.png", "b.png", "c.png"])
+    entries = [entry for _, entry in listing.spec_entries(listing.input_spec(f"s3://{BUCKET}/vanishing/"))]
+    s3.client().delete_object(Bucket=BUCKET, Key="vanishing/b.png")
+    read = list(sources.ReadImageFiles()(entries))
+    errors = [item for item in read if isinstance(item, dict)]
+    assert [row["key"] for row in errors] == [f"s3://{BUCKET}/vanishing/b.png"] and errors[0]["stage"] == "read"
+    assert [item[0] for item in read if not isinstance(item, dict)] == [f"s3://{BUCKET}/vanishing/{name}"
+                                                                       for name in ("a.png", "c.png")]
