@@ -29,12 +29,33 @@ class CheckedModel:
 
 def check(config) -> CheckedModel:
     """Checks the inputs, the model and the output; returns what it found of the model."""
+    check_s3_endpoint()
     for flag, patterns in (("--input", config.inputs), ("--input_tfrecords", config.input_tfrecords)):
         for pattern in patterns:
             check_input(flag, pattern)
     card, digest = check_model(config.model)
     check_output(config.output)
     return CheckedModel(card, model_files.model_version(card), digest)
+
+
+def check_s3_endpoint(timeout: float = 5.0) -> None:
+    """Raises PreflightError when --s3_endpoint_url names a server that does not answer: Beam would retry every call
+    to it with growing pauses, for minutes, before failing."""
+    import socket
+    import urllib.parse
+
+    from apache_beam.options.pipeline_options import PipelineOptions, S3Options
+
+    endpoint = (FileSystems._pipeline_options or PipelineOptions([])).view_as(S3Options).s3_endpoint_url
+    if not endpoint:
+        return
+    parsed = urllib.parse.urlparse(endpoint)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+    except (OSError, TypeError) as error:
+        raise PreflightError(f"--s3_endpoint_url {endpoint} does not answer ({error}); check the store's address "
+                             "and that it is running") from None
 
 
 def check_input(flag: str, text: str) -> None:

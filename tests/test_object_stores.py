@@ -12,6 +12,7 @@ from pipeline import report, score
 from tests import samples
 from tests.helpers import SAMPLE_INPUTS, partition, read_rows
 from tests.object_store_servers import ACCESS_KEY, REGION, SECRET_KEY, s3_server
+from tests.portable_servers import free_port
 
 DATE = "2026-11-25"
 BUCKET = "shop"
@@ -101,18 +102,21 @@ def test_tfrecords_and_the_model_from_a_bucket(s3, shipped_model, tmp_path):
         sorted((r["label"], tuple(r["probabilities"])) for r in local)
 
 
-@pytest.mark.parametrize("mistake", ["credentials", "bucket"])
+@pytest.mark.parametrize("mistake", ["endpoint", "credentials", "bucket"])
 def test_store_mistakes_fail_before_any_work_in_one_line(s3, tiny_model_path, tmp_path, capsys, mistake):
     s3.client().put_object(Bucket=BUCKET, Key="mistakes/a.png", Body=b"x")
     flags, where = list(s3.flags), f"s3://{BUCKET}/mistakes/"
-    if mistake == "credentials":
+    if mistake == "endpoint":
+        flags[flags.index("--s3_endpoint_url") + 1] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    elif mistake == "credentials":
         flags[flags.index("--s3_secret_access_key") + 1] = "wrong-secret"
     else:
         where = "s3://no-such-bucket/mistakes/"
     code = score.run(["--input", where, "--output", str(tmp_path / "out"), "--model", tiny_model_path,
                       "--progress_seconds", "0", *flags])
     err = capsys.readouterr().err
-    said = "cannot be listed" if mistake == "credentials" else "the bucket 'no-such-bucket' does not exist"
+    said = {"endpoint": "does not answer", "credentials": "cannot be listed",
+            "bucket": "the bucket 'no-such-bucket' does not exist"}[mistake]
     assert code == score.EXIT_USAGE and said in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.glob("out/dt=*"))
 
