@@ -38,3 +38,17 @@ def partition(output: str) -> str:
     found = glob.glob(os.path.join(str(output), "dt=*"))
     assert len(found) == 1, f"expected one partition under {output}, found {found}"
     return found[0]
+
+
+def too_long_to_list(folder: str) -> None:
+    """40 nested 200-character folders below `folder`: 8,000 characters, over Linux's 4,096 for a whole path, so
+    walking them fails even for root (whom a chmod 000 would not stop)."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        for _ in range(40):
+            os.mkdir("d" * 200, dir_fd=descriptor)
+            inner = os.open("d" * 200, os.O_RDONLY, dir_fd=descriptor)
+            os.close(descriptor)
+            descriptor = inner
+    finally:
+        os.close(descriptor)

@@ -10,7 +10,7 @@ from apache_beam.io.filesystem import MatchResult
 
 from pipeline import score
 from tests import samples
-from tests.helpers import partition, read_rows
+from tests.helpers import partition, read_rows, too_long_to_list
 from tests.test_listing import _StoreFileSystem
 
 
@@ -134,25 +134,11 @@ def test_refuse_outside_links_makes_links_outside_the_inputs_error_rows(test_spl
     _assert_nowhere_in(partition(out), (b"SECRET-T", b"hunter2", b"root:x:0"))
 
 
-def _too_long_to_list(folder) -> None:
-    """40 nested 200-character folders below `folder`: 8,000 characters, over Linux's 4,096 for a whole path, so
-    walking them fails even for root (whom a chmod 000 would not stop)."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        for _ in range(40):
-            os.mkdir("d" * 200, dir_fd=descriptor)
-            inner = os.open("d" * 200, os.O_RDONLY, dir_fd=descriptor)
-            os.close(descriptor)
-            descriptor = inner
-    finally:
-        os.close(descriptor)
-
-
 def test_a_glob_never_walks_into_folders_it_cannot_match(test_split, tiny_model_path, tmp_path, capsys):
     root = tmp_path / "images"
     for index, (folder, name) in enumerate((("", "top.png"), ("sub", "x1.png"), ("sub/deeper", "x2.png"))):
         samples.write_pngs(test_split.images[index:index + 1], str(root / folder), [name])
-    _too_long_to_list(root)
+    too_long_to_list(str(root))
     out = tmp_path / "out"
     assert _run(tiny_model_path, out, str(root / "*.nothing")) == score.EXIT_NO_INPUT
     assert "matches no files" in capsys.readouterr().err and not list(out.glob("dt=*"))

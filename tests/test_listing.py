@@ -12,6 +12,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from pipeline import listing, matching
 from tests import samples
+from tests.helpers import too_long_to_list
 
 
 def _list(*inputs, output=None, refuse_outside_links=False):
@@ -79,15 +80,7 @@ def test_unreadable_folder_is_an_error_row_not_a_silent_gap(test_split, tmp_path
 
 
 def test_a_path_too_long_for_the_system_is_an_error_row(test_split, tmp_path):
-    folder = os.open(tmp_path, os.O_RDONLY)
-    try:  # 40 nested 200-character folders: 8,000 characters, over Linux's 4,096 for a whole path
-        for _ in range(40):
-            os.mkdir("d" * 200, dir_fd=folder)
-            inner = os.open("d" * 200, os.O_RDONLY, dir_fd=folder)
-            os.close(folder)
-            folder = inner
-    finally:
-        os.close(folder)
+    too_long_to_list(str(tmp_path))
     files, errors, _, _ = _list(str(tmp_path))
     assert files == {} and list(errors.values()) == ["path too long"]
 
