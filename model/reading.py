@@ -7,6 +7,7 @@ type and size are taken from the open descriptor, so a file swapped for another 
 is when read; the size is checked again while reading, in case the file grows.
 """
 
+import contextlib
 import os
 import stat
 
@@ -31,14 +32,7 @@ def read_regular_file(path, limit: int = DEFAULT_MAX_FILE_BYTES, limit_flag: str
     """The whole of a regular file of at most `limit` bytes. Raises FileRefused for anything else (`limit_flag` names
     the flag that sets the limit, for the message), or when `inside` (real folder or file paths) is given and the
     file opened lies in none of them; OSError when the file cannot be opened."""
-    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, possibly for ever.
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if inside is not None and not lies_inside(_opened_path(descriptor, path), inside):
-            raise FileRefused("link outside the inputs", "it leads outside every input (--refuse_outside_links)")
-        status = os.fstat(descriptor)
-        if not stat.S_ISREG(status.st_mode):
-            raise FileRefused("not a regular file", f"only regular files are read (this is {_kind(status.st_mode)})")
+    with opened_regular_file(path, inside) as (descriptor, status):
         if status.st_size > limit:
             raise FileRefused("too large", too_large(status.st_size, limit, limit_flag=limit_flag))
         chunks, total = [], 0
@@ -50,6 +44,21 @@ def read_regular_file(path, limit: int = DEFAULT_MAX_FILE_BYTES, limit_flag: str
             total += len(chunk)
             if total > limit:
                 raise FileRefused("too large", too_large(total, limit, growing=True, limit_flag=limit_flag))
+
+
+@contextlib.contextmanager
+def opened_regular_file(path, inside: tuple = None):
+    """(descriptor, its status) of a regular file opened for reading, never blocking; closed afterwards. Raises
+    FileRefused for anything else, or for a file outside `inside` when that is given."""
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, possibly for ever.
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if inside is not None and not lies_inside(_opened_path(descriptor, path), inside):
+            raise FileRefused("link outside the inputs", "it leads outside every input (--refuse_outside_links)")
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise FileRefused("not a regular file", f"only regular files are read (this is {_kind(status.st_mode)})")
+        yield descriptor, status
     finally:
         os.close(descriptor)
 

@@ -8,7 +8,7 @@ contact sheet) and the run's counts, in one folder.
 
 import apache_beam as beam
 
-from pipeline import counts, errors, fingerprints, listing, matching, options, scores_output, sheet, sources, tfrecords
+from pipeline import counts, errors, fingerprints, matching, options, scores_output, sheet, sources, tfrecords
 from pipeline.inference import ScoreImages
 from pipeline.model_handler import KerasModelHandler
 
@@ -19,12 +19,10 @@ def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, vers
     if config.inputs:
         skip = (fingerprints.AlreadyScored(config.output, config.run_date, version, config.inputs)
                 if config.skip_scored else None)
-        matched = pipeline | "MatchImages" >> matching.MatchInputs(
-            config.inputs, config.files_per_chunk, True, skip, config.output, version,
-            refuse_outside_links=config.refuse_outside_links)
-        inside = (listing.link_roots([listing.input_spec(text) for text in config.inputs])
-                  if config.refuse_outside_links else None)
-        read = sources.ReadImageFiles(config.max_file_bytes, inside)
+        match = matching.MatchInputs(config.inputs, config.files_per_chunk, True, skip, config.output, version,
+                                     refuse_outside_links=config.refuse_outside_links)
+        matched = pipeline | "MatchImages" >> match
+        read = sources.ReadImageFiles(config.max_file_bytes, match.rules.inside)  # links checked again when read
         _ = matched.fingerprints | "WriteFingerprints" >> fingerprints.WriteFingerprints(folder)
     else:  # One unit per TFRecord file, spread over the workers; its records are only counted once read.
         matched = pipeline | "MatchTFRecords" >> matching.MatchInputs(

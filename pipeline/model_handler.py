@@ -64,10 +64,9 @@ def score_block(block: Block, predict) -> ScoredBlock:
     good = [row for row in range(len(block.keys)) if row not in failed_rows]
     failures = [error_row(block.keys[row], "predict", type(error).__name__, str(error))
                 for row, error in sorted(failed_rows.items())]
-    keys, probabilities = [block.keys[row] for row in good], probabilities[good]
-    candidates = (sheet.candidates(keys, [block.sources[row] for row in good], block.pixels[good], probabilities)
-                  if block.sources else [])
-    return ScoredBlock(keys, probabilities, list(block.errors) + failures, candidates)
+    candidates = sheet.candidates(block.keys, block.sources, block.pixels, probabilities, skip=failed_rows)
+    return ScoredBlock([block.keys[row] for row in good], probabilities[good], list(block.errors) + failures,
+                       candidates)
 
 
 def predict_isolating_failures(predict, pixels: np.ndarray, offset: int = 0):

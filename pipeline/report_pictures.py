@@ -11,11 +11,11 @@ import base64
 import contextlib
 import io
 import os
-import stat
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
+from model import reading
 from pipeline import report_page, sheet, tfrecords
 
 MAX_IMAGE_BYTES = 64 << 20  # an image read back for the contact sheet; larger ones are noted, not read
@@ -86,13 +86,14 @@ def _opened(path, row: dict):
         with FileSystems.open(text, compression_type="uncompressed") as stream:
             yield stream
         return
-    # O_NONBLOCK: a name swapped for a FIFO since the run must not hang the report.
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(descriptor, "rb") as stream:
-        status = os.fstat(descriptor)
-        if not stat.S_ISREG(status.st_mode) or (status.st_size, status.st_mtime) != (row["size"], row["modified"]):
-            raise Changed("changed since it was scored")
-        yield stream
+    try:  # opened as every command opens a local file: a name swapped for a FIFO since the run cannot hang it
+        with reading.opened_regular_file(path) as (descriptor, status):
+            if (status.st_size, status.st_mtime) != (row["size"], row["modified"]):
+                raise Changed("changed since it was scored")
+            with os.fdopen(descriptor, "rb", closefd=False) as stream:
+                yield stream
+    except reading.FileRefused:  # no longer a regular file
+        raise Changed("changed since it was scored") from None
 
 
 def _model_input(payload) -> np.ndarray:

@@ -58,14 +58,17 @@ def input_sha256(pixels: np.ndarray) -> str:
                           ).hexdigest()
 
 
-def candidates(keys: list, sources: list, pixels: np.ndarray, probabilities: np.ndarray,
+def candidates(keys: list, sources: list, pixels: np.ndarray, probabilities: np.ndarray, skip=(),
                count: int = SHEET_IMAGES) -> list:
-    """Sheet rows for the `count` least confident rows of one scored block (a row read from no Source has none)."""
-    if not keys:
+    """Sheet rows for the `count` least confident rows of one scored block, leaving out the rows in `skip` (the
+    model failed on them) and rows read from no Source. Only the chosen rows are touched: the block is not copied."""
+    usable = [at for at in range(len(keys)) if at not in skip and at < len(sources) and sources[at] is not None]
+    if not usable:
         return []
-    confidence = probabilities.max(axis=1)
-    chosen = (np.argpartition(confidence, count - 1)[:count] if count < len(keys) else range(len(keys)))
-    return [_row(keys[at], sources[at], pixels[at], probabilities[at]) for at in chosen if sources[at] is not None]
+    confidence = probabilities[usable].max(axis=1)
+    chosen = np.argpartition(confidence, count - 1)[:count] if count < len(usable) else range(len(usable))
+    return [_row(keys[usable[at]], sources[usable[at]], pixels[usable[at]], probabilities[usable[at]])
+            for at in chosen]
 
 
 def _row(key: str, source: Source, pixels: np.ndarray, probabilities: np.ndarray) -> dict:
