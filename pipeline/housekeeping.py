@@ -5,7 +5,9 @@
 On a local disk the lock is an flock on that file: the kernel releases it when its holder exits, however it exits,
 so a crashed run can never leave a date locked. Runs of different dates hold different locks and run side by side.
 Object stores have no such lock; there the file is an advisory marker that its run rewrites every minute and that
-counts as abandoned once it is ten minutes old.
+counts as abandoned once it is ten minutes old, or at once when it names a process of this host that has gone (a run
+killed on the machine that runs every night does not keep the next one waiting). Two runs starting the same second
+on different hosts can both take it: do not start two runs of one date at once on object stores.
 
 A run that holds a date's lock knows no other run is writing that date, so it may clear the date's leftovers: staging
 folders of killed runs, and a partition that a crash between the swap's two renames left in .trash (put back when
@@ -91,8 +93,10 @@ def _marker_lock(output: str, run_date: str):
     found = FileSystems.match([path])[0].metadata_list
     if found and time.time() - found[0].last_updated_in_seconds < _ABANDONED_SECONDS:
         with FileSystems.open(path, compression_type="uncompressed") as stream:
-            yield _Held(False, stream.read().decode("utf-8", "replace"))
-        return
+            holder = stream.read(4096).decode("utf-8", "replace")
+        if not _gone_from_this_host(holder):
+            yield _Held(False, holder)
+            return
     stop = threading.Event()
 
     def beat():
@@ -112,13 +116,31 @@ def _marker_lock(output: str, run_date: str):
         FileSystems.delete([path])
 
 
+def _gone_from_this_host(holder: str) -> bool:
+    """Whether a marker's holder ({"host", "pid", ...}) was a process of this host that no longer runs."""
+    try:
+        said = json.loads(holder)
+        host, pid = said["host"], int(said["pid"])
+    except (ValueError, KeyError, TypeError):
+        return False
+    if host != socket.gethostname() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's live process
+        return False
+    return False
+
+
 def clear_leftovers(output: str, run_date: str) -> None:
-    """Clears what killed runs left: the run's own date's (it holds that lock) and, on a local disk, every other
-    date's under that date's lock, if it is free."""
+    """Clears what killed runs left: the run's own date's (it holds that lock) and every other date's under that
+    date's lock, if it is free (a date whose run is still going keeps its folders)."""
     for date, found in sorted(_leftovers(output).items()):
         if date == run_date:
             _clear(output, date, found)
-        elif partitions.is_local(output):
+        else:
             with date_lock(output, date, wait=False) as held:
                 if held:
                     _clear(output, date, found)
@@ -142,10 +164,14 @@ def _leftovers(output: str) -> dict:
 
 
 def _clear(output: str, run_date: str, found: list) -> None:
+    """A complete partition left in .trash goes back where the date has none that is complete (a swap cut short:
+    between its two renames locally, or part way through on an object store); everything else left goes."""
     final = partitions.partition_path(output, run_date)
-    for folder, path in found:
-        complete = FileSystems.exists(FileSystems.join(path, partitions.SUCCESS))
-        if folder == ".trash" and complete and not FileSystems.exists(final):
-            partitions.move_into_place(path, final)  # a swap cut between its two renames: the old partition returns
-        else:
-            FileSystems.delete([path])
+    for folder, path in sorted(found, key=lambda item: item[0] != ".trash"):  # trash first: it may be put back
+        if folder == ".trash" and partitions.is_complete(path) and not partitions.is_complete(final):
+            if partitions.is_local(final):
+                partitions.remove(final)
+            else:
+                partitions.retract(final)  # what the cut-short swap had already brought in
+            partitions.move_into_place(path, final)
+        partitions.remove(path)

@@ -81,13 +81,42 @@ def complete_partitions(output: str) -> dict:
     return partitions
 
 
+def files_under(folder: str) -> list:
+    """Every file under `folder`, sorted ([] when there is none). Object stores have no folders, only names that
+    share a prefix; FileSystems.exists() of a "folder" there is always False, so this is how to ask."""
+    if is_local(folder):
+        return sorted(os.path.join(root, name) for root, _, names in os.walk(folder) for name in names)
+    return sorted(m.path for m in FileSystems.match([FileSystems.join(folder, "**")])[0].metadata_list)
+
+
+def remove(folder: str) -> None:
+    """Deletes `folder` and everything under it, on any filesystem (a missing one is no error)."""
+    if is_local(folder):
+        if os.path.lexists(folder):
+            FileSystems.delete([folder])
+        return
+    files = files_under(folder)
+    if files:
+        FileSystems.delete(files)
+
+
+def is_complete(folder: str) -> bool:
+    return FileSystems.exists(FileSystems.join(folder, SUCCESS))
+
+
 def swap_into_place(staging: str, final: str, trash: str) -> None:
     """Replaces `final` by the complete `staging` folder, whole; the old files never mix with the new ones.
 
     On a local disk this is two renames, so a reader sees the old partition or the new one (a crash between them
-    leaves the old one in `trash`, which the next run puts back: see housekeeping). Object stores have no folder
-    rename: there the old _SUCCESS goes first and the new one (already in staging) arrives last, so readers that wait
-    for _SUCCESS never read a mix either.
+    leaves the old one in `trash`, which the next run puts back: see housekeeping).
+
+    Object stores have no rename of many names at once, so there the swap is in steps, each safe to be cut short:
+      1. the old partition is copied whole to `trash`, its _SUCCESS last (a complete copy to return to);
+      2. the old _SUCCESS goes, then the old files (from here readers that trust _SUCCESS skip the date);
+      3. the new files arrive from staging, their _SUCCESS last (from here readers read the new partition);
+      4. `trash` goes.
+    A run killed in 2 or 3 leaves the date with no _SUCCESS and the old partition whole in `trash`; the next run,
+    of any date, puts it back before it does anything else (housekeeping.clear_leftovers).
     """
     if is_local(final):
         if os.path.exists(final):
@@ -97,12 +126,24 @@ def swap_into_place(staging: str, final: str, trash: str) -> None:
         if os.path.exists(trash):
             FileSystems.delete([trash])
         return
-    old = [m.path for m in FileSystems.match([FileSystems.join(final, "**")])[0].metadata_list]
-    marker = FileSystems.join(final, SUCCESS)
-    if marker in old:
-        FileSystems.delete([marker])  # first, so readers stop trusting the partition before anything else changes
-    FileSystems.delete([p for p in old if p != marker])
+    old = files_under(final)
+    if old and FileSystems.join(final, SUCCESS) in old:
+        _in_order(FileSystems.copy, old, final, trash)
+    if old:
+        retract(final, old)
     move_into_place(staging, final)
+    remove(trash)
+
+
+def retract(final: str, files: list = None) -> None:
+    """Deletes a partition on an object store: its _SUCCESS first, so no reader trusts it while the rest goes."""
+    files = files_under(final) if files is None else files
+    marker = FileSystems.join(final, SUCCESS)
+    if marker in files:
+        FileSystems.delete([marker])
+    rest = [path for path in files if path != marker]
+    if rest:
+        FileSystems.delete(rest)
 
 
 def move_into_place(folder: str, final: str) -> None:
@@ -111,6 +152,13 @@ def move_into_place(folder: str, final: str) -> None:
     if is_local(final):
         os.rename(folder, final)
         return
-    files = sorted(m.path for m in FileSystems.match([FileSystems.join(folder, "**")])[0].metadata_list)
-    files.sort(key=lambda path: path.endswith("/" + SUCCESS))  # the marker moves last
-    FileSystems.rename(files, [final + path[len(folder):] for path in files])
+    _in_order(FileSystems.rename, files_under(folder), folder, final)
+
+
+def _in_order(operation, files: list, source: str, destination: str) -> None:
+    """Copies or renames `files` from under `source` to under `destination`: every file but _SUCCESS in one call
+    (Beam's filesystems run such a call's requests side by side), then _SUCCESS alone, once all the rest are there."""
+    marker = FileSystems.join(source, SUCCESS)
+    for group in ([path for path in files if path != marker], [path for path in files if path == marker]):
+        if group:
+            operation(group, [destination + path[len(source):] for path in group])

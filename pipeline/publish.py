@@ -55,8 +55,7 @@ def start_run(config, beam_options, model) -> RunInfo:
 
 def discard(run: RunInfo) -> None:
     """Removes what a run that will not be published wrote; the partition in place is not touched."""
-    if FileSystems.exists(run.staging):
-        FileSystems.delete([run.staging])
+    partitions.remove(run.staging)
 
 
 def finish_run(run: RunInfo, counts: dict, seconds: float) -> dict:
