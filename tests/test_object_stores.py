@@ -1,71 +1,115 @@
-"""Runs the scorer against a real S3 server on loopback (SeaweedFS): inputs, TFRecords and the model in a bucket,
-outputs, the lock, --skip_scored history and the report there, and mistakes that must fail before any work. Rows are
-compared with the same images scored from a local folder; pyarrow's own S3 client reads the scores back."""
+"""Runs the scorer against real object-store servers on loopback (SeaweedFS's S3, fake-gcs-server's GCS): inputs,
+TFRecords and the model in a bucket, outputs, the lock, --skip_scored history and the report there, runs killed at
+each step of publishing, and mistakes that must fail before any work. Rows are compared with the same images scored
+from a local folder; pyarrow's own S3 and GCS clients read the scores back."""
 
 import json
 import os
+import re
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from pipeline import report, score
 from tests import samples
-from tests.helpers import SAMPLE_INPUTS, partition, read_rows
-from tests.object_store_servers import ACCESS_KEY, REGION, SECRET_KEY, s3_server
+from tests.helpers import REPO_ROOT, SAMPLE_INPUTS, partition, read_rows
+from tests.object_store_servers import ACCESS_KEY, REGION, SECRET_KEY, gcs_server, s3_server
 from tests.portable_servers import free_port
 
 DATE = "2026-11-25"
 BUCKET = "shop"
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    with s3_server(str(tmp_path_factory.mktemp("seaweedfs"))) as server:
-        server.client().create_bucket(Bucket=BUCKET)  # one bucket: each holds volumes of its own on the server
+STORES = {"s3": s3_server, "gcs": gcs_server}
+
+
+@pytest.fixture(scope="module", params=sorted(STORES))
+def store(request, tmp_path_factory, monkeypatch_module):
+    with STORES[request.param](str(tmp_path_factory.mktemp(request.param))) as server:
+        for name, value in server.env.items():
+            monkeypatch_module.setenv(name, value)
+        server.make_bucket(BUCKET)  # one bucket: each holds volumes of its own on SeaweedFS
         yield server
 
 
-def _upload_pngs(s3, bucket: str, prefix: str, images, names) -> None:
-    client = s3.client()
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def _url(store, key: str) -> str:
+    return f"{store.scheme}://{BUCKET}/{key}"
+
+
+def _upload_pngs(store, prefix: str, images, names) -> None:
     for image, name in zip(images, names):
-        client.put_object(Bucket=bucket, Key=f"{prefix}{name}", Body=samples.png_bytes(image))
+        store.put(BUCKET, f"{prefix}{name}", samples.png_bytes(image))
 
 
-def _run(s3, *arguments, date=DATE) -> int:
-    return score.run([*arguments, "--run_date", date, "--progress_seconds", "0", *s3.flags])
+def _run(store, *arguments, date=DATE) -> int:
+    return score.run([*arguments, "--run_date", date, "--progress_seconds", "0", *store.flags])
 
 
-def _object(s3, bucket: str, key: str) -> bytes:
-    return s3.client().get_object(Bucket=bucket, Key=key)["Body"].read()
-
-
-def _remote_rows(s3, bucket: str, prefix: str) -> list:
-    """The scores of a partition in the bucket, read by pyarrow's own S3 filesystem (not Beam's)."""
+def _remote_rows(store, prefix: str) -> list:
+    """The rows of a Parquet folder in the bucket, read by pyarrow's own S3 or GCS filesystem (not Beam's)."""
     import pyarrow.dataset as ds
-    from pyarrow import fs
 
-    store = fs.S3FileSystem(access_key=ACCESS_KEY, secret_key=SECRET_KEY, endpoint_override=s3.endpoint,
-                            scheme="http", region=REGION)
-    return ds.dataset(f"{bucket}/{prefix}", filesystem=store, format="parquet").to_table().to_pylist()
+    return ds.dataset(f"{BUCKET}/{prefix}", filesystem=store.arrow(), format="parquet").to_table().to_pylist()
+
+
+def _duckdb_on(store):
+    """DuckDB with its httpfs extension loaded from the installed wheel (nothing downloaded), pointed at `store`."""
+    import duckdb
+    import duckdb_extension_httpfs
+
+    extension = os.path.join(os.path.dirname(duckdb_extension_httpfs.__file__), "extensions", f"v{duckdb.__version__}",
+                             "httpfs.duckdb_extension")
+    connection = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    connection.sql(f"LOAD '{extension}'")
+    connection.sql(f"CREATE SECRET store (TYPE s3, KEY_ID '{ACCESS_KEY}', SECRET '{SECRET_KEY}', REGION '{REGION}', "
+                   f"ENDPOINT '{store.endpoint.split('://', 1)[1]}', URL_STYLE 'path', USE_SSL false)")
+    return connection
+
+
+def _trusted(store, prefix: str) -> dict:
+    """{date: the keys of its scores} for each partition under `prefix` that has its _SUCCESS, as a reader that
+    trusts _SUCCESS reads them."""
+    found = {}
+    for key in store.keys(BUCKET, prefix):
+        matched = re.fullmatch(re.escape(prefix) + r"dt=(\d{4}-\d{2}-\d{2})/_SUCCESS", key)
+        if matched:
+            found[matched.group(1)] = sorted(row["key"] for row in
+                                             _remote_rows(store, f"{prefix}dt={matched.group(1)}/scores"))
+    return found
 
 
 def _by_name(rows) -> dict:
     return {row["key"].rsplit("/", 1)[-1]: (row["label"], np.asarray(row["probabilities"])) for row in rows}
 
 
-def test_two_nights_over_a_growing_bucket_prefix(s3, test_split, tiny_model_path, tmp_path):
+def test_two_nights_over_a_growing_bucket_prefix(store, test_split, tiny_model_path, tmp_path):
     names = [f"item-{i:03d}.png" for i in range(40)]
-    _upload_pngs(s3, "shop", "nightly/", test_split.images[:30], names[:30])
-    output = "s3://shop/scores"
-    assert _run(s3, "--input", "s3://shop/nightly/", "--output", output, "--model", tiny_model_path,
+    _upload_pngs(store, "nightly/", test_split.images[:30], names[:30])
+    output, nightly = _url(store, "scores"), _url(store, "nightly/")
+    assert _run(store, "--input", nightly, "--output", output, "--model", tiny_model_path,
                 "--skip_scored", date="2026-11-24") == score.EXIT_OK
-    _upload_pngs(s3, "shop", "nightly/", test_split.images[30:40], names[30:40])  # the next night's new files
-    assert _run(s3, "--input", "s3://shop/nightly/", "--output", output, "--model", tiny_model_path,
+    _upload_pngs(store, "nightly/", test_split.images[30:40], names[30:40])  # the next night's new files
+    assert _run(store, "--input", nightly, "--output", output, "--model", tiny_model_path,
                 "--skip_scored") == score.EXIT_OK
-    manifest = json.loads(_object(s3, "shop", f"scores/dt={DATE}/manifest.json"))
+    manifest = json.loads(store.get(BUCKET, f"scores/dt={DATE}/manifest.json"))
     assert manifest["counts"]["scored"] == 10 and manifest["counts"]["skipped_by_reason"] == {"already scored": 30}
-    first, second = (_remote_rows(s3, "shop", f"scores/dt={day}/scores") for day in ("2026-11-24", DATE))
-    assert sorted(row["key"] for row in first + second) == [f"s3://shop/nightly/{name}" for name in names]
+    first, second = (_remote_rows(store, f"scores/dt={day}/scores") for day in ("2026-11-24", DATE))
+    assert sorted(row["key"] for row in first + second) == [nightly + name for name in names]
+    assert not [key for key in store.keys(BUCKET, "scores/") if key.startswith(("scores/.staging/",
+                                                                                "scores/.trash/", "scores/.locks/"))]
+    if store.scheme == "s3":  # DuckDB's own S3 client (httpfs) reads every night as one table
+        nights = _duckdb_on(store).sql(f"SELECT dt, count(*) FROM read_parquet('{output}/dt=*/scores/*.parquet', "
+                                       "hive_partitioning = true) GROUP BY dt ORDER BY dt").fetchall()
+        assert [(str(day), rows) for day, rows in nights] == [("2026-11-24", 30), (DATE, 10)]
     local_folder = tmp_path / "local"
     samples.write_pngs(test_split.images[:40], str(local_folder), names)
     local_out = str(tmp_path / "local-out")
@@ -76,21 +120,22 @@ def test_two_nights_over_a_growing_bucket_prefix(s3, test_split, tiny_model_path
     assert remote.keys() == local.keys()
     for name, (label, probabilities) in remote.items():  # the same rows as from a local folder, to the bit
         assert label == local[name][0] and np.array_equal(probabilities, local[name][1])
-    page = _object(s3, "shop", f"scores/dt={DATE}/report.html").decode()
+    page = store.get(BUCKET, f"scores/dt={DATE}/report.html").decode()
     assert page.count("<img class='seen'") == 10 and "cannot be read" not in page  # read back from the bucket
-    assert report.main([f"s3://shop/scores/dt={DATE}", "--to", str(tmp_path / "rebuilt.html"), *s3.flags]) == 0
+    assert report.main([f"{output}/dt={DATE}", "--to", str(tmp_path / "rebuilt.html"), *store.flags]) == 0
     assert open(tmp_path / "rebuilt.html", encoding="utf-8").read().count("<img class='seen'") == 10
 
 
-def test_tfrecords_and_the_model_from_a_bucket(s3, shipped_model, tmp_path):
-    client = s3.client()
+def test_tfrecords_and_the_model_from_a_bucket(store, shipped_model, tmp_path):
     folder = os.path.join(SAMPLE_INPUTS, "tfrecords")
     for name in os.listdir(folder):
-        client.upload_file(os.path.join(folder, name), BUCKET, f"records/{name}")
+        with open(os.path.join(folder, name), "rb") as stream:
+            store.put(BUCKET, f"records/{name}", stream.read())
     for path in (shipped_model, os.path.splitext(shipped_model)[0] + ".json"):
-        client.upload_file(path, BUCKET, f"models/{os.path.basename(path)}")
-    model = f"s3://{BUCKET}/models/{os.path.basename(shipped_model)}"
-    assert _run(s3, "--input_tfrecords", f"s3://{BUCKET}/records/*.tfrecord", "--output", str(tmp_path / "out"),
+        with open(path, "rb") as stream:
+            store.put(BUCKET, f"models/{os.path.basename(path)}", stream.read())
+    model = _url(store, f"models/{os.path.basename(shipped_model)}")
+    assert _run(store, "--input_tfrecords", _url(store, "records/*.tfrecord"), "--output", str(tmp_path / "out"),
                 "--model", model) == score.EXIT_OK
     local_out = str(tmp_path / "local")
     assert score.run(["--input_tfrecords", os.path.join(folder, "*.tfrecord"), "--output", local_out,
@@ -103,9 +148,11 @@ def test_tfrecords_and_the_model_from_a_bucket(s3, shipped_model, tmp_path):
 
 
 @pytest.mark.parametrize("mistake", ["endpoint", "credentials", "bucket"])
-def test_store_mistakes_fail_before_any_work_in_one_line(s3, tiny_model_path, tmp_path, capsys, mistake):
-    s3.client().put_object(Bucket=BUCKET, Key="mistakes/a.png", Body=b"x")
-    flags, where = list(s3.flags), f"s3://{BUCKET}/mistakes/"
+def test_store_mistakes_fail_before_any_work_in_one_line(store, tiny_model_path, tmp_path, capsys, mistake):
+    if store.scheme != "s3":
+        pytest.skip("S3's flags")
+    store.put(BUCKET, "mistakes/a.png", b"x")
+    flags, where = list(store.flags), _url(store, "mistakes/")
     if mistake == "endpoint":
         flags[flags.index("--s3_endpoint_url") + 1] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     elif mistake == "credentials":
@@ -121,18 +168,72 @@ def test_store_mistakes_fail_before_any_work_in_one_line(s3, tiny_model_path, tm
     assert not list(tmp_path.glob("out/dt=*"))
 
 
-def test_an_object_deleted_between_listing_and_reading_is_one_error_row(s3, test_split):
+def test_an_object_deleted_between_listing_and_reading_is_one_error_row(store, test_split):
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipeline import listing, sources
 
-    FileSystems.set_options(PipelineOptions(s3.flags))
-    _upload_pngs(s3, BUCKET, "vanishing/", test_split.images[:3], ["a.png", "b.png", "c.png"])
-    entries = [entry for _, entry in listing.spec_entries(listing.input_spec(f"s3://{BUCKET}/vanishing/"))]
-    s3.client().delete_object(Bucket=BUCKET, Key="vanishing/b.png")
+    FileSystems.set_options(PipelineOptions(store.flags))
+    _upload_pngs(store, "vanishing/", test_split.images[:3], ["a.png", "b.png", "c.png"])
+    entries = [entry for _, entry in listing.spec_entries(listing.input_spec(_url(store, "vanishing/")))]
+    store.delete(BUCKET, "vanishing/b.png")
     read = list(sources.ReadImageFiles()(entries))
     errors = [item for item in read if isinstance(item, dict)]
-    assert [row["key"] for row in errors] == [f"s3://{BUCKET}/vanishing/b.png"] and errors[0]["stage"] == "read"
-    assert [item[0] for item in read if not isinstance(item, dict)] == [f"s3://{BUCKET}/vanishing/{name}"
+    assert [row["key"] for row in errors] == [_url(store, "vanishing/b.png")] and errors[0]["stage"] == "read"
+    assert [item[0] for item in read if not isinstance(item, dict)] == [_url(store, f"vanishing/{name}")
                                                                        for name in ("a.png", "c.png")]
+
+
+# Where a run is SIGKILLed (tests/killed_run.py: before or after the first FileSystems call of that kind whose paths
+# match), and which partition of the date a reader that trusts _SUCCESS then finds: the old one, none, or the new.
+_DATE_FOLDER = r"/dt=\d{4}-\d{2}-\d{2}/"  # a partition's own path; staging and trash folders are dt=DATE.RUN_ID/
+KILL_POINTS = {
+    "writing the partition": (("before", "create", r"/\.staging/.*manifest\.json"), "old"),
+    "staged, not yet swapped": (("before", "copy", r"."), "old"),
+    "backing the old one up": (("after", "copy", r"."), "old"),
+    "old _SUCCESS deleted": (("after", "delete", _DATE_FOLDER + "_SUCCESS"), None),
+    "old files deleted": (("before", "rename", _DATE_FOLDER), None),
+    "new files in, no _SUCCESS yet": (("after", "rename", _DATE_FOLDER), None),
+    "published, backup not cleared": (("before", "delete", r"/\.trash/"), "new"),
+}
+IN_THE_DEFAULT_RUN = ("old _SUCCESS deleted",)
+
+
+def _killed(store, kill: tuple, *arguments) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "tests.killed_run", *kill, "--", *arguments, "--progress_seconds", "0",
+               *store.flags]
+    return subprocess.run(command, cwd=REPO_ROOT, env=dict(os.environ, **store.env), capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("point", [pytest.param(point, marks=() if point in IN_THE_DEFAULT_RUN else pytest.mark.slow)
+                                   for point in KILL_POINTS])
+def test_a_run_killed_while_publishing_never_costs_the_previous_partition(store, test_split, tiny_model_path, point):
+    kill, seen_after_kill = KILL_POINTS[point]
+    root = "kills/" + re.sub(r"[^a-z]+", "-", point) + "/"
+    _upload_pngs(store, root + "old/", test_split.images[:4], [f"o{i}.png" for i in range(4)])
+    _upload_pngs(store, root + "new/", test_split.images[4:9], [f"n{i}.png" for i in range(5)])
+    output = _url(store, root + "out")
+    model = ["--model", tiny_model_path]
+    assert _run(store, "--input", _url(store, root + "old/"), "--output", output, *model) == score.EXIT_OK
+    old = _trusted(store, root + "out/")[DATE]
+    killed = _killed(store, kill, "--input", _url(store, root + "new/"), "--output", output, *model,
+                     "--run_date", DATE)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    new = sorted(_url(store, f"{root}new/n{i}.png") for i in range(5))
+    now = _trusted(store, root + "out/").get(DATE)
+    assert now == {"old": old, None: None, "new": new}[seen_after_kill]  # never a mix, never a partial partition
+    if seen_after_kill is None:  # the date is between partitions: the old one waits, whole, in .trash
+        backups = {key.split("/")[4] for key in store.keys(BUCKET, root + "out/.trash/")}
+        assert len(backups) == 1
+        backup = f"{root}out/.trash/{backups.pop()}/"
+        assert backup + "_SUCCESS" in store.keys(BUCKET, backup)
+        assert sorted(row["key"] for row in _remote_rows(store, backup + "scores")) == old
+    # The next night (another date) puts back or clears whatever the killed run left, before it does anything else.
+    assert _run(store, "--input", _url(store, root + "new/"), "--output", output, *model,
+                date="2026-11-26") == score.EXIT_OK
+    after = _trusted(store, root + "out/")
+    assert after == {DATE: new if seen_after_kill == "new" else old, "2026-11-26": new}
+    left = [key for key in store.keys(BUCKET, root + "out/") if "/." in key]
+    assert left == [], "the killed run's staging, backup or lock marker was left"
