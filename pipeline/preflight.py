@@ -29,7 +29,7 @@ class CheckedModel:
 
 def check(config) -> CheckedModel:
     """Checks the inputs, the model and the output; returns what it found of the model."""
-    check_s3_endpoint()
+    check_store_endpoints([*config.inputs, *config.input_tfrecords, config.model, config.output])
     for flag, patterns in (("--input", config.inputs), ("--input_tfrecords", config.input_tfrecords)):
         for pattern in patterns:
             check_input(flag, pattern)
@@ -38,24 +38,33 @@ def check(config) -> CheckedModel:
     return CheckedModel(card, model_files.model_version(card), digest)
 
 
-def check_s3_endpoint(timeout: float = 5.0) -> None:
-    """Raises PreflightError when --s3_endpoint_url names a server that does not answer: Beam would retry every call
+def check_store_endpoints(paths: list, timeout: float = 5.0) -> None:
+    """Raises PreflightError when the run names s3:// or gs:// paths and the server given for that store
+    (--s3_endpoint_url; STORAGE_EMULATOR_HOST for a GCS-compatible one) does not answer: Beam would retry every call
     to it with growing pauses, for minutes, before failing."""
+    from apache_beam.options.pipeline_options import PipelineOptions, S3Options
+
+    schemes = {FileSystems.get_scheme(path) for path in paths if path}
+    if "s3" in schemes:
+        endpoint = (FileSystems._pipeline_options or PipelineOptions([])).view_as(S3Options).s3_endpoint_url
+        _check_answers(endpoint, "--s3_endpoint_url", timeout)
+    if "gs" in schemes:
+        _check_answers(os.environ.get("STORAGE_EMULATOR_HOST"), "STORAGE_EMULATOR_HOST", timeout)
+
+
+def _check_answers(endpoint: str, named: str, timeout: float) -> None:
     import socket
     import urllib.parse
 
-    from apache_beam.options.pipeline_options import PipelineOptions, S3Options
-
-    endpoint = (FileSystems._pipeline_options or PipelineOptions([])).view_as(S3Options).s3_endpoint_url
     if not endpoint:
         return
-    parsed = urllib.parse.urlparse(endpoint)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    parsed = urllib.parse.urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
     try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
         socket.create_connection((parsed.hostname, port), timeout=timeout).close()
-    except (OSError, TypeError) as error:
-        raise PreflightError(f"--s3_endpoint_url {endpoint} does not answer ({error}); check the store's address "
-                             "and that it is running") from None
+    except (OSError, TypeError, ValueError) as error:
+        raise PreflightError(f"{named} {endpoint} does not answer ({error}); check the store's address and that it "
+                             "is running") from None
 
 
 def check_input(flag: str, text: str) -> None:
@@ -76,11 +85,10 @@ def check_input(flag: str, text: str) -> None:
                     break
                 skipped[entry] = skipped.get(entry, 0) + 1
     except Exception as error:  # Beam wraps every filesystem problem (no such bucket, no credentials) alike.
+        _say_if_bucket_missing(f"{flag} {text!r}", spec.path)
         raise PreflightError(f"{flag} {text!r} cannot be listed: {error}") from error
     if not found:
-        if FileSystems.get_scheme(spec.path) is not None and _bucket_missing(spec.path):
-            raise PreflightError(f"{flag} {text!r}: the bucket {spec.path.split('/')[2]!r} does not exist (or these "
-                                 "credentials cannot see it); check the bucket's name and the store's flags")
+        _say_if_bucket_missing(f"{flag} {text!r}", spec.path)
         if skipped:
             what = ", ".join(f"{amount:,} {reason}" for reason, amount in sorted(skipped.items()))
             raise NoInputError(f"{flag} {text!r} holds nothing to score ({what} skipped)")
@@ -88,18 +96,30 @@ def check_input(flag: str, text: str) -> None:
                            "does not expand it")
 
 
+def _say_if_bucket_missing(what: str, path: str) -> None:
+    if _bucket_missing(path):
+        raise PreflightError(f"{what}: the bucket {path.split('/')[2]!r} does not exist (or these credentials cannot "
+                             "see it); check the bucket's name and the store's flags")
+
+
 def _bucket_missing(path: str) -> bool:
     """Does the store say that the bucket of `path` does not exist? Beam's listing reads a missing S3 bucket as an
-    empty prefix, which would send a typo in a bucket's name to exit 3 ("matches no files") instead of exit 2."""
-    if FileSystems.get_scheme(path) != "s3":
+    empty prefix (which would send a typo in a bucket's name to exit 3, "matches no files", instead of exit 2), and a
+    missing GCS bucket as a failed listing like any other."""
+    scheme = FileSystems.get_scheme(path)
+    bucket = path.split("/")[2] if scheme in ("s3", "gs") and path.count("/") >= 2 else ""
+    if not bucket:
         return False
-    from apache_beam.io.aws import s3io
-    from apache_beam.io.aws.clients.s3 import messages
-
     try:
-        s3io.S3IO(options=FileSystems._pipeline_options).client.list(
-            messages.ListRequest(bucket=path.split("/")[2], prefix=""))
-    except messages.S3ClientError as error:
+        if scheme == "gs":
+            from apache_beam.io.gcp import gcsio
+
+            return gcsio.GcsIO(pipeline_options=FileSystems._pipeline_options).client.lookup_bucket(bucket) is None
+        from apache_beam.io.aws import s3io
+        from apache_beam.io.aws.clients.s3 import messages
+
+        s3io.S3IO(options=FileSystems._pipeline_options).client.list(messages.ListRequest(bucket=bucket, prefix=""))
+    except Exception as error:  # noqa: BLE001 - anything else the store says is not an answer to this question
         return "NoSuchBucket" in str(error)
     return False
 
@@ -174,6 +194,8 @@ def check_output(output: str) -> None:
         # stores delete, what lies in every folder the glob matches.
         raise PreflightError(f"--output {output} holds {glob.group()!r}, which Beam reads as a glob when it finds and "
                              "deletes the run's files; choose a folder whose path has none of * ? [")
+    # Some S3-compatible servers (SeaweedFS) make a bucket that a write names; a typo there would start a new one.
+    _say_if_bucket_missing(f"--output {output}", output)
     probe = FileSystems.join(output, f".write-check-{os.getpid()}")
     try:
         if FileSystems.get_scheme(output) is None:

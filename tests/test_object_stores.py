@@ -147,24 +147,31 @@ def test_tfrecords_and_the_model_from_a_bucket(store, shipped_model, tmp_path):
         sorted((r["label"], tuple(r["probabilities"])) for r in local)
 
 
-@pytest.mark.parametrize("mistake", ["endpoint", "credentials", "bucket"])
-def test_store_mistakes_fail_before_any_work_in_one_line(store, tiny_model_path, tmp_path, capsys, mistake):
-    if store.scheme != "s3":
-        pytest.skip("S3's flags")
+@pytest.mark.parametrize("mistake", ["endpoint", "credentials", "input bucket", "output bucket"])
+def test_store_mistakes_fail_before_any_work_in_one_line(store, tiny_model_path, tmp_path, capsys, monkeypatch,
+                                                         mistake):
     store.put(BUCKET, "mistakes/a.png", b"x")
-    flags, where = list(store.flags), _url(store, "mistakes/")
-    if mistake == "endpoint":
-        flags[flags.index("--s3_endpoint_url") + 1] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    flags, where, output = list(store.flags), _url(store, "mistakes/"), str(tmp_path / "out")
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    if mistake == "endpoint" and store.scheme == "s3":
+        flags[flags.index("--s3_endpoint_url") + 1] = nowhere
+    elif mistake == "endpoint":
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", nowhere)
     elif mistake == "credentials":
+        if store.scheme != "s3":
+            pytest.skip("fake-gcs-server takes any credentials, or none")
         flags[flags.index("--s3_secret_access_key") + 1] = "wrong-secret"
+    elif mistake == "input bucket":
+        where = f"{store.scheme}://no-such-bucket/mistakes/"
     else:
-        where = "s3://no-such-bucket/mistakes/"
-    code = score.run(["--input", where, "--output", str(tmp_path / "out"), "--model", tiny_model_path,
-                      "--progress_seconds", "0", *flags])
+        output = f"{store.scheme}://no-such-bucket/scores"
+    code = score.run(["--input", where, "--output", output, "--model", tiny_model_path, "--progress_seconds", "0",
+                      *flags])
     err = capsys.readouterr().err
-    said = {"endpoint": "does not answer", "credentials": "cannot be listed",
-            "bucket": "the bucket 'no-such-bucket' does not exist"}[mistake]
-    assert code == score.EXIT_USAGE and said in err and len(err.strip().splitlines()) == 1
+    said = {"endpoint": f"{nowhere} does not answer", "credentials": "cannot be listed",
+            "input bucket": "the bucket 'no-such-bucket' does not exist",
+            "output bucket": "the bucket 'no-such-bucket' does not exist"}[mistake]
+    assert code == score.EXIT_USAGE and said in err and len(err.strip().splitlines()) == 1, err
     assert not list(tmp_path.glob("out/dt=*"))
 
 
