@@ -18,6 +18,9 @@ _TENSORFLOW_START_UP = ("WARNING: All log messages before absl::InitializeLog()"
 _NOISE = ("apitools not found", "Resource module is not available")
 # Loggers through which Beam reports, again and again, a step that failed: in the process that ran it, in the SDK
 # worker that ran the bundle, and in the local runner that forwards its workers' logs.
+# Beam's retries of a failing store call warn, with a traceback, before each pause: a store that is away for good is
+# said in one line by the run (pipeline.store_watch), and one that comes back needs no word.
+_RETRY_LOGGER = "apache_beam.utils.retry"
 _FAILURE_ECHOES = ("apache_beam.runners.common", "apache_beam.runners.worker.sdk_worker",
                    "apache_beam.runners.portability.local_job_service")
 
@@ -25,6 +28,17 @@ _FAILURE_ECHOES = ("apache_beam.runners.common", "apache_beam.runners.worker.sdk
 class _KnownNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(_NOISE)
+
+
+class _StoreClientErrors(logging.Filter):
+    """Beam's S3 and GCS clients log each failed request as an error of the root logger, on top of raising it: a
+    file that cannot be read is already its error row, and a run that fails says why in its one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        path = record.pathname.replace(os.sep, "/")
+        return not (record.levelno >= logging.ERROR and ("apache_beam/io/aws/" in path or
+                                                          "apache_beam/io/gcp/gcsio" in path)
+                    and not os.environ.get(VERBOSE_ENV))
 
 
 class _FailureEcho(logging.Filter):
@@ -40,6 +54,9 @@ def quiet_beam_logging() -> None:
     root = logging.getLogger()
     if not any(isinstance(f, _KnownNoise) for f in root.filters):
         root.addFilter(_KnownNoise())
+        root.addFilter(_StoreClientErrors())
+    if not os.environ.get(VERBOSE_ENV):
+        logging.getLogger(_RETRY_LOGGER).setLevel(logging.ERROR)
     for name in _FAILURE_ECHOES:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _FailureEcho) for f in logger.filters):

@@ -101,8 +101,11 @@ def _marker_lock(output: str, run_date: str):
 
     def beat():
         while True:
-            with FileSystems.create(path) as stream:
-                stream.write(_holder().encode())
+            try:
+                with FileSystems.create(path) as stream:
+                    stream.write(_holder().encode())
+            except Exception:  # noqa: BLE001 - the store is away; the run finds out itself, and says so
+                pass
             if stop.wait(_HEARTBEAT_SECONDS):
                 return
 
@@ -113,7 +116,8 @@ def _marker_lock(output: str, run_date: str):
     finally:
         stop.set()
         beat_thread.join()
-        FileSystems.delete([path])
+        with contextlib.suppress(Exception):  # a store that is away keeps the marker: the next run here takes it
+            FileSystems.delete([path])
 
 
 def _gone_from_this_host(holder: str) -> bool:

@@ -21,7 +21,8 @@ from apache_beam.io.filesystems import FileSystems  # noqa: E402
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions  # noqa: E402
 
 from model import model_files  # noqa: E402
-from pipeline import counts, graph, housekeeping, options, preflight, progress, publish, timeline  # noqa: E402
+from pipeline import (counts, graph, housekeeping, options, partitions, preflight, progress, publish,  # noqa: E402
+                      store_watch, timeline)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_ERROR_RATE, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 
@@ -73,12 +74,23 @@ def run(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_NO_INPUT if isinstance(error, preflight.NoInputError) else EXIT_USAGE
     try:
-        with housekeeping.date_lock(config.output, config.run_date):
+        with store_watch.StoreWatch(_paths(config)), housekeeping.date_lock(config.output, config.run_date):
             housekeeping.clear_leftovers(config.output, config.run_date)
             return _score_and_publish(config, beam_options, model)
     except housekeeping.DateLocked as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BUSY
+    except store_watch.StoreGone as gone:
+        print(f"error: the store stopped answering during the run ({gone}); nothing of this run was published, "
+              f"and {partitions.partition_path(config.output, config.run_date)} is as it was or, where the "
+              "publish was cut short, is put back by the next run; run again once the store answers",
+              file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _paths(config: options.ScoreConfig) -> list:
+    """Everything the run reads or writes by name: where its stores are."""
+    return [*config.inputs, *config.input_tfrecords, config.model, config.output]
 
 
 def _checked(config: options.ScoreConfig, beam_args: list) -> tuple:
@@ -118,6 +130,10 @@ def _score_and_publish(config: options.ScoreConfig, beam_options: PipelineOption
             return EXIT_NO_INPUT
         manifest = publish.finish_run(run_info, run_counts, time.monotonic() - started)
     except Exception as error:  # The partition in place stays untouched; say so rather than only dumping a trace.
+        try:  # An object store that stopped answering would have Beam retry each call for minutes: ask it first.
+            preflight.check_store_endpoints(_paths(config), timeout=2.0)
+        except preflight.PreflightError as gone:
+            raise store_watch.StoreGone(str(gone)) from None
         publish.discard(run_info)
         return _failed(error, run_info.partition)
     timeline.mark("published")

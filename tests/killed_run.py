@@ -2,6 +2,7 @@
 leaves behind:
 
     python -m tests.killed_run WHEN OPERATION PATTERN -- SCORER ARGUMENTS...
+    python -m tests.killed_run -- SCORER ARGUMENTS...          (not killed: as `python -m pipeline.score` runs)
 
 WHEN is `before` or `after`; OPERATION one of Beam's FileSystems calls (create, copy, rename, delete); PATTERN a
 regular expression searched for in the paths the call is given. The first call that matches kills the process with
@@ -40,10 +41,13 @@ def arm(when: str, operation: str, pattern: str) -> None:
 
 
 def main(argv: list) -> int:
-    when, operation, pattern, separator, *arguments = argv
-    if when not in ("before", "after") or separator != "--":
-        raise SystemExit(__doc__)
-    arm(when, operation, pattern)
+    if argv[:1] == ["--"]:
+        arguments = argv[1:]
+    else:
+        when, operation, pattern, separator, *arguments = argv
+        if when not in ("before", "after") or separator != "--":
+            raise SystemExit(__doc__)
+        arm(when, operation, pattern)
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from tests.object_store_servers import emulator_shims
 

@@ -61,7 +61,10 @@ class S3Server:
         command = [weed_binary(), "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
                    f"-master.port={self.ports['master']}", f"-volume.port={self.ports['volume']}",
                    f"-filer.port={self.ports['filer']}", f"-s3.port={self.ports['s3']}", f"-s3.config={config}",
-                   "-volume.max=100", "-master.volumeSizeLimitMB=64"]
+                   "-volume.max=100", "-master.volumeSizeLimitMB=64",
+                   # Its Iceberg and Lance catalogs would listen on fixed ports (two servers at once would clash), it
+                   # would report usage to seaweedfs.com, and it would make a bucket that a write names: not here.
+                   "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false", "-s3.autoCreateBucket=false"]
         with open(os.path.join(self.folder, "weed.log"), "wb") as log:
             self.process = subprocess.Popen(command, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
@@ -70,16 +73,21 @@ class S3Server:
         return self
 
     def _wait_until_writable(self, timeout: float) -> None:
-        """The gateway listens before the volume server has joined; a bucket can be made once it has."""
+        """The gateway listens before the volume server has joined; an object can be written and read back once it
+        has (and, started again on the same folder, once the volumes are loaded)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self.client().create_bucket(Bucket="ready-check")
-                return
+                client = self.client()
+                if "ready-check" not in [bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])]:
+                    client.create_bucket(Bucket="ready-check")
+                client.put_object(Bucket="ready-check", Key="probe", Body=b"ok")
+                if client.get_object(Bucket="ready-check", Key="probe")["Body"].read() == b"ok":
+                    return
             except Exception:  # noqa: BLE001 - not ready yet, whatever boto3 says
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.5)
+            time.sleep(0.5)
 
     scheme = "s3"
     env = {}  # everything Beam needs is in `flags`

@@ -35,6 +35,11 @@ def store(request, tmp_path_factory, monkeypatch_module):
         yield server
 
 
+@pytest.fixture(params=sorted(STORES))
+def store_kind(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def monkeypatch_module():
     with pytest.MonkeyPatch.context() as patch:
@@ -244,3 +249,49 @@ def test_a_run_killed_while_publishing_never_costs_the_previous_partition(store,
     assert after == {DATE: new if seen_after_kill == "new" else old, "2026-11-26": new}
     left = [key for key in store.keys(BUCKET, root + "out/") if "/." in key]
     assert left == [], "the killed run's staging, backup or lock marker was left"
+
+
+def test_the_server_stopped_mid_run_is_exit_1_in_one_line_and_costs_nothing(store_kind, test_split, tiny_model_path,
+                                                                            tmp_path, monkeypatch):
+    import time
+
+    with STORES[store_kind](str(tmp_path)) as server:  # a server of its own: this test stops it
+        for name, value in server.env.items():
+            monkeypatch.setenv(name, value)
+        server.make_bucket(BUCKET)
+        _upload_pngs(server, "in/", test_split.images[:300], [f"i{i:03d}.png" for i in range(300)])
+        output = _url(server, "out")
+        arguments = ["--input", _url(server, "in/"), "--output", output, "--model", tiny_model_path]
+        assert _run(server, *arguments) == score.EXIT_OK
+        before = _trusted(server, "out/")
+        command = [sys.executable, "-m", "tests.killed_run", "--", *arguments, "--run_date", DATE,
+                   "--progress_seconds", "0", *server.flags]
+        started = time.monotonic()
+        run = subprocess.Popen(command, cwd=REPO_ROOT, env=dict(os.environ, **server.env), stderr=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, text=True)
+        while not server.keys(BUCKET, "out/.locks/"):  # the run holds the date: it is about to start the pipeline
+            assert run.poll() is None and time.monotonic() - started < 120, "the run ended before it took the date"
+            time.sleep(0.05)
+        server.stop(grace=1.0)
+        try:
+            _, err = run.communicate(timeout=120)  # seconds, not the minutes Beam's retries would wait
+        finally:
+            run.kill()
+        server.start()  # the same folder and ports: what the failed run left is there to see
+        assert run.returncode == score.EXIT_FAILED, err
+        assert len(err.strip().splitlines()) == 1 and "the store stopped answering" in err, err
+        assert _eventually(lambda: _trusted(server, "out/")) == before  # the previous partition, whole
+
+
+def _eventually(read, seconds: float = 30.0):
+    """`read()`, tried again while it raises OSError: a store started again loads its volumes as it is asked."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return read()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
