@@ -18,7 +18,7 @@ from apache_beam.transforms.window import GlobalWindows
 from model import preprocessing
 from model.forward import MODEL_CALL_ROWS
 from model.vocabulary import IMAGE_SHAPE
-from pipeline import timeline, worker_process
+from pipeline import object_reads, timeline, worker_process
 from pipeline.errors import error_row
 
 # A block is exactly one model call, so only the last block of a bundle is padded.
@@ -192,8 +192,9 @@ class _Background:
             self.outbox.put(_DONE)
 
 
-# Reads of files on remote filesystems in flight at once per worker (see sources.read_image_files).
-READ_THREADS = 16
+# Reads of files on remote filesystems in flight at once per worker (see sources.ReadImageFiles); the S3 and GCS
+# clients keep as many connections open (pipeline.object_reads).
+READ_THREADS = object_reads.IN_FLIGHT
 
 
 class DecodeBlocks(beam.DoFn):

@@ -13,6 +13,7 @@ from apache_beam.io.filesystems import FileSystems
 
 # Local files are read as every command reads them (model.reading); a refusal's .reason is the row's error type.
 from model.reading import DEFAULT_MAX_FILE_BYTES, FileRefused, read_regular_file, too_large
+from pipeline import object_reads
 from pipeline.errors import error_row
 from pipeline.listing import key_for
 from pipeline.sheet import Source
@@ -25,7 +26,8 @@ class ReadImageFiles:
 
     Local files are read one after the other: from the page cache that is ~100,000 files/s, and from this machine's
     disk threads did not help. Files on other filesystems (gs://, s3://, hdfs://) are read on `pool`'s threads: each
-    read there waits tens of milliseconds for the network, one at a time a few dozen files a second per worker.
+    read there waits for the network (tens of milliseconds from a cloud store), one at a time a few dozen files a
+    second per worker. S3 and GCS objects are read by pipeline.object_reads, with one client per worker.
     """
 
     def __init__(self, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, inside: tuple = None):
@@ -57,8 +59,11 @@ def _read_whole(path, listed_size: int, limit: int, inside: tuple = None) -> byt
         return read_regular_file(path, limit, _LIMIT_FLAG, inside)
     if listed_size > limit:
         raise FileRefused("too large", too_large(listed_size, limit, limit_flag=_LIMIT_FLAG))
-    with FileSystems.open(path, compression_type="uncompressed") as stream:
-        data = stream.read(limit + 1)
+    if FileSystems.get_scheme(path) in object_reads.SCHEMES:
+        data = object_reads.read_object(path, limit)
+    else:
+        with FileSystems.open(path, compression_type="uncompressed") as stream:
+            data = stream.read(limit + 1)
     if len(data) > limit:
         raise FileRefused("too large", too_large(len(data), limit, growing=True, limit_flag=_LIMIT_FLAG))
     return data
