@@ -192,25 +192,21 @@ class _Background:
             self.outbox.put(_DONE)
 
 
-# Reads of files on remote filesystems in flight at once per worker (see sources.ReadImageFiles); the S3 and GCS
-# clients keep as many connections open (pipeline.object_reads).
-READ_THREADS = object_reads.IN_FLIGHT
-
-
 class DecodeBlocks(beam.DoFn):
     """Units of input -> Blocks: reads each unit with `read(unit, read_pool)` and decodes it with the shared
     preprocessing, in a background thread, using `threads` threads for photos (Pillow decodes and resizes without
     Python's lock)."""
 
-    def __init__(self, read, max_pixels: int, threads: int = 1):
+    def __init__(self, read, max_pixels: int, threads: int = 1, reads_in_flight: int = object_reads.IN_FLIGHT):
         self.read = read
         self.max_pixels = max_pixels
         self.threads = threads
+        self.reads_in_flight = reads_in_flight
 
     def setup(self):
         worker_process.exit_quickly_at_the_end()
         self._pool = ThreadPoolExecutor(self.threads, "decode-photos") if self.threads > 1 else None
-        self._read_pool = ThreadPoolExecutor(READ_THREADS, "read-files")  # its threads start on first use
+        self._read_pool = ThreadPoolExecutor(self.reads_in_flight, "read-files")  # its threads start on first use
         self._background = self._started()
 
     def _started(self) -> _Background:

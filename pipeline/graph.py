@@ -22,7 +22,8 @@ def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, vers
         match = matching.MatchInputs(config.inputs, config.files_per_chunk, True, skip, config.output, version,
                                      refuse_outside_links=config.refuse_outside_links)
         matched = pipeline | "MatchImages" >> match
-        read = sources.ReadImageFiles(config.max_file_bytes, match.rules.inside)  # links checked again when read
+        # links checked again when read
+        read = sources.ReadImageFiles(config.max_file_bytes, match.rules.inside, config.reads_in_flight)
         _ = matched.fingerprints | "WriteFingerprints" >> fingerprints.WriteFingerprints(folder)
     else:  # One unit per TFRecord file, spread over the workers; its records are only counted once read.
         matched = pipeline | "MatchTFRecords" >> matching.MatchInputs(
@@ -32,7 +33,7 @@ def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, vers
                                            config.compression, config.max_file_bytes)
     handler = KerasModelHandler(config.model, config.share_model, config.model_threads, config.model_copies)
     scored = matched.units | "Score" >> ScoreImages(handler, read, config.max_pixels, config.decode_threads,
-                                                   config.progress_seconds)
+                                                   config.progress_seconds, config.reads_in_flight)
     _ = scored | "WriteScores" >> scores_output.WriteScores(folder, card, version)
     _ = scored | "WriteSheet" >> sheet.WriteSheet(folder)
     _ = (scored

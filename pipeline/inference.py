@@ -4,7 +4,7 @@
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
-from pipeline import progress
+from pipeline import object_reads, progress
 from pipeline.blocks import DecodeBlocks
 from pipeline.model_handler import KerasModelHandler, ScoredBlock
 
@@ -31,8 +31,9 @@ class ScoreImages(beam.PTransform):
     """
 
     def __init__(self, handler: KerasModelHandler, read, max_pixels: int, decode_threads: int = 1,
-                 progress_seconds: float = 10.0):
+                 progress_seconds: float = 10.0, reads_in_flight: int = object_reads.IN_FLIGHT):
         super().__init__()
+        self.reads_in_flight = reads_in_flight
         self.handler = handler
         self.read = read
         self.max_pixels = max_pixels
@@ -40,6 +41,7 @@ class ScoreImages(beam.PTransform):
         self.progress_seconds = progress_seconds
 
     def expand(self, units):
-        blocks = units | "Decode" >> beam.ParDo(DecodeBlocks(self.read, self.max_pixels, self.decode_threads))
+        blocks = units | "Decode" >> beam.ParDo(DecodeBlocks(self.read, self.max_pixels, self.decode_threads,
+                                                                    self.reads_in_flight))
         scored = blocks | "RunInference" >> RunInference(self.handler)
         return scored | "ShowProgress" >> beam.ParDo(_ShowProgress(self.progress_seconds))

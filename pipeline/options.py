@@ -8,6 +8,7 @@ from model import preprocessing
 from model.cli_types import count_or_auto, positive_int, probability, seconds
 from model.model_files import DEFAULT_MODEL_PATH
 from model.vocabulary import RECORD_KEY_FILENAME, RECORD_KEY_IMAGE, RECORD_KEY_RAW_PIXELS
+from pipeline import object_reads
 from pipeline.sources import DEFAULT_MAX_FILE_BYTES
 from pipeline.tfrecords import COMPRESSIONS
 
@@ -37,6 +38,7 @@ class ScoreConfig:
     model_copies: int = 0
     model_threads: int = 0
     decode_threads: int = 0
+    reads_in_flight: int = object_reads.IN_FLIGHT
     verbose: bool = False
 
 
@@ -54,6 +56,8 @@ _NUMBERS = (
     ("decode_threads", count_or_auto, "threads per worker process that decode photos (0: cores / local worker "
                                       "processes for local runs, 1 on remote runners)"),
     ("model_copies", count_or_auto, "with --share_model: how many shared copies per machine (0: one)"),
+    ("reads_in_flight", positive_int, "reads of files on object stores (s3://, gs://, ...) in flight at once per "
+                                      "worker process: more for a store far away"),
 )
 
 
@@ -63,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score images with the Fashion-MNIST classifier on Apache Beam; writes Parquet, errors and a "
                     "manifest. Flags not listed here (--runner, --direct_num_workers, ...) go to Beam.")
     inputs = parser.add_argument_group("input (exactly one kind)")
-    inputs.add_argument("--input", nargs="+", default=[], metavar="GLOB_OR_DIR",
-                        help="image files: globs or folders (recursive) on any Beam filesystem")
-    inputs.add_argument("--input_tfrecords", nargs="+", default=[], metavar="GLOB",
+    inputs.add_argument("--input", nargs="+", action="extend", default=[], metavar="GLOB_OR_DIR",
+                        help="image files: globs or folders (recursive) on any Beam filesystem; "
+                             "--input given again adds to the list")
+    inputs.add_argument("--input_tfrecords", nargs="+", action="extend", default=[], metavar="GLOB",
                         help="TFRecord files of tf.train.Example")
     inputs.add_argument("--image_feature", default=RECORD_KEY_IMAGE,
                         help="Example feature with the encoded image (PNG, JPEG, ...)")

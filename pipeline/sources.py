@@ -30,9 +30,11 @@ class ReadImageFiles:
     second per worker. S3 and GCS objects are read by pipeline.object_reads, with one client per worker.
     """
 
-    def __init__(self, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, inside: tuple = None):
+    def __init__(self, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, inside: tuple = None,
+                 in_flight: int = object_reads.IN_FLIGHT):
         self.max_file_bytes = max_file_bytes
         self.inside = inside  # --refuse_outside_links: checked again on the open file, as the listing checked it
+        self.in_flight = in_flight  # the read threads of the pool it is given: a client connection for each
 
     def __call__(self, unit, pool=None):
         files = [entry for entry in unit if not isinstance(entry, dict)]
@@ -45,7 +47,8 @@ class ReadImageFiles:
         path, size, modified = entry
         key = key_for(path)
         try:
-            return key, _read_whole(path, size, self.max_file_bytes, self.inside), Source(path, size, modified)
+            data = _read_whole(path, size, self.max_file_bytes, self.inside, self.in_flight)
+            return key, data, Source(path, size, modified)
         except FileRefused as refused:
             return error_row(key, "read", refused.reason, str(refused))
         except OSError as error:
@@ -54,13 +57,13 @@ class ReadImageFiles:
             return error_row(key, "read", type(error).__name__, str(error))
 
 
-def _read_whole(path, listed_size: int, limit: int, inside: tuple = None) -> bytes:
+def _read_whole(path, listed_size: int, limit: int, inside: tuple = None, in_flight: int = 1) -> bytes:
     if FileSystems.get_scheme(_text(path)) is None:
         return read_regular_file(path, limit, _LIMIT_FLAG, inside)
     if listed_size > limit:
         raise FileRefused("too large", too_large(listed_size, limit, limit_flag=_LIMIT_FLAG))
     if FileSystems.get_scheme(path) in object_reads.SCHEMES:
-        data = object_reads.read_object(path, limit)
+        data = object_reads.read_object(path, limit, in_flight)
     else:
         with FileSystems.open(path, compression_type="uncompressed") as stream:
             data = stream.read(limit + 1)

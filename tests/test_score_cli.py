@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from model import data, model_files
-from pipeline import score
+from pipeline import options, score
 from tests.helpers import REPO_ROOT, SAMPLE_INPUTS, partition, read_rows
 
 
@@ -244,3 +244,20 @@ def test_local_worker_processes_share_the_cores_between_them(monkeypatch):
     assert threads("--direct_running_mode=multi_processing", "--direct_num_workers=16") == (1, 1)  # at least one
     assert threads(*two, "--model_threads", "3", "--decode_threads", "2") == (3, 2)
     assert threads("--runner=PortableRunner", "--job_endpoint=localhost:1") == (0, 1)  # a process per core there
+
+
+def test_reads_in_flight_reaches_the_config_and_must_be_positive(capsys):
+    config, _ = options.parse(["--input", "a", "--output", "/tmp/x"])
+    assert config.reads_in_flight == 64
+    config, _ = options.parse(["--input", "a", "--output", "/tmp/x", "--reads_in_flight", "8"])
+    assert config.reads_in_flight == 8
+    with pytest.raises(SystemExit):
+        options.parse(["--input", "a", "--output", "/tmp/x", "--reads_in_flight", "0"])
+    assert "--reads_in_flight" in capsys.readouterr().err
+
+
+def test_an_input_flag_given_twice_adds_to_the_inputs():
+    config, _ = options.parse(["--input", "a", "b", "--input", "c", "--output", "/tmp/x"])
+    assert config.inputs == ("a", "b", "c")
+    config, _ = options.parse(["--input_tfrecords", "a", "--input_tfrecords", "b", "--output", "/tmp/x"])
+    assert config.input_tfrecords == ("a", "b")
