@@ -122,18 +122,23 @@ class S3Server:
                                scheme="http", region=REGION)
 
     def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM to its process group, SIGKILL after `grace` seconds (SeaweedFS may not exit on SIGTERM alone)."""
-        if self.process is None:
-            return
+        """SIGTERM, then SIGKILL after `grace` seconds: SeaweedFS does not exit on SIGTERM alone."""
+        self.process = _stopped(self.process, grace)
+
+
+def _stopped(process, grace: float) -> None:
+    """Stops a server started in a session of its own: SIGTERM to its process group, SIGKILL after `grace` seconds."""
+    if process is None:
+        return None
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=grace)
-        self.process = None
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=grace)
+    return None
 
 
 @contextlib.contextmanager
@@ -192,6 +197,7 @@ class GcsServer:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.env = {"STORAGE_EMULATOR_HOST": self.endpoint}
         self.process = None
+        self._client = None
 
     def start(self, timeout: float = 30.0) -> "GcsServer":
         command = [fake_gcs_binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
@@ -208,8 +214,10 @@ class GcsServer:
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
-        return storage.Client(project="test", credentials=AnonymousCredentials(),
-                              client_options={"api_endpoint": self.endpoint})
+        if self._client is None:
+            self._client = storage.Client(project="test", credentials=AnonymousCredentials(),
+                                          client_options={"api_endpoint": self.endpoint})
+        return self._client
 
     def make_bucket(self, bucket: str) -> None:
         self.client().create_bucket(bucket)
@@ -233,17 +241,7 @@ class GcsServer:
         return fs.GcsFileSystem(anonymous=True, endpoint_override=f"127.0.0.1:{self.port}", scheme="http")
 
     def stop(self, grace: float = 5.0) -> None:
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=grace)
-        self.process = None
+        self.process = _stopped(self.process, grace)
 
 
 @contextlib.contextmanager

@@ -131,6 +131,16 @@ def test_two_nights_over_a_growing_bucket_prefix(store, test_split, tiny_model_p
     assert open(tmp_path / "rebuilt.html", encoding="utf-8").read().count("<img class='seen'") == 10
 
 
+def test_objects_named_one_by_one_and_by_glob(store, test_split, tiny_model_path, tmp_path):
+    names = ["a1.png", "a2.png", "b1.png", "b2.png"]
+    _upload_pngs(store, "named/", test_split.images[:4], names)
+    output = str(tmp_path / "out")
+    assert _run(store, "--input", _url(store, "named/b1.png"), "--input", _url(store, "named/a*.png"),
+                "--output", output, "--model", tiny_model_path) == score.EXIT_OK
+    rows = read_rows(os.path.join(partition(output), "scores"))
+    assert [row["key"] for row in rows] == [_url(store, f"named/{name}") for name in ("a1.png", "a2.png", "b1.png")]
+
+
 def test_tfrecords_and_the_model_from_a_bucket(store, shipped_model, tmp_path):
     folder = os.path.join(SAMPLE_INPUTS, "tfrecords")
     for name in os.listdir(folder):
@@ -193,6 +203,7 @@ def test_an_object_deleted_between_listing_and_reading_is_one_error_row(store, t
     read = list(sources.ReadImageFiles()(entries))
     errors = [item for item in read if isinstance(item, dict)]
     assert [row["key"] for row in errors] == [_url(store, "vanishing/b.png")] and errors[0]["stage"] == "read"
+    assert errors[0]["error_type"] == "gone"
     assert [item[0] for item in read if not isinstance(item, dict)] == [_url(store, f"vanishing/{name}")
                                                                        for name in ("a.png", "c.png")]
 
