@@ -29,7 +29,7 @@ class CheckedModel:
 
 def check(config) -> CheckedModel:
     """Checks the inputs, the model and the output; returns what it found of the model."""
-    check_store_endpoints([*config.inputs, *config.input_tfrecords, config.model, config.output])
+    check_store_endpoints(named_paths(config))
     for flag, patterns in (("--input", config.inputs), ("--input_tfrecords", config.input_tfrecords)):
         for pattern in patterns:
             check_input(flag, pattern)
@@ -38,26 +38,37 @@ def check(config) -> CheckedModel:
     return CheckedModel(card, model_files.model_version(card), digest)
 
 
-def check_store_endpoints(paths: list, timeout: float = 5.0) -> None:
-    """Raises PreflightError when the run names s3:// or gs:// paths and the server given for that store
-    (--s3_endpoint_url; STORAGE_EMULATOR_HOST for a GCS-compatible one) does not answer: Beam would retry every call
-    to it with growing pauses, for minutes, before failing."""
+def named_paths(config) -> list:
+    """Everything a run reads or writes by name: where its stores are."""
+    return [*config.inputs, *config.input_tfrecords, config.model, config.output]
+
+
+def store_endpoints(paths: list) -> list:
+    """[(what names it, address)] of the store servers that `paths` use and the run names: --s3_endpoint_url for
+    s3://, STORAGE_EMULATOR_HOST for a GCS-compatible server behind gs:// (AWS and Google themselves are not named)."""
     from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 
     schemes = {FileSystems.get_scheme(path) for path in paths if path}
+    found = []
     if "s3" in schemes:
-        endpoint = (FileSystems._pipeline_options or PipelineOptions([])).view_as(S3Options).s3_endpoint_url
-        _check_answers(endpoint, "--s3_endpoint_url", timeout)
+        found.append(("--s3_endpoint_url",
+                      (FileSystems._pipeline_options or PipelineOptions([])).view_as(S3Options).s3_endpoint_url))
     if "gs" in schemes:
-        _check_answers(os.environ.get("STORAGE_EMULATOR_HOST"), "STORAGE_EMULATOR_HOST", timeout)
+        found.append(("STORAGE_EMULATOR_HOST", os.environ.get("STORAGE_EMULATOR_HOST")))
+    return [(named, endpoint) for named, endpoint in found if endpoint]
+
+
+def check_store_endpoints(paths: list, timeout: float = 5.0) -> None:
+    """Raises PreflightError when a store server the run names (store_endpoints) does not answer: Beam would retry
+    every call to it with growing pauses, for minutes, before failing."""
+    for named, endpoint in store_endpoints(paths):
+        _check_answers(endpoint, named, timeout)
 
 
 def _check_answers(endpoint: str, named: str, timeout: float) -> None:
     import socket
     import urllib.parse
 
-    if not endpoint:
-        return
     parsed = urllib.parse.urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
     try:
         port = parsed.port or (443 if parsed.scheme == "https" else 80)

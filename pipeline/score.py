@@ -74,23 +74,28 @@ def run(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_NO_INPUT if isinstance(error, preflight.NoInputError) else EXIT_USAGE
     try:
-        with store_watch.StoreWatch(_paths(config)), housekeeping.date_lock(config.output, config.run_date):
+        watch = store_watch.StoreWatch(preflight.named_paths(config), stuck=lambda gone: _store_gone(config, gone,
+                                                                                                   leave=True))
+        with watch, housekeeping.date_lock(config.output, config.run_date):
             housekeeping.clear_leftovers(config.output, config.run_date)
             return _score_and_publish(config, beam_options, model)
     except housekeeping.DateLocked as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BUSY
     except store_watch.StoreGone as gone:
-        print(f"error: the store stopped answering during the run ({gone}); nothing of this run was published, "
-              f"and {partitions.partition_path(config.output, config.run_date)} is as it was or, where the "
-              "publish was cut short, is put back by the next run; run again once the store answers",
-              file=sys.stderr)
-        return EXIT_FAILED
+        return _store_gone(config, str(gone))
 
 
-def _paths(config: options.ScoreConfig) -> list:
-    """Everything the run reads or writes by name: where its stores are."""
-    return [*config.inputs, *config.input_tfrecords, config.model, config.output]
+def _store_gone(config: options.ScoreConfig, gone: str, leave: bool = False) -> int:
+    """Says in one line that the store went away during the run; with `leave`, ends the process there and then (the
+    run could not be interrupted: its threads wait on a store that will not answer)."""
+    print(f"error: the store stopped answering during the run ({gone}); nothing of this run was published, "
+          f"and {partitions.partition_path(config.output, config.run_date)} is as it was or, where the "
+          "publish was cut short, is put back by the next run; run again once the store answers",
+          file=sys.stderr, flush=True)
+    if leave:
+        os._exit(EXIT_FAILED)
+    return EXIT_FAILED
 
 
 def _checked(config: options.ScoreConfig, beam_args: list) -> tuple:
@@ -131,7 +136,7 @@ def _score_and_publish(config: options.ScoreConfig, beam_options: PipelineOption
         manifest = publish.finish_run(run_info, run_counts, time.monotonic() - started)
     except Exception as error:  # The partition in place stays untouched; say so rather than only dumping a trace.
         try:  # An object store that stopped answering would have Beam retry each call for minutes: ask it first.
-            preflight.check_store_endpoints(_paths(config), timeout=2.0)
+            preflight.check_store_endpoints(preflight.named_paths(config), timeout=2.0)
         except preflight.PreflightError as gone:
             raise store_watch.StoreGone(str(gone)) from None
         publish.discard(run_info)

@@ -18,16 +18,19 @@ class StoreGone(Exception):
 class StoreWatch:
     """A context manager: while it is open, every `every` seconds it connects to each store server the run uses;
     after `misses` failures in a row it interrupts the main thread, and the KeyboardInterrupt that arrives there is
-    turned into StoreGone when the block ends."""
+    turned into StoreGone when the block ends. Should the block not end within `grace` seconds even so (the main
+    thread caught the interrupt somewhere in Beam, or waits where a signal cannot reach it), `stuck(reason)` is
+    called from the watch's thread: the command passes one that says so in its line and ends the process."""
 
-    def __init__(self, paths: list, every: float = 3.0, misses: int = 2):
+    def __init__(self, paths: list, every: float = 3.0, misses: int = 2, stuck=None, grace: float = 15.0):
         self.paths, self.every, self.misses = list(paths), every, misses
+        self.stuck, self.grace = stuck, grace
         self.gone = ""
         self._stop = threading.Event()
         self._thread = None
 
     def __enter__(self) -> "StoreWatch":
-        if _watched(self.paths):
+        if preflight.store_endpoints(self.paths):
             self._main = threading.main_thread().ident
             self._thread = threading.Thread(target=self._watch, name="store-watch", daemon=True)
             self._thread.start()
@@ -44,6 +47,8 @@ class StoreWatch:
                 if missed >= self.misses:
                     self.gone = str(error)
                     signal.pthread_kill(self._main, signal.SIGINT)  # wakes the main thread even from a sleep
+                    if not self._stop.wait(self.grace) and self.stuck is not None:
+                        self.stuck(self.gone)
                     return
 
     def __exit__(self, kind, error, trace) -> bool:
@@ -54,14 +59,3 @@ class StoreWatch:
             raise StoreGone(self.gone) from None
         return False
 
-
-def _watched(paths: list) -> bool:
-    """Whether any server the run names can be watched (real AWS and GCS are not: the run names no address)."""
-    import os
-
-    from apache_beam.io.filesystems import FileSystems
-    from apache_beam.options.pipeline_options import PipelineOptions, S3Options
-
-    schemes = {FileSystems.get_scheme(path) for path in paths if path}
-    s3 = (FileSystems._pipeline_options or PipelineOptions([])).view_as(S3Options).s3_endpoint_url
-    return bool(("s3" in schemes and s3) or ("gs" in schemes and os.environ.get("STORAGE_EMULATOR_HOST")))
