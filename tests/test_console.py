@@ -27,7 +27,14 @@ def test_tensorflow_start_up_lines_only_with_verbose(tmp_path):
     partition = next((tmp_path / "out").glob("dt=*"))
     assert quiet.stdout.splitlines()[-1] == f"report: {partition}/report.html"
     verbose = _score(tmp_path, "--verbose")
-    assert verbose.returncode == 0 and "oneDNN custom operations" in verbose.stderr
+    assert verbose.returncode == 0, verbose.stderr
+    # What TensorFlow prints as it starts depends on the CPU (oneDNN's line only where it is on): --verbose shows
+    # whatever a bare import prints on this machine.
+    bare = subprocess.run([sys.executable, "-c", "import model, tensorflow"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120)
+    expected = [line for line in bare.stderr.splitlines() if any(text in line for text in TENSORFLOW_LINES)]
+    shown = verbose.stderr.splitlines()
+    assert all(any(line.split("]")[-1] in seen for seen in shown) for line in expected), (expected, verbose.stderr)
 
 
 def test_progress_shows_the_total_and_the_time_left(test_split, tiny_model_path, tmp_path, capsys):
