@@ -4,6 +4,7 @@ the expected members only, and a card whose every field has its type and fits th
 import json
 import re
 
+from model import card_spec, recipes
 from model.display import shortened, visible
 from model.vocabulary import CLASS_NAMES, COMPATIBLE_PREPROCESSING_VERSIONS, IMAGE_SHAPE, PREPROCESSING_VERSION
 
@@ -35,7 +36,7 @@ def parse_card(text: bytes, card_path: str) -> dict:
 
 def check_archive(archive, path: str) -> None:
     """Checks, without TensorFlow, that a .keras file (a path or a binary file object) is a whole Keras archive of a
-    model this code can score: every member intact, a model config, weights, and an input of IMAGE_SHAPE."""
+    model: every member intact, a model config and weights."""
     import zipfile
 
     try:
@@ -52,11 +53,24 @@ def check_archive(archive, path: str) -> None:
     if not isinstance(config, dict) or "model.weights.h5" not in names:
         raise ModelFileError(f"{visible(path)} is a zip archive but not a Keras model (no config.json and "
                              "model.weights.h5)")
-    shapes = _input_shapes(config)
-    if len(shapes) != 1 or not isinstance(shapes[0], list) or tuple(shapes[0][1:]) != IMAGE_SHAPE:
+
+
+def check_input(archive, path: str, spec: card_spec.ModelSpec) -> None:
+    """Checks, without TensorFlow, that a .keras archive check_archive passed takes the input its card declares."""
+    import zipfile
+
+    with zipfile.ZipFile(archive) as opened:
+        config = json.loads(opened.read("config.json"))
+    shapes = _input_shapes(config) if isinstance(config, dict) else []
+    if len(shapes) != 1 or not isinstance(shapes[0], list) or tuple(shapes[0][1:]) not in accepted_inputs(spec):
         found = shapes[0][1:] if shapes and isinstance(shapes[0], list) else shapes
-        raise ModelFileError(f"{visible(path)}: the model's input is {shortened(repr(found), 80)}, this code feeds "
-                             f"{list(IMAGE_SHAPE)}")
+        raise ModelFileError(f"{visible(path)}: the model's input is {shortened(repr(found), 80)}, its card says "
+                             f"{list(spec.input_shape)}")
+
+
+def accepted_inputs(spec: card_spec.ModelSpec) -> tuple:
+    """The model input shapes (without the batch) that fit a card: [H, W, C], and [H, W] for a grey model."""
+    return (spec.input_shape, spec.pixel_shape)
 
 
 def _check_members(members: list, path: str) -> None:
@@ -113,19 +127,79 @@ _OPTIONAL_FIELDS = {
     "test_metrics": (lambda v: v is None or isinstance(v, dict), "an object or null"),
     "training_seconds": (_is_number_or_none, "a number or null"),
     "temperature": (_is_number_or_none, "a number or null"),
+    "known_answers": (lambda v: isinstance(v, list) and len(v) <= 16 and all(map(_is_reference, v)),
+                      "a list of up to 16 objects with what, image_base64, input_sha256 and probabilities"),
 }
 
 
+def _is_reference(reference) -> bool:
+    """One known answer (model.known_answers): small encoded image, the hash of its model input, probabilities."""
+    import base64
+    import binascii
+
+    if not (isinstance(reference, dict) and isinstance(reference.get("what"), str)
+            and isinstance(reference.get("image_base64"), str)
+            and isinstance(reference.get("input_sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", reference["input_sha256"])
+            and isinstance(reference.get("probabilities"), list)
+            and all(type(value) in (int, float) for value in reference["probabilities"])):
+        return False
+    try:
+        base64.b64decode(reference["image_base64"], validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+# Format-2 limits: names shown in every row and page, and inputs a worker can hold a model call of.
+MAX_CLASSES = 100_000
+MAX_CLASS_NAME = 200
+MAX_INPUT_EDGE = 4096
+# What a format-2 card holds instead of preprocessing_version, with the classes and input of any model.
+_FORMAT_2_FIELDS = {
+    "version": _REQUIRED_FIELDS["version"],
+    "content_sha256": _REQUIRED_FIELDS["content_sha256"],
+    "class_names": (lambda v: isinstance(v, list) and 2 <= len(v) <= MAX_CLASSES and all(map(_is_class_name, v))
+                    and len(set(v)) == len(v),
+                    f"a list of 2-{MAX_CLASSES:,} different names of 1-{MAX_CLASS_NAME} characters, none hidden "
+                    "(no control, format or separator characters)"),
+    "input_shape": (lambda v: isinstance(v, list) and len(v) == 3 and all(map(_is_whole_number, v))
+                    and all(1 <= edge <= MAX_INPUT_EDGE for edge in v[:2]) and v[2] in (1, 3),
+                    f"[height, width, channels], edges 1-{MAX_INPUT_EDGE} and 1 (grey) or 3 (RGB) channels"),
+    "input_range": (lambda v: v in card_spec.INPUT_RANGES, f"one of {', '.join(card_spec.INPUT_RANGES)}"),
+    "outputs": (lambda v: v in card_spec.OUTPUTS, f"one of {', '.join(card_spec.OUTPUTS)}"),
+    "preprocessing": (lambda v: isinstance(v, dict) and isinstance(v.get("name"), str)
+                      and _is_whole_number(v.get("version")) and isinstance(v.get("parameters", {}), dict),
+                      "an object with a name, a whole-number version and parameters"),
+}
+
+
+def _is_class_name(name) -> bool:
+    """A class name is shown in terminals and pages and written in every row: any Unicode, but nothing hidden."""
+    return isinstance(name, str) and 1 <= len(name) <= MAX_CLASS_NAME and visible(name) == name and name.strip() == name
+
+
 def validate_card(card: dict, card_path: str) -> None:
-    """Raises ModelFileError unless every field the code reads has its type and the card fits this code's classes,
-    input and preprocessing."""
+    """Raises ModelFileError unless every field the code reads has its type and the card fits this code: a format-1
+    card this code's Fashion-MNIST classes, input and preprocessing; a format-2 card its own, with a recipe this code
+    runs."""
     where = f"model card {visible(card_path)}"
-    missing = set(_REQUIRED_FIELDS) - set(card)
+    form = card.get("card_format", 1)
+    if _is_whole_number(form) and form > card_spec.CARD_FORMAT:
+        raise ModelFileError(f"{where} has card_format {form}, newer than this code reads "
+                             f"({card_spec.CARD_FORMAT}); update the scorer")
+    required = _FORMAT_2_FIELDS if form == card_spec.CARD_FORMAT else _REQUIRED_FIELDS
+    missing = set(required) - set(card)
     if missing:
         raise ModelFileError(f"{where} lacks {', '.join(sorted(missing))}")
-    for field, (fits, what) in (*_REQUIRED_FIELDS.items(), *_OPTIONAL_FIELDS.items()):
+    for field, (fits, what) in (*required.items(), *_OPTIONAL_FIELDS.items()):
         if field in card and not fits(card[field]):
             raise ModelFileError(f"{where}: {field} must be {what}, not {_shown(card[field])}")
+    if form == card_spec.CARD_FORMAT:
+        try:
+            recipes.check(card_spec.spec_from_card(card))
+        except ValueError as error:
+            raise ModelFileError(f"{where}: {visible(str(error))}") from error
+        return
     if tuple(card["input_shape"]) != IMAGE_SHAPE:
         raise ModelFileError(f"{where}: input shape {_shown(card['input_shape'])}, this code feeds {list(IMAGE_SHAPE)}")
     if tuple(card["class_names"]) != CLASS_NAMES:

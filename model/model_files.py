@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model import reading
+from model import card_spec, reading
 from model.display import shortened, visible
-from model.model_checks import MAX_CARD_BYTES, MAX_MODEL_BYTES, ModelFileError, check_archive, parse_card
+from model.model_checks import (MAX_CARD_BYTES, MAX_MODEL_BYTES, ModelFileError, accepted_inputs, check_archive,
+                                check_input, parse_card)
 from model.vocabulary import CLASS_NAMES, IMAGE_SHAPE, PREPROCESSING_VERSION
 
 CARD_FORMAT = 1
@@ -29,6 +30,10 @@ class LoadedModel:
     @property
     def version(self) -> str:
         return model_version(self.card)
+
+    @property
+    def spec(self) -> card_spec.ModelSpec:
+        return card_spec.spec_from_card(self.card)
 
 
 def card_path_for(model_path: str) -> str:
@@ -83,6 +88,7 @@ def load(path: str, compile: bool = False) -> LoadedModel:
     file and its card are both checked before Keras is imported."""
     data = read_model_file(path)
     card = read_card(path)
+    check_input(io.BytesIO(data), path, card_spec.spec_from_card(card))
     model = _keras_model(data, path, compile)
     check_agrees(model, card, path)
     return LoadedModel(model, card)
@@ -161,12 +167,13 @@ def _read_local(path: str, limit: int, what: str, when_missing: str) -> bytes:
 
 
 def check_agrees(model, card: dict, path: str) -> None:
-    """Raises ModelFileError when the model and its card (or this code's vocabulary) disagree."""
+    """Raises ModelFileError when the model and its card disagree: its input, its outputs, its weights."""
+    spec = card_spec.spec_from_card(card)
     problems = []
-    if tuple(card["input_shape"]) != IMAGE_SHAPE or tuple(model.input_shape[1:]) != IMAGE_SHAPE:
-        problems.append(f"input shape {model.input_shape[1:]} (card {card['input_shape']}), expected {IMAGE_SHAPE}")
-    if tuple(model.output_shape[1:]) != (len(CLASS_NAMES),):
-        problems.append(f"output shape {model.output_shape[1:]}, expected ({len(CLASS_NAMES)},)")
+    if len(model.inputs) != 1 or tuple(model.input_shape[1:]) not in accepted_inputs(spec):
+        problems.append(f"input shape {model.input_shape[1:]}, the card says {list(spec.input_shape)}")
+    if len(model.outputs) != 1 or tuple(model.output_shape[1:]) != (spec.num_classes,):
+        problems.append(f"output shape {model.output_shape[1:]}, the card names {spec.num_classes} classes")
     if not problems and content_sha256(model) != card["content_sha256"]:
         problems.append("the weights do not match the card's content_sha256 (the card belongs to another model)")
     if problems:

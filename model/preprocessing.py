@@ -1,4 +1,5 @@
-"""Defines the one preprocessing step training and scoring share: image bytes -> 28x28 uint8, item bright on dark."""
+"""Defines the `fmnist-catalogue` recipe, Fashion-MNIST's preprocessing: image bytes -> 28x28 uint8, item bright on
+dark; and what every recipe shares: the allowed formats, the caps, opening, orientation and the typed errors."""
 
 import functools
 import io
@@ -46,7 +47,7 @@ _ORIENTATION_FIX = {
 # Where Pillow looks for an orientation besides a TIFF's own tags (which are EXIF tags already).
 _ORIENTATION_SOURCES = frozenset({"exif", "Raw profile type exif", "xmp", "XML:com.adobe.xmp"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
-_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})
+ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})
 
 
 class ImageDecodeError(ValueError):
@@ -84,12 +85,12 @@ def to_model_input(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndar
 
     Raises only ImageDecodeError subclasses for bad input, and ImageTooLargeError for images of more than max_pixels.
     """
-    image = _opened(data, max_pixels)
+    image = opened(data, max_pixels)
     factor = _reduction(image.size)
     pixels, item_edge, reduced_by = _converted(image, factor)
     if reduced_by > 1 and item_edge < MIN_ITEM_EDGE:
         # A small item in a big frame: convert again at the coarsest scale that gives the item MIN_ITEM_EDGE pixels.
-        pixels, _, _ = _converted(_opened(data, max_pixels), max(1, item_edge * reduced_by // MIN_ITEM_EDGE))
+        pixels, _, _ = _converted(opened(data, max_pixels), max(1, item_edge * reduced_by // MIN_ITEM_EDGE))
     return pixels
 
 
@@ -118,14 +119,14 @@ def _model_input_or_error(data: bytes, max_pixels: int):
         return error
 
 
-def _opened(data: bytes, max_pixels: int) -> Image.Image:
+def opened(data: bytes, max_pixels: int) -> Image.Image:
     """Opens the bytes as an image without decoding its pixels, and refuses empty, unknown and too large images."""
     if not data:
         raise NotAnImageError("the input is empty (0 bytes)")
     try:
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError as error:
-        raise ImageTooLargeError(_describe(error)) from error
+        raise ImageTooLargeError(describe(error)) from error
     except UnidentifiedImageError as error:
         # Pillow's own message names a BytesIO object at some address, which says nothing useful about the input.
         kind = _signature_format(data)
@@ -140,8 +141,8 @@ def _opened(data: bytes, max_pixels: int) -> Image.Image:
                               "bytes") from error
     except Exception as error:  # A plugin recognised its format, then found the file cut short or broken.
         if "too large" in str(error).lower():  # e.g. a PNG text chunk that would inflate past Pillow's limit
-            raise ImageTooLargeError(_describe(error)) from error
-        raise TruncatedImageError(_describe(error)) from error
+            raise ImageTooLargeError(describe(error)) from error
+        raise TruncatedImageError(describe(error)) from error
     width, height = image.size
     if width * height > max_pixels:
         detail = f"{width}x{height} is {width * height:,} pixels, more than the limit of {max_pixels:,}"
@@ -175,18 +176,7 @@ def _converted(image: Image.Image, factor: int) -> tuple:
     Returns (uint8[28, 28], the item's longest edge in the pixels it was trimmed at, the factor it was shrunk by).
     """
     full_width = image.width
-    try:
-        if factor > 1:
-            # JPEG decodes straight to a fraction of its size (libjpeg's DCT scaling, 1/2 to 1/8): most of the cost
-            # of a big photo is never paid. Other formats ignore this and are shrunk after decoding.
-            image.draft(image.mode, (-(-image.width // factor), -(-image.height // factor)))
-        image.load()
-    except Image.DecompressionBombError as error:
-        raise ImageTooLargeError(_describe(error)) from error
-    except MemoryError:  # Running out of memory says nothing about the input, so it is not reported as a bad image.
-        raise
-    except Exception as error:  # Decoders report cut or corrupt pixel data as OSError, SyntaxError, zlib errors...
-        raise TruncatedImageError(_describe(error)) from error
+    load_reduced(image, factor)
     try:
         # What a JPEG draft left to do, and all of it for other formats: a box filter averages blocks of pixels.
         shrink = max(1, factor * image.width // full_width)
@@ -195,11 +185,27 @@ def _converted(image: Image.Image, factor: int) -> tuple:
     except MemoryError:
         raise
     except Exception as error:  # Anything else Pillow cannot convert is a kind of image we do not support.
-        raise UnsupportedImageError(_describe(error)) from error
+        raise UnsupportedImageError(describe(error)) from error
+
+
+def load_reduced(image: Image.Image, factor: int) -> None:
+    """Decodes an opened image's pixels, a JPEG at about 1/factor of its size; bad pixel data is ImageDecodeError."""
+    try:
+        if factor > 1:
+            # JPEG decodes straight to a fraction of its size (libjpeg's DCT scaling, 1/2 to 1/8): most of the cost
+            # of a big photo is never paid. Other formats ignore this and are shrunk after decoding.
+            image.draft(image.mode, (-(-image.width // factor), -(-image.height // factor)))
+        image.load()
+    except Image.DecompressionBombError as error:
+        raise ImageTooLargeError(describe(error)) from error
+    except MemoryError:  # Running out of memory says nothing about the input, so it is not reported as a bad image.
+        raise
+    except Exception as error:  # Decoders report cut or corrupt pixel data as OSError, SyntaxError, zlib errors...
+        raise TruncatedImageError(describe(error)) from error
 
 
 def _converted_pixels(image: Image.Image, shrink: int) -> tuple:
-    image = _flattened(_upright(image))
+    image = flattened(upright(image))
     if image.size == _MODEL_SIZE:
         # The hot path: Fashion-MNIST-like images must come back bit-identical, so nothing is resampled here.
         grey = _grey_bytes(image)
@@ -210,19 +216,28 @@ def _converted_pixels(image: Image.Image, shrink: int) -> tuple:
     return _as_catalogue_photo(image)
 
 
-def _upright(image: Image.Image) -> Image.Image:
+def upright(image: Image.Image) -> Image.Image:
     """Applies the EXIF orientation, so a photo taken sideways is scored the way it is shown."""
-    if image.format != "TIFF" and not _ORIENTATION_SOURCES.intersection(image.info):
-        return image  # Reading EXIF costs a sixth of the hot path, so skip it when there is none to read.
-    try:
-        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-    except Exception:  # Broken EXIF must not cost us an image whose pixels are fine; it is then taken as upright.
-        return image
-    fix = _ORIENTATION_FIX.get(orientation)
+    fix = _ORIENTATION_FIX.get(_orientation(image))
     return image if fix is None else image.transpose(fix)
 
 
-def _flattened(image: Image.Image) -> Image.Image:
+def upright_size(image: Image.Image) -> tuple:
+    """(width, height) of an opened image once upright() has turned it, known before its pixels are decoded."""
+    turned = _orientation(image) in (5, 6, 7, 8)  # the orientations that swap the axes
+    return (image.height, image.width) if turned else image.size
+
+
+def _orientation(image: Image.Image) -> int:
+    if image.format != "TIFF" and not _ORIENTATION_SOURCES.intersection(image.info):
+        return 1  # Reading EXIF costs a sixth of the hot path, so skip it when there is none to read.
+    try:
+        return image.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # Broken EXIF must not cost us an image whose pixels are fine; it is then taken as upright.
+        return 1
+
+
+def flattened(image: Image.Image) -> Image.Image:
     """Returns the image as mode L or RGB, with deep pixels scaled to 8 bits and transparency made white."""
     if image.mode in _SIXTEEN_BIT_MODES:
         # Clipping 16-bit grey to 255 would turn almost every pixel white; keeping the high byte keeps the picture.
@@ -233,7 +248,7 @@ def _flattened(image: Image.Image) -> Image.Image:
         # Float images from scientific tools usually hold 0..1; Pillow's own convention for F is 0..255.
         scale = _WHITE if values.size and 0.0 <= values.min() and values.max() <= 1.0 else 1.0
         return Image.fromarray(np.clip(np.rint(values * scale), 0, _WHITE).astype(np.uint8), "L")
-    transparent = image.mode in _ALPHA_MODES or "transparency" in image.info
+    transparent = image.mode in ALPHA_MODES or "transparency" in image.info
     if image.mode in ("L", "RGB") and not transparent:
         return image
     if not transparent:
@@ -310,6 +325,6 @@ def _content_box(pixels: np.ndarray, background: np.ndarray) -> tuple[int, int, 
 _QUOTED_BYTES = re.compile(r"""(?<!\w)b(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
 
 
-def _describe(error: BaseException) -> str:
+def describe(error: BaseException) -> str:
     """A decoder's message, without any bytes of the file it quotes (they could be anyone's, see _opened)."""
     return _QUOTED_BYTES.sub("(bytes left out)", str(error)) or type(error).__name__

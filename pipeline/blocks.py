@@ -1,7 +1,8 @@
 """Defines blocks, what the scorer moves through Beam, and the DoFn that reads and decodes units of input into them.
 
-A block holds up to BLOCK_ROWS decoded images (their keys and one uint8 [N, 28, 28] array) and the error rows of the
-inputs that were read with them, so the runner handles one element per thousand images, not one per image. Reading
+A block holds up to a model call's rows of decoded images (their keys and one uint8 array of N rows of the card's
+pixel shape, e.g. [N, 28, 28]) and the error rows of the inputs that were read with them, so the runner handles one
+element per model call (1,024 small images), not one per image. Reading
 and decoding run in a background thread, a few units ahead: while the model scores a block (TensorFlow lets go of
 Python's lock while it computes), the next one is read and decoded.
 """
@@ -15,15 +16,16 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.transforms.window import GlobalWindows
 
-from model import preprocessing
+from model import preprocessing, recipes
+from model.card_spec import ModelSpec
 from model.forward import MODEL_CALL_ROWS
-from model.vocabulary import IMAGE_SHAPE
 from pipeline import object_reads, timeline, worker_process
 from pipeline.errors import error_row
 
-# A block is exactly one model call, so only the last block of a bundle is padded.
+# A block is exactly one model call (spec.model_call_rows), so only the last block of a bundle is padded; this is
+# Fashion-MNIST's.
 BLOCK_ROWS = MODEL_CALL_ROWS
-# Inputs are decoded in groups of up to BLOCK_ROWS files or this many bytes, whichever comes first, so a folder of
+# Inputs are decoded in groups of up to a block's rows of files or this many bytes, whichever comes first, so a folder of
 # large photos never holds more than this much undecoded data per worker.
 GROUP_BYTES = 64 << 20
 
@@ -33,27 +35,28 @@ class Block:
     """Decoded images and the error rows of the inputs read with them that could not be decoded."""
 
     keys: list  # one per row of pixels
-    pixels: np.ndarray  # uint8 (len(keys), 28, 28)
+    pixels: np.ndarray  # uint8 (len(keys), *spec.pixel_shape)
     errors: list  # error rows (pipeline.errors.error_row)
     sources: list = dataclasses.field(default_factory=list)  # where each row was read (pipeline.sheet.Source)
 
 
 class _Assembler:
-    """Collects decoded images and error rows into blocks of exactly BLOCK_ROWS images (the last one may be short)."""
+    """Collects decoded images and error rows into blocks of exactly `rows` images (the last one may be short)."""
 
-    def __init__(self):
+    def __init__(self, rows: int, pixel_shape: tuple):
+        self.rows, self.pixel_shape = rows, pixel_shape
         self.keys, self.images, self.errors, self.sources = [], [], [], []
 
     def full_blocks(self):
-        while len(self.keys) >= BLOCK_ROWS:
-            yield self._take(BLOCK_ROWS)
+        while len(self.keys) >= self.rows:
+            yield self._take(self.rows)
 
     def rest(self):
         if self.keys or self.errors:
             yield self._take(len(self.keys))
 
     def _take(self, rows: int) -> Block:
-        pixels = np.stack(self.images[:rows]) if rows else np.zeros((0,) + IMAGE_SHAPE, np.uint8)
+        pixels = np.stack(self.images[:rows]) if rows else np.zeros((0,) + self.pixel_shape, np.uint8)
         block = Block(self.keys[:rows], pixels, self.errors, self.sources[:rows])
         self.keys, self.images, self.errors = self.keys[rows:], self.images[rows:], []
         self.sources = self.sources[rows:]
@@ -61,15 +64,15 @@ class _Assembler:
 
 
 class _UnitDecoder:
-    """Reads units with `read` and decodes what they yield with the shared preprocessing, into an _Assembler.
+    """Reads units with `read` and decodes what they yield with the card's recipe, into an _Assembler.
 
-    Inputs are decoded in groups of BLOCK_ROWS (or GROUP_BYTES), gathered across units: native PNGs are decoded a
+    Inputs are decoded in groups of a block's rows (or GROUP_BYTES), gathered across units: native PNGs are decoded a
     group at a time, which costs less per image the larger the group.
     """
 
-    def __init__(self, read, max_pixels: int, pool, read_pool):
-        self.read, self.max_pixels, self.pool, self.read_pool = read, max_pixels, pool, read_pool
-        self.assembler = _Assembler()
+    def __init__(self, read, spec: ModelSpec, max_pixels: int, pool, read_pool):
+        self.read, self.spec, self.max_pixels, self.pool, self.read_pool = read, spec, max_pixels, pool, read_pool
+        self.assembler = _Assembler(spec.model_call_rows, spec.pixel_shape)
         self.pending, self.pending_bytes = [], 0
 
     def blocks(self, unit):
@@ -79,7 +82,7 @@ class _UnitDecoder:
                 continue
             self.pending.append(item)
             self.pending_bytes += len(item[1]) if isinstance(item[1], bytes) else 0
-            if len(self.pending) >= BLOCK_ROWS or self.pending_bytes >= GROUP_BYTES:
+            if len(self.pending) >= self.spec.model_call_rows or self.pending_bytes >= GROUP_BYTES:
                 self._decode_pending()
                 yield from self.assembler.full_blocks()
 
@@ -93,11 +96,11 @@ class _UnitDecoder:
         self.pending, self.pending_bytes = [], 0
 
     def _decode(self, records: list) -> None:
-        results = [_checked_raw_pixels(payload) if isinstance(payload, np.ndarray) else None
+        results = [_checked_raw_pixels(payload, self.spec) if isinstance(payload, np.ndarray) else None
                    for _, payload, _ in records]
         encoded = [index for index, result in enumerate(results) if result is None]
-        decoded = preprocessing.to_model_inputs([records[index][1] for index in encoded], self.max_pixels,
-                                                self.pool.map if self.pool else map)
+        decoded = recipes.to_model_inputs(self.spec, [records[index][1] for index in encoded], self.max_pixels,
+                                          self.pool.map if self.pool else map)
         for index, result in zip(encoded, decoded):
             results[index] = result
         for (key, _, source), result in zip(records, results):
@@ -110,10 +113,12 @@ class _UnitDecoder:
                 self.assembler.errors.append(error_row(key, "decode", reason, str(result)))
 
 
-def _checked_raw_pixels(pixels: np.ndarray):
-    if pixels.shape != IMAGE_SHAPE or pixels.dtype != np.uint8:
-        return preprocessing.UnsupportedImageError(f"raw pixels of shape {pixels.shape}, need {IMAGE_SHAPE}")
-    return pixels
+def _checked_raw_pixels(pixels: np.ndarray, spec: ModelSpec):
+    """Raw pixels (a TFRecord's) as the model takes them: H * W * C bytes in the card's shape."""
+    if pixels.dtype != np.uint8 or pixels.size != spec.pixel_bytes:
+        return preprocessing.UnsupportedImageError(f"{pixels.size:,} raw pixel values, the model takes "
+                                                   f"{'x'.join(map(str, spec.input_shape))} = {spec.pixel_bytes:,}")
+    return pixels.reshape(spec.pixel_shape)
 
 
 _DONE = object()  # after the last block of a unit
@@ -193,12 +198,14 @@ class _Background:
 
 
 class DecodeBlocks(beam.DoFn):
-    """Units of input -> Blocks: reads each unit with `read(unit, read_pool)` and decodes it with the shared
-    preprocessing, in a background thread, using `threads` threads for photos (Pillow decodes and resizes without
-    Python's lock)."""
+    """Units of input -> Blocks: reads each unit with `read(unit, read_pool)` and decodes it with the card's recipe
+    (`spec`), in a background thread, using `threads` threads for photos (Pillow decodes and resizes without Python's
+    lock)."""
 
-    def __init__(self, read, max_pixels: int, threads: int = 1, reads_in_flight: int = object_reads.IN_FLIGHT):
+    def __init__(self, read, spec: ModelSpec, max_pixels: int, threads: int = 1,
+                 reads_in_flight: int = object_reads.IN_FLIGHT):
         self.read = read
+        self.spec = spec
         self.max_pixels = max_pixels
         self.threads = threads
         self.reads_in_flight = reads_in_flight
@@ -210,7 +217,7 @@ class DecodeBlocks(beam.DoFn):
         self._background = self._started()
 
     def _started(self) -> _Background:
-        return _Background(_UnitDecoder(self.read, self.max_pixels, self._pool, self._read_pool))
+        return _Background(_UnitDecoder(self.read, self.spec, self.max_pixels, self._pool, self._read_pool))
 
     def start_bundle(self):
         if self._background.in_flight:  # an earlier bundle failed half way: start afresh, keeping none of it

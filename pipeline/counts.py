@@ -11,8 +11,6 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from model.vocabulary import CLASS_NAMES
-
 COUNTS_FILE = "_counts.json"
 
 # Counters: matched = scored + failed + skipped.
@@ -41,7 +39,7 @@ def listing_counts(met: int, skipped: dict, count_files: bool = True, repeated_k
         yield DUPLICATE_KEYS, repeated_keys
 
 
-def block_counts(block, low_confidence: float, count_matched: bool = False):
+def block_counts(block, low_confidence: float, class_names: tuple, count_matched: bool = False):
     """Yields the pairs for a ScoredBlock: scored, per class, low-confidence per class, failed by stage and type; and
     matched, for inputs only known once read (TFRecords)."""
     index = block.probabilities.argmax(axis=1)
@@ -50,9 +48,9 @@ def block_counts(block, low_confidence: float, count_matched: bool = False):
         yield MATCHED, len(block.keys) + len(block.errors)
     yield SCORED, len(block.keys)
     for label, amount in zip(*np.unique(index, return_counts=True)):
-        yield member(CLASS, CLASS_NAMES[label]), int(amount)
+        yield member(CLASS, class_names[label]), int(amount)
     for label, amount in zip(*np.unique(index[~confident], return_counts=True)):
-        yield member(LOW_CONFIDENCE, CLASS_NAMES[label]), int(amount)
+        yield member(LOW_CONFIDENCE, class_names[label]), int(amount)
     yield FAILED, len(block.errors)
     for row in block.errors:
         yield member(FAILED_BY_STAGE, row["stage"]), 1
@@ -111,12 +109,12 @@ class WriteCounts(beam.PTransform):
                 | "WriteJson" >> beam.Map(_write_json, self.path))
 
 
-def read(folder: str) -> dict:
-    """The counts a run wrote into `folder` (then removed), completed: zeros for what did not happen, every class,
-    and whether every matched input was scored, failed or skipped."""
+def read(folder: str, class_names: tuple) -> dict:
+    """The counts a run wrote into `folder` (then removed), completed: zeros for what did not happen, every class of
+    the model (in its card's order), and whether every matched input was scored, failed or skipped."""
     path = FileSystems.join(folder, COUNTS_FILE)
     with FileSystems.open(path, compression_type="uncompressed") as stream:
-        counts = complete(nest(json.loads(stream.read() or b"{}")))
+        counts = complete(nest(json.loads(stream.read() or b"{}")), class_names)
     FileSystems.delete([path])
     return counts
 
@@ -133,12 +131,12 @@ def nest(flat: dict) -> dict:
     return nested
 
 
-def complete(counts: dict) -> dict:
+def complete(counts: dict, class_names: tuple) -> dict:
     """Nested counts as the manifest holds them: zeros for what did not happen, and the invariant checked."""
     done = {name: counts.get(name, 0) for name in (MATCHED, SKIPPED, SCORED, FAILED)}
     done["invariant_holds"] = done[MATCHED] == done[SCORED] + done[FAILED] + done[SKIPPED]
-    done["per_class"] = {name: counts.get(CLASS, {}).get(name, 0) for name in CLASS_NAMES}
-    done["low_confidence_per_class"] = {name: counts.get(LOW_CONFIDENCE, {}).get(name, 0) for name in CLASS_NAMES}
+    done["per_class"] = {name: counts.get(CLASS, {}).get(name, 0) for name in class_names}
+    done["low_confidence_per_class"] = {name: counts.get(LOW_CONFIDENCE, {}).get(name, 0) for name in class_names}
     done["low_confidence"] = sum(done["low_confidence_per_class"].values())
     for group in (FAILED_BY_STAGE, FAILED_BY_TYPE, SKIPPED_BY_REASON):
         done[group] = counts.get(group, {})

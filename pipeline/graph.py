@@ -8,6 +8,8 @@ contact sheet) and the run's counts, in one folder.
 
 import apache_beam as beam
 
+from model import card_spec
+
 from pipeline import counts, errors, fingerprints, matching, options, scores_output, sheet, sources, tfrecords
 from pipeline.inference import ScoreImages
 from pipeline.model_handler import KerasModelHandler
@@ -31,8 +33,10 @@ def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, vers
             refuse_outside_links=config.refuse_outside_links)
         read = tfrecords.ReadTFRecordFiles(config.image_feature, config.key_feature, config.raw_feature,
                                            config.compression, config.max_file_bytes)
-    handler = KerasModelHandler(config.model, config.share_model, config.model_threads, config.model_copies)
-    scored = matched.units | "Score" >> ScoreImages(handler, read, config.max_pixels, config.decode_threads,
+    spec = card_spec.spec_from_card(card)
+    handler = KerasModelHandler(config.model, spec.num_classes, config.share_model, config.model_threads,
+                                config.model_copies)
+    scored = matched.units | "Score" >> ScoreImages(handler, read, spec, config.max_pixels, config.decode_threads,
                                                    config.progress_seconds, config.reads_in_flight)
     _ = scored | "WriteScores" >> scores_output.WriteScores(folder, card, version)
     _ = scored | "WriteSheet" >> sheet.WriteSheet(folder)
@@ -40,7 +44,7 @@ def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, vers
          | "ErrorRows" >> beam.FlatMap(lambda block: block.errors)
          | "WriteErrors" >> errors.WriteErrors(folder))
     pairs = [matched.counts, scored | "CountScored" >> beam.FlatMap(
-        counts.block_counts, config.low_confidence, count_matched=not config.inputs)]
+        counts.block_counts, config.low_confidence, spec.class_names, count_matched=not config.inputs)]
     if not config.inputs:  # Record keys come from a feature, so several records may carry the same one.
         pairs.append(scored | "CountDuplicateKeys" >> counts.CountDuplicateKeys())
     _ = pairs | "AllCounts" >> beam.Flatten() | "WriteCounts" >> counts.WriteCounts(folder)

@@ -4,6 +4,7 @@
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
+from model.card_spec import ModelSpec
 from pipeline import object_reads, progress
 from pipeline.blocks import DecodeBlocks
 from pipeline.model_handler import KerasModelHandler, ScoredBlock
@@ -26,22 +27,23 @@ class _ShowProgress(beam.DoFn):
 class ScoreImages(beam.PTransform):
     """Units of input (see pipeline.sources) -> ScoredBlocks, each with the error rows of its inputs.
 
-    `read` turns a unit into (key, payload) records and error rows; decoding uses the shared preprocessing on
+    `read` turns a unit into (key, payload) records and error rows; decoding uses the card's recipe (`spec`) on
     `decode_threads` threads, in the background while the model scores the block before.
     """
 
-    def __init__(self, handler: KerasModelHandler, read, max_pixels: int, decode_threads: int = 1,
+    def __init__(self, handler: KerasModelHandler, read, spec: ModelSpec, max_pixels: int, decode_threads: int = 1,
                  progress_seconds: float = 10.0, reads_in_flight: int = object_reads.IN_FLIGHT):
         super().__init__()
         self.reads_in_flight = reads_in_flight
         self.handler = handler
         self.read = read
+        self.spec = spec
         self.max_pixels = max_pixels
         self.decode_threads = decode_threads
         self.progress_seconds = progress_seconds
 
     def expand(self, units):
-        blocks = units | "Decode" >> beam.ParDo(DecodeBlocks(self.read, self.max_pixels, self.decode_threads,
-                                                                    self.reads_in_flight))
+        decode = DecodeBlocks(self.read, self.spec, self.max_pixels, self.decode_threads, self.reads_in_flight)
+        blocks = units | "Decode" >> beam.ParDo(decode)
         scored = blocks | "RunInference" >> RunInference(self.handler)
         return scored | "ShowProgress" >> beam.ParDo(_ShowProgress(self.progress_seconds))

@@ -10,7 +10,6 @@ from typing import Optional, Sequence
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
-from model.vocabulary import NUM_CLASSES
 from pipeline import sheet, timeline
 from pipeline.blocks import Block
 from pipeline.errors import error_row
@@ -22,7 +21,7 @@ class ScoredBlock:
     """A block's results: probabilities for the keys that scored, and an error row for every input that did not."""
 
     keys: list
-    probabilities: np.ndarray  # float32 (len(keys), NUM_CLASSES)
+    probabilities: np.ndarray  # float32 (len(keys), the model's number of classes)
     errors: list  # the block's read and decode errors, then the records the model failed on
     sheet: list = dataclasses.field(default_factory=list)  # the block's contact-sheet candidates (pipeline.sheet)
 
@@ -30,20 +29,22 @@ class ScoredBlock:
 class KerasModelHandler(ModelHandler):
     """Takes Blocks, one per RunInference batch (a block is already a model call's worth); returns ScoredBlocks."""
 
-    def __init__(self, model_uri: str, share_across_processes: bool = False, threads: int = 0, copies: int = 0):
+    def __init__(self, model_uri: str, num_classes: int, share_across_processes: bool = False, threads: int = 0,
+                 copies: int = 0):
         # TensorFlow reads its thread counts once, at start-up: Beam sets these in the worker before load_model.
         env_vars = thread_settings(threads)
         # large_model / model_copies are Beam's switches for one model per machine, served to its worker processes.
         super().__init__(min_batch_size=1, max_batch_size=1, large_model=share_across_processes,
                          model_copies=copies or None, env_vars=env_vars)
         self.model_uri = model_uri
+        self.num_classes = num_classes
         self._predicted = False  # per worker process: each unpickles its own handler
 
     def load_model(self) -> ServedModel:
         return load_served_model(self.model_uri)
 
     def run_inference(self, batch: Sequence[Block], model: ServedModel, inference_args: Optional[dict] = None) -> list:
-        scored = [score_block(block, model.predict_rows) for block in batch]
+        scored = [score_block(block, model.predict_rows, self.num_classes) for block in batch]
         if not self._predicted:
             self._predicted = True
             timeline.mark("first block scored")
@@ -56,11 +57,11 @@ class KerasModelHandler(ModelHandler):
         return "fashion_scorer"
 
 
-def score_block(block: Block, predict) -> ScoredBlock:
-    """Scores a block's pixels with predict (N rows -> (N, NUM_CLASSES)); a record the model fails on fails alone."""
+def score_block(block: Block, predict, num_classes: int) -> ScoredBlock:
+    """Scores a block's pixels with predict (N rows -> (N, num_classes)); a record the model fails on fails alone."""
     if not block.keys:
-        return ScoredBlock([], np.zeros((0, NUM_CLASSES), np.float32), list(block.errors))
-    probabilities, failed_rows = predict_isolating_failures(predict, block.pixels)
+        return ScoredBlock([], np.zeros((0, num_classes), np.float32), list(block.errors))
+    probabilities, failed_rows = predict_isolating_failures(predict, block.pixels, num_classes)
     good = [row for row in range(len(block.keys)) if row not in failed_rows]
     failures = [error_row(block.keys[row], "predict", type(error).__name__, str(error))
                 for row, error in sorted(failed_rows.items())]
@@ -69,17 +70,17 @@ def score_block(block: Block, predict) -> ScoredBlock:
                        candidates)
 
 
-def predict_isolating_failures(predict, pixels: np.ndarray, offset: int = 0):
+def predict_isolating_failures(predict, pixels: np.ndarray, num_classes: int, offset: int = 0):
     """Calls predict(pixels); when it fails, splits the batch in halves until each failure is one record.
 
-    Returns (float32 (N, NUM_CLASSES) with rows of failed records zeroed, {row: exception}).
+    Returns (float32 (N, num_classes) with rows of failed records zeroed, {row: exception}).
     """
     try:
         return predict(pixels), {}
     except Exception as error:  # Any model error is isolated to its record; nothing escapes for the whole batch.
         if len(pixels) == 1:
-            return np.zeros((1, NUM_CLASSES), dtype=np.float32), {offset: error}
+            return np.zeros((1, num_classes), dtype=np.float32), {offset: error}
     middle = len(pixels) // 2
-    first, first_failed = predict_isolating_failures(predict, pixels[:middle], offset)
-    second, second_failed = predict_isolating_failures(predict, pixels[middle:], offset + middle)
+    first, first_failed = predict_isolating_failures(predict, pixels[:middle], num_classes, offset)
+    second, second_failed = predict_isolating_failures(predict, pixels[middle:], num_classes, offset + middle)
     return np.concatenate([first, second]), {**first_failed, **second_failed}

@@ -7,7 +7,7 @@ import os
 
 from apache_beam.io.filesystems import FileSystems
 
-from model import model_files
+from model import card_spec, model_files
 from pipeline import globs, listing, served_model
 
 class PreflightError(ValueError):
@@ -25,6 +25,10 @@ class CheckedModel:
     card: dict
     version: str
     model_sha256: str
+
+    @property
+    def spec(self) -> card_spec.ModelSpec:
+        return card_spec.spec_from_card(self.card)
 
 
 def check(config) -> CheckedModel:
@@ -140,7 +144,7 @@ MODEL_HINT = "pass --model with a .keras file that `python -m model.train` wrote
 
 def check_model(uri: str) -> tuple:
     """Returns (card, sha256 of the model file) after checking, without TensorFlow, that the file is a whole Keras
-    archive of a model with this code's input, and that its card is a JSON object that fits this code."""
+    archive of a model with the input its card declares, and that the card is a JSON object that fits this code."""
     if FileSystems.get_scheme(uri) is None and os.path.isdir(uri):
         raise PreflightError(f"--model {uri} is a folder; {MODEL_HINT}")
     if not FileSystems.exists(uri):
@@ -149,6 +153,7 @@ def check_model(uri: str) -> tuple:
         data = _read(uri)
         model_files.check_archive(io.BytesIO(data), uri)
         card = model_files.read_card(uri, read=_read)
+        model_files.check_input(io.BytesIO(data), uri, card_spec.spec_from_card(card))
     except model_files.ModelFileError as error:
         raise PreflightError(f"{error}; {MODEL_HINT}") from error
     return card, hashlib.sha256(data).hexdigest()

@@ -10,7 +10,8 @@ import uuid
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
-from model.vocabulary import CLASS_NAMES
+from model import card_spec
+from model.display import visible
 from pipeline import fingerprints, partitions, report
 
 
@@ -44,7 +45,8 @@ def start_run(config, beam_options, model) -> RunInfo:
         fingerprints.INDEX_FLAG: bool(config.inputs),  # _inputs: every file of the inputs scored tonight or before
         "runner": runner,
         "model_threads": config.model_threads or "tensorflow default",
-        "model": {"path": config.model, "sha256": model.model_sha256, "version": model.version},
+        "model": {"path": config.model, "sha256": model.model_sha256, "version": model.version,
+                  **card_spec.described(model.spec)},
         "low_confidence_threshold": config.low_confidence,
         "max_error_rate": config.max_error_rate,
         "partition": final,
@@ -106,11 +108,12 @@ def summary(manifest: dict) -> str:
     skipped = f", {counts['skipped']:,} skipped" if counts["skipped"] else ""
     lines = [f"scored {counts['scored']:,} of {counts['matched']:,} inputs, {counts['failed']:,} failed{skipped} "
              f"in {manifest['seconds']:.1f} s ({manifest['images_per_second']:,.0f} img/s)"]
-    width = max(len(name) for name in CLASS_NAMES)
-    for name in CLASS_NAMES:
+    names = list(counts["per_class"])  # the model's classes, in its card's order
+    width = max(len(visible(name)) for name in names)
+    for name in names:
         low = counts["low_confidence_per_class"][name]
         doubtful = f"  ({low:,} low confidence)" if low else ""
-        lines.append(f"  {name:<{width}}  {counts['per_class'][name]:>8,}{doubtful}")
+        lines.append(f"  {visible(name):<{width}}  {counts['per_class'][name]:>8,}{doubtful}")
     for error_type, amount in sorted(counts["failed_by_type"].items()):
         lines.append(f"  failed: {error_type}: {amount:,}")
     for reason, amount in sorted(counts["skipped_by_reason"].items()):

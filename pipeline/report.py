@@ -19,7 +19,7 @@ import sys
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from model.vocabulary import CLASS_NAMES
+from model import card_spec
 from pipeline import errors, options, partitions, report_page, report_pictures, scores_output, sheet
 
 REPORT = "report.html"  # in a partition, written before _SUCCESS
@@ -59,10 +59,11 @@ def build(folder: str, manifest: dict, output: str, run_date: str, history: int 
     labels = scores.column("label_index").to_numpy()
     confidence = scores.column("confidence").to_numpy()
     nights = _earlier_nights(output, run_date, history)
+    spec = card_spec.spec_described(manifest["model"])
     sections = [("Tonight's run", _run_section(manifest)),
                 (f"Class mix against the previous {history} nights", _mix_section(manifest, nights, history)),
-                ("Confidence", _confidence_section(manifest, nights, labels, confidence)),
-                _sheet_section(folder, images),
+                ("Confidence", _confidence_section(manifest, nights, labels, confidence, spec.class_names)),
+                _sheet_section(folder, images, spec),
                 ("Failures", _failures_section(folder, manifest))]
     counts = manifest["counts"]
     subtitle = (f"{run_date} · {counts['scored']:,} images scored · model {manifest['model']['version']} · "
@@ -122,7 +123,7 @@ def _mix_section(manifest: dict, nights: list, history: int) -> str:
     counts = manifest["counts"]
     scored = max(counts["scored"], 1)
     panels, flagged = [], []
-    for name in CLASS_NAMES:
+    for name in counts["per_class"]:  # the model's classes, in its card's order
         tonight = counts["per_class"][name] / scored
         shares = [night["per_class"].get(name, 0) / night["scored"] for _, night in nights]
         usual = band(shares, counts["scored"])
@@ -151,7 +152,8 @@ def _mix_section(manifest: dict, nights: list, history: int) -> str:
     return verdict + "<div class=grid>" + "".join(panels) + "</div>" + explain
 
 
-def _confidence_section(manifest: dict, nights: list, labels: np.ndarray, confidence: np.ndarray) -> str:
+def _confidence_section(manifest: dict, nights: list, labels: np.ndarray, confidence: np.ndarray,
+                        class_names: tuple) -> str:
     counts = manifest["counts"]
     threshold = manifest["low_confidence_threshold"]
     tonight = counts["low_confidence"] / max(counts["scored"], 1)
@@ -168,7 +170,7 @@ def _confidence_section(manifest: dict, nights: list, labels: np.ndarray, confid
               "</div>")
     panels = []
     edges = np.linspace(0.0, 1.0, BINS + 1)
-    for index, name in enumerate(CLASS_NAMES):
+    for index, name in enumerate(class_names):
         mine = confidence[labels == index]
         histogram = np.histogram(mine, bins=edges)[0].tolist()
         panels.append(f"<div class=panel><div class=name>{report_page.esc(name)}</div><div class=value>"
@@ -178,7 +180,7 @@ def _confidence_section(manifest: dict, nights: list, labels: np.ndarray, confid
             f"--low_confidence {threshold}.</p><div class=grid>" + "".join(panels) + "</div>")
 
 
-def _sheet_section(folder: str, count: int) -> tuple:
+def _sheet_section(folder: str, count: int, spec: card_spec.ModelSpec) -> tuple:
     """(heading, HTML) of the least confident predictions, from the candidates the run kept (pipeline.sheet)."""
     try:
         rows = partitions.read_table(FileSystems.join(folder, sheet.FILE)).to_pylist()
@@ -190,13 +192,16 @@ def _sheet_section(folder: str, count: int) -> tuple:
         return "The least confident predictions", "<p class=note>Nothing was scored.</p>"
     cards = []
     for row in rows:
-        seen, original = report_pictures.pictures(row)
-        label = CLASS_NAMES[row["label_index"]]
+        seen, original = report_pictures.pictures(row, spec)
+        label = spec.class_names[row["label_index"]]
         cards.append(f"<div class=card><div class=pics>{seen}{original}</div>{report_page.key_text(row['key'])}"
                      f"<div class=pred>{report_page.esc(label)} · {row['confidence']:.1%}</div>"
-                     f"{report_page.probability_bars(row['probabilities'])}</div>")
-    note = ("<p class=note>Left: the image as the model saw it (28 × 28, scaled up); right: the original, read back "
-            "from where the run read it. The bars are the ten probabilities, the predicted class in blue.</p>")
+                     f"{report_page.probability_bars(row['probabilities'], spec.class_names)}</div>")
+    height, width, _ = spec.input_shape
+    bars = (f"the {spec.num_classes} probabilities" if spec.num_classes <= report_page.MAX_BARS
+            else f"the {report_page.MAX_BARS} largest of the {spec.num_classes} probabilities")
+    note = (f"<p class=note>Left: the image as the model saw it ({height} × {width}, scaled); right: the original, "
+            f"read back from where the run read it. The bars are {bars}, the predicted class in blue.</p>")
     return f"The {len(rows)} least confident predictions", note + "<div class=sheet>" + "".join(cards) + "</div>"
 
 

@@ -4,7 +4,6 @@ scripts and nothing fetched, so it opens from a bucket or a laptop alike. pipeli
 import html
 
 from model import display
-from model.vocabulary import CLASS_NAMES
 
 _STYLE = """
 body { font: 14px/1.45 -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: #1d2330; margin: 0;
@@ -131,11 +130,20 @@ def histogram(counts: list, width: int = 200, height: int = 60, marker: float = 
     return "".join(parts)
 
 
-def probability_bars(probabilities) -> str:
-    """The tutorials' bar chart of the ten probabilities, the predicted class in blue."""
+# A card's probabilities beyond this many are summed up by their largest: 40 bars would bury the picture.
+MAX_BARS = 10
+
+
+def probability_bars(probabilities, class_names: tuple) -> str:
+    """The tutorials' bar chart of the probabilities in class order (the largest MAX_BARS, largest first, for a model
+    of more classes), the predicted class in blue."""
     top = max(range(len(probabilities)), key=lambda i: probabilities[i])
+    shown = range(len(probabilities))
+    if len(probabilities) > MAX_BARS:
+        shown = sorted(shown, key=lambda i: -probabilities[i])[:MAX_BARS]
     rows = []
-    for index, (name, value) in enumerate(zip(CLASS_NAMES, probabilities)):
+    for index in shown:
+        name, value = class_names[index], probabilities[index]
         rows.append(f"<div class='bar{' top' if index == top else ''}'><span class=label>{esc(name)}</span>"
                     f"<span class=track><div class=fill style='width:{100 * value:.1f}%'></div></span>"
                     f"<span class=pct>{100 * value:.0f}%</span></div>")

@@ -16,6 +16,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from model import reading
+from model.card_spec import ModelSpec
 from pipeline import report_page, sheet, tfrecords
 
 MAX_IMAGE_BYTES = 64 << 20  # an image read back for the contact sheet; larger ones are noted, not read
@@ -30,11 +31,11 @@ class Changed(Exception):
         self.note = note
 
 
-def pictures(row: dict) -> tuple:
+def pictures(row: dict, spec: ModelSpec) -> tuple:
     """(the model input, the original as a thumbnail) for a sheet row, as HTML; a note where it cannot be shown."""
     try:
         payload = _payload(row)
-        seen = _model_input(payload)
+        seen = _model_input(payload, spec)
         if sheet.input_sha256(seen) != row["input_sha256"]:
             raise Changed("changed since it was scored")
         original = _thumbnail(payload) if isinstance(payload, bytes) else _thumbnail_of_pixels(seen)
@@ -44,7 +45,8 @@ def pictures(row: dict) -> tuple:
         return report_page.missing("gone since it was scored"), ""
     except Exception:  # noqa: BLE001 - unreadable or undecodable now: a note, never a broken report
         return report_page.missing("cannot be read now"), ""
-    return (report_page.image(_png_uri(seen), "seen", "as the model saw it"),
+    shown = seen if max(seen.shape[:2]) <= THUMBNAIL else _thumbnail_of_pixels(seen)  # a big input, made small
+    return (report_page.image(_png_uri(shown), "seen", "as the model saw it"),
             report_page.image(_png_uri(original), "original", "original"))
 
 
@@ -96,10 +98,15 @@ def _opened(path, row: dict):
         raise Changed("changed since it was scored") from None
 
 
-def _model_input(payload) -> np.ndarray:
-    from model import preprocessing
+def _model_input(payload, spec: ModelSpec) -> np.ndarray:
+    """The pixels the model was given, by the card's recipe (raw pixels in its shape)."""
+    from model import recipes
 
-    return payload if isinstance(payload, np.ndarray) else preprocessing.to_model_input(payload)
+    if isinstance(payload, np.ndarray):
+        if payload.size != spec.pixel_bytes:
+            raise Changed("changed since it was scored")
+        return payload.reshape(spec.pixel_shape)
+    return recipes.to_model_input(spec, payload)
 
 
 def _thumbnail(payload: bytes):
@@ -116,9 +123,12 @@ def _thumbnail(payload: bytes):
 
 
 def _thumbnail_of_pixels(pixels: np.ndarray):
-    from PIL import Image
+    """Grey or RGB pixels fitted into the thumbnail: a small image scaled up with its pixels kept sharp."""
+    from PIL import Image, ImageOps
 
-    return Image.fromarray(pixels).resize((THUMBNAIL, THUMBNAIL), Image.Resampling.NEAREST)
+    small = max(pixels.shape[:2]) < THUMBNAIL
+    return ImageOps.contain(Image.fromarray(pixels), (THUMBNAIL, THUMBNAIL),
+                            Image.Resampling.NEAREST if small else Image.Resampling.LANCZOS)
 
 
 def _png_uri(picture) -> str:

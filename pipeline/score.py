@@ -126,7 +126,7 @@ def _score_and_publish(config: options.ScoreConfig, beam_options: PipelineOption
             graph.build(pipeline, config, model.card, model.version, run_info.staging)
             timeline.mark("graph built")
         timeline.mark("pipeline done")
-        run_counts = counts.read(run_info.staging)
+        run_counts = counts.read(run_info.staging, model.spec.class_names)
         # Nothing was tried: an empty run must not replace a good one.
         if run_counts[counts.SCORED] + run_counts[counts.FAILED] == 0:
             publish.discard(run_info)

@@ -7,16 +7,16 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from model.vocabulary import CLASS_NAMES, NUM_CLASSES
+from model import card_spec
 from pipeline import partitions
 from pipeline.model_handler import ScoredBlock
 
 FOLDER = "scores"  # in a partition
-_LABELS = np.array(CLASS_NAMES, dtype=object)
 
 
 def scores_schema(card: dict) -> pa.Schema:
-    """One row per scored input; the file metadata carries the class names and the whole model card."""
+    """One row per scored input, `probabilities` in the card's class order; the file metadata carries the class names
+    and the whole model card."""
     return pa.schema(
         [
             pa.field("key", pa.string(), nullable=False),
@@ -26,19 +26,21 @@ def scores_schema(card: dict) -> pa.Schema:
             pa.field("probabilities", pa.list_(pa.float32()), nullable=False),
             pa.field("model_version", pa.string(), nullable=False),
         ],
-        metadata={"class_names": json.dumps(list(CLASS_NAMES)), "model_card": json.dumps(card, sort_keys=True)},
+        metadata={"class_names": json.dumps(list(card_spec.spec_from_card(card).class_names), ensure_ascii=False),
+                  "model_card": json.dumps(card, sort_keys=True)},
     )
 
 
-def to_table(batch: ScoredBlock, schema: pa.Schema, version: str) -> pa.Table:
-    """A ScoredBlock as a pyarrow Table, built column by column (no Python object per row except the label)."""
+def to_table(batch: ScoredBlock, schema: pa.Schema, version: str, labels: np.ndarray) -> pa.Table:
+    """A ScoredBlock as a pyarrow Table, built column by column (no Python object per row except the label);
+    `labels` holds the class names as an object array."""
     probabilities = np.ascontiguousarray(batch.probabilities, dtype=np.float32)
     index = probabilities.argmax(axis=1).astype(np.int32)
-    count = len(batch.keys)
-    offsets = pa.array(np.arange(0, (count + 1) * NUM_CLASSES, NUM_CLASSES, dtype=np.int32))
+    count, classes = len(batch.keys), len(labels)
+    offsets = pa.array(np.arange(0, (count + 1) * classes, classes, dtype=np.int32))
     columns = [
         pa.array(batch.keys, type=pa.string()),
-        pa.array(_LABELS[index], type=pa.string()),
+        pa.array(labels[index], type=pa.string()),
         pa.array(index),
         pa.array(probabilities[np.arange(count), index]),
         pa.ListArray.from_arrays(offsets, pa.array(probabilities.ravel())),
@@ -55,9 +57,10 @@ class WriteScores(beam.PTransform):
         self.partition = partition
         self.schema = scores_schema(card)
         self.version = version
+        self.labels = np.array(card_spec.spec_from_card(card).class_names, dtype=object)
 
     def expand(self, batches):
-        schema, version = self.schema, self.version
+        schema, version, labels = self.schema, self.version, self.labels
         return (batches
-                | "ToArrow" >> beam.Map(to_table, schema, version)
+                | "ToArrow" >> beam.Map(to_table, schema, version, labels)
                 | "WriteParquet" >> partitions.parquet_writer(self.partition, FOLDER, self.schema, tables=True))

@@ -8,10 +8,11 @@ import tempfile
 
 import numpy as np
 
-from model import model_files
+from model import model_files, quiet
 from model.data import file_sha256
-from model.forward import MODEL_CALL_ROWS, served_forward
-from pipeline import console, timeline
+from model import known_answers, recipes
+from model.forward import predict_fixed_rows, served_forward
+from pipeline import timeline
 
 
 class ServedModel:
@@ -20,10 +21,17 @@ class ServedModel:
 
     def __init__(self, loaded: model_files.LoadedModel):
         self.loaded = loaded
-        self._call_block = served_forward(loaded.model)
+        spec = loaded.spec
+        self._rows = spec.model_call_rows
+        self._call_block = served_forward(loaded.model, spec)
+        try:  # before this worker reads any input: it must preprocess and score as where the card was written
+            known_answers.check(loaded.card.get("known_answers"), lambda data: recipes.to_model_input(spec, data),
+                                self.predict_rows)
+        except known_answers.KnownAnswerError as error:
+            raise model_files.ModelFileError(str(error)) from None
 
     def predict_rows(self, pixels: np.ndarray) -> np.ndarray:
-        return predict_fixed_rows(self._call_block, pixels)
+        return predict_fixed_rows(self._call_block, pixels, self._rows)
 
 
 # Models loaded before the pipeline ran, by the process that is also its worker (see preflight.load_model_here).
@@ -37,11 +45,12 @@ def thread_settings(threads: int) -> dict:
 
 
 def preload(model_uri: str, threads: int = 0) -> None:
-    """Loads and checks the model now, for the worker of this process to take (raises ModelFileError)."""
+    """Loads and checks the model now (the known-answer check included), for the worker of this process to take
+    (raises ModelFileError)."""
     os.environ.update(thread_settings(threads))
     timeline.mark("model loading")
-    with console.quiet_tensorflow_start_up():
-        _preloaded[model_uri] = model_files.load(localize(model_uri))
+    with quiet.quiet_tensorflow_start_up():
+        _preloaded[model_uri] = ServedModel(model_files.load(localize(model_uri)))
     timeline.mark("model loaded")
 
 
@@ -52,25 +61,13 @@ def load_served_model(model_uri: str) -> ServedModel:
     thread while the first blocks were decoded made start-up slower, not faster (importing TensorFlow is Python
     work, and two busy threads share one interpreter lock).
     """
-    loaded = _preloaded.pop(model_uri, None)
-    if loaded is None:
+    served = _preloaded.pop(model_uri, None)
+    if served is None:
         timeline.mark("model loading")
-        with console.quiet_tensorflow_start_up():
-            loaded = model_files.load(localize(model_uri))
+        with quiet.quiet_tensorflow_start_up():
+            served = ServedModel(model_files.load(localize(model_uri)))
         timeline.mark("model loaded")
-    return ServedModel(loaded)
-
-
-def predict_fixed_rows(call_block, pixels: np.ndarray) -> np.ndarray:
-    """Runs call_block (e.g. a model's predict_on_batch) over blocks of exactly MODEL_CALL_ROWS rows of pixels;
-    returns float32 (N, NUM_CLASSES)."""
-    count = len(pixels)
-    padded = -count % MODEL_CALL_ROWS
-    if padded:
-        pixels = np.concatenate([pixels, np.zeros((padded,) + pixels.shape[1:], dtype=pixels.dtype)])
-    blocks = [call_block(pixels[start:start + MODEL_CALL_ROWS])
-              for start in range(0, len(pixels), MODEL_CALL_ROWS)]
-    return np.concatenate(blocks)[:count].astype(np.float32, copy=False)
+    return served
 
 
 def localize(model_uri: str) -> str:

@@ -8,8 +8,9 @@ with a bad data CRC fails alone; framing that cannot be trusted fails the rest o
 says how much was skipped; the other files are not affected. Files compressed with gzip or zlib (as TensorFlow's
 writer compresses them) are read by extension (.gz, .gzip; .zlib, .zz) or as --compression says.
 
-An Example holds its image as encoded bytes (--image_feature) or as 784 raw pixels (--raw_feature, bytes or
-integers); which one is decided by the feature's name, never by guessing from the bytes.
+An Example holds its image as encoded bytes (--image_feature) or as raw pixels (--raw_feature, bytes or integers: the
+model's H * W * C, 784 for Fashion-MNIST); which one is decided by the feature's name, never by guessing from the
+bytes.
 """
 
 import gzip
@@ -20,7 +21,6 @@ import zlib
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from model.vocabulary import IMAGE_PIXELS, IMAGE_SHAPE
 from pipeline.errors import error_row
 from pipeline.listing import key_for
 from pipeline.sheet import Source
@@ -98,16 +98,17 @@ class ReadTFRecordFiles:
 
 
 def _raw_pixels(key: str, name: str, feature):
-    """A raw-pixels feature -> (key, uint8[28, 28]): 784 bytes, or 784 integers from 0 to 255."""
+    """A raw-pixels feature -> (key, flat uint8 pixels): one bytes value, or integers from 0 to 255. Decoding checks
+    that there are the H * W * C the model takes (pipeline.blocks)."""
     values = feature.bytes_list.value
-    if len(values) == 1 and len(values[0]) == IMAGE_PIXELS:
-        return key, np.frombuffer(values[0], dtype=np.uint8).reshape(IMAGE_SHAPE)
+    if len(values) == 1 and values[0]:
+        return key, np.frombuffer(values[0], dtype=np.uint8)
     numbers = feature.int64_list.value
-    if len(numbers) == IMAGE_PIXELS and min(numbers) >= 0 and max(numbers) <= 255:
-        return key, np.asarray(numbers, dtype=np.uint8).reshape(IMAGE_SHAPE)
+    if numbers and min(numbers) >= 0 and max(numbers) <= 255:
+        return key, np.asarray(numbers, dtype=np.uint8)
     found = f"{len(values[0]):,} bytes" if len(values) == 1 else f"{len(numbers) or len(values):,} values"
-    return error_row(key, "decode", "unsupported", f"feature {name!r} holds {found}; raw pixels are "
-                     f"{IMAGE_PIXELS} bytes (or integers 0-255), {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} grey")
+    return error_row(key, "decode", "unsupported", f"feature {name!r} holds {found}; raw pixels are one bytes "
+                     "value or integers 0-255, H * W * C of them for the model's input, row by row")
 
 
 def record_at(raw, source: Source, max_record_bytes: int = 128 << 20):

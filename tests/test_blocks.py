@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
+from model.card_spec import FASHION_MNIST
 from pipeline import blocks
 from pipeline.blocks import BLOCK_ROWS, DecodeBlocks
 from tests import samples
@@ -31,7 +32,7 @@ def test_units_become_full_blocks_with_every_input_accounted_for(test_split, mon
     records.append(("raw", test_split.images[7]))  # raw pixels, as TFRecords may hold
     units = [records[start:start + 100] for start in range(0, len(records), 100)]
     with local_pipeline() as pipeline:
-        decoded = pipeline | beam.Create(units) | beam.ParDo(DecodeBlocks(records_as_they_are, 10_000_000))
+        decoded = pipeline | beam.Create(units) | beam.ParDo(DecodeBlocks(records_as_they_are, FASHION_MNIST, 10_000_000))
 
         def check(block):
             for key, pixels in zip(block.keys, block.pixels):
@@ -62,7 +63,7 @@ def test_photos_decode_on_several_threads(test_split):
     records = [(f"photo-{i}", jpeg(i)) for i in range(6)]
     with local_pipeline() as pipeline:
         decoded = (pipeline | beam.Create([records[:3], records[3:]])
-                   | beam.ParDo(DecodeBlocks(records_as_they_are, 10_000_000, threads=3)))
+                   | beam.ParDo(DecodeBlocks(records_as_they_are, FASHION_MNIST, 10_000_000, threads=3)))
         pairs = decoded | beam.FlatMap(lambda block: [(k, p.tobytes()) for k, p in zip(block.keys, block.pixels)])
         assert_that(pairs, equal_to([(key, to_model_input(data).tobytes()) for key, data in records]))
 
@@ -71,4 +72,4 @@ def test_a_bug_while_reading_fails_the_run():
     with pytest.raises(Exception, match="a bug in a reader"):
         with local_pipeline() as pipeline:
             _ = (pipeline | beam.Create([[("a", b"x"), ("b", b"y")]])
-                 | beam.ParDo(DecodeBlocks(broken_reader, 10_000_000)))
+                 | beam.ParDo(DecodeBlocks(broken_reader, FASHION_MNIST, 10_000_000)))

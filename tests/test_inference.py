@@ -10,12 +10,14 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from model import model_files
+from model.card_spec import FASHION_MNIST
 from model.forward import MODEL_CALL_ROWS, compiled_forward
 from model.vocabulary import CLASS_NAMES
 from pipeline import counts, scores_output
 from pipeline.model_handler import KerasModelHandler, predict_isolating_failures
 from pipeline.inference import ScoreImages
-from pipeline.served_model import ServedModel, predict_fixed_rows
+from model.forward import predict_fixed_rows
+from pipeline.served_model import ServedModel
 from tests import samples
 from tests.helpers import local_pipeline
 
@@ -58,16 +60,16 @@ def test_isolation_fails_only_the_bad_records(tiny_model_path, test_split):
     pixels = test_split.images[:700].copy()
     pixels[[3, 400, 401], 0, 0] = POISON
     poisoned = _ModelThatFailsOnPoison(model)
-    probabilities, failed = predict_isolating_failures(lambda rows: predict_fixed_rows(poisoned.predict_on_batch, rows), pixels)
+    probabilities, failed = predict_isolating_failures(lambda rows: predict_fixed_rows(poisoned.predict_on_batch, rows, MODEL_CALL_ROWS), pixels, 10)
     assert sorted(failed) == [3, 400, 401] and all("poisoned" in str(e) for e in failed.values())
     good = [i for i in range(700) if i not in failed]
-    np.testing.assert_allclose(probabilities[good], predict_fixed_rows(model.predict_on_batch, pixels[good]), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(probabilities[good], predict_fixed_rows(model.predict_on_batch, pixels[good], MODEL_CALL_ROWS), rtol=0, atol=1e-6)
 
 
 def test_fixed_row_calls_make_results_independent_of_batching(tiny_model_path, test_split):
     model = model_files.load(tiny_model_path).model
-    whole = predict_fixed_rows(model.predict_on_batch, test_split.images[:600])
-    pieces = np.concatenate([predict_fixed_rows(model.predict_on_batch, test_split.images[i:min(i + 37, 600)]) for i in range(0, 600, 37)])
+    whole = predict_fixed_rows(model.predict_on_batch, test_split.images[:600], MODEL_CALL_ROWS)
+    pieces = np.concatenate([predict_fixed_rows(model.predict_on_batch, test_split.images[i:min(i + 37, 600)], MODEL_CALL_ROWS) for i in range(0, 600, 37)])
     np.testing.assert_array_equal(whole, pieces)
     assert whole.dtype == np.float32 and whole.shape == (600, 10) and MODEL_CALL_ROWS > 37
 
@@ -88,9 +90,10 @@ def test_score_images_keeps_every_good_neighbour_of_a_bad_record(tiny_model_path
     cut_photo = samples.png_bytes(np.asarray(samples.catalogue_photo(test_split.images[50], 0).convert("L")))
     records += [("broken.png", cut_photo[: len(cut_photo) // 2]), ("notes.jpg", b"hello")]
     units = [records[start:start + 7] for start in range(0, len(records), 7)]
-    handler = _PoisonAwareHandler(tiny_model_path)
+    handler = _PoisonAwareHandler(tiny_model_path, FASHION_MNIST.num_classes)
     with local_pipeline() as pipeline:
-        scored = pipeline | beam.Create(units) | ScoreImages(handler, records_as_they_are, max_pixels=10_000_000)
+        scored = pipeline | beam.Create(units) | ScoreImages(handler, records_as_they_are, FASHION_MNIST,
+                                                                       max_pixels=10_000_000)
         keys = scored | "Keys" >> beam.FlatMap(lambda block: block.keys)
         expected_keys = [f"img{i:02d}" for i in range(40) if i not in (5, 17)]
         assert_that(keys, equal_to(expected_keys), label="scored")
@@ -102,11 +105,12 @@ def test_score_images_keeps_every_good_neighbour_of_a_bad_record(tiny_model_path
 
 def test_rows_follow_the_output_contract(tiny_model_path, test_split):
     loaded = model_files.load(tiny_model_path)
-    probabilities = predict_fixed_rows(loaded.model.predict_on_batch, test_split.images[:5])
+    probabilities = predict_fixed_rows(loaded.model.predict_on_batch, test_split.images[:5], MODEL_CALL_ROWS)
     from pipeline.model_handler import ScoredBlock
 
     table = scores_output.to_table(ScoredBlock([f"k{i}" for i in range(5)], probabilities, []),
-                                   scores_output.scores_schema(loaded.card), loaded.version)
+                                   scores_output.scores_schema(loaded.card), loaded.version,
+                                   np.array(CLASS_NAMES, dtype=object))
     assert table.schema.field("probabilities").type == pa.list_(pa.float32())
     assert table.schema.field("label_index").type == pa.int32()
     rows = table.to_pylist()

@@ -9,8 +9,10 @@ import zlib
 import numpy as np
 import pytest
 
+from model import preprocessing
+from model.card_spec import FASHION_MNIST
 from model.vocabulary import RECORD_KEY_RAW_PIXELS
-from pipeline import tfrecords
+from pipeline import blocks, tfrecords
 from tests import samples
 from tests.helpers import SAMPLE_INPUTS
 
@@ -35,8 +37,8 @@ def test_sample_tfrecords_give_named_png_records_and_raw_pixel_records(test_spli
     raw_path = os.path.join(folder, "raw-pixels.tfrecord")
     assert sorted(key for key, _ in raw) == sorted(f"{raw_path}:{i}" for i in range(10))
     for key, pixels in raw:
-        assert pixels.shape == (28, 28) and pixels.dtype == np.uint8
-        assert any(np.array_equal(pixels, image) for image in test_split.images[:200])
+        assert pixels.shape == (784,) and pixels.dtype == np.uint8  # flat: decoding shapes them as the card says
+        assert any(np.array_equal(pixels.reshape(28, 28), image) for image in test_split.images[:200])
 
 
 def _five_records(test_split, tmp_path) -> tuple:
@@ -146,10 +148,11 @@ def test_raw_pixels_are_recognised_by_their_feature_not_their_bytes(test_split, 
         samples.example_bytes(test_split.images[1].tobytes(), "encoded-but-raw"),  # raw bytes in the wrong feature
         samples.example_bytes(b"\x00" * 100, "too-short", feature_name=RECORD_KEY_RAW_PIXELS)])
     records, errors = _read(path)
-    assert [key for key, _ in records] == ["raw-bm", "encoded-but-raw"]
-    assert np.array_equal(records[0][1], pixels) and isinstance(records[1][1], bytes)  # the decoder will refuse it
-    assert [(e["key"], e["error_type"]) for e in errors] == [("too-short", "unsupported")]
-    assert "holds 100 bytes; raw pixels are 784 bytes" in errors[0]["error_message"]
+    assert [key for key, _ in records] == ["raw-bm", "encoded-but-raw", "too-short"] and not errors
+    assert np.array_equal(records[0][1], pixels.ravel()) and isinstance(records[1][1], bytes)  # the decoder refuses it
+    refused = blocks._checked_raw_pixels(records[2][1], FASHION_MNIST)  # decoding checks the model's H * W * C
+    assert isinstance(refused, preprocessing.UnsupportedImageError)
+    assert "100 raw pixel values, the model takes 28x28x1 = 784" in str(refused)
 
 
 def test_records_that_are_not_examples_or_lack_the_image_fail_alone(test_split, tmp_path):

@@ -1,0 +1,127 @@
+"""Defines the `fit` recipe, the general preprocessing for photos of anything: image bytes -> uint8 [H, W] (grey) or
+[H, W, 3] (RGB), upright, transparency on the fill colour, resized to the model's input by `pad`, `crop` or
+`stretch`.
+
+Opening, the format allow-list, the caps and the typed errors are those of every recipe (model.preprocessing). Big
+sources are never converted at full resolution: a JPEG decodes straight to a fraction of its size (libjpeg's DCT
+scaling) and any image is box-reduced by an integer factor, in both cases only while it stays at least REDUCE_MARGIN
+times the size it is finally resized to; the last step is one antialiased resize (docs/preprocessing.md measures
+what this costs against converting at full resolution).
+"""
+
+import functools
+
+import numpy as np
+from PIL import Image
+
+from model import preprocessing
+
+NAME = "fit"
+VERSION = 1
+RESIZE_POLICIES = ("pad", "crop", "stretch")  # fit inside and pad; fill and centre-crop; scale each axis alone
+DEFAULT_PARAMETERS = {"resize": "pad", "fill": [0, 0, 0]}  # black, as tf.image.resize_with_pad pads
+# A reduced source keeps at least this many pixels per output pixel on each axis, so the final antialiased resize
+# still averages over real detail.
+REDUCE_MARGIN = 2
+RESAMPLE = Image.Resampling.BILINEAR  # antialiased when shrinking: Pillow widens the filter with the scale
+
+
+def checked_parameters(parameters: dict) -> dict:
+    """The recipe's parameters with defaults filled in; raises ValueError saying what is wrong."""
+    unknown = set(parameters) - set(DEFAULT_PARAMETERS)
+    if unknown:
+        raise ValueError(f"unknown fit parameter {sorted(unknown)[0]!r} (known: {', '.join(DEFAULT_PARAMETERS)})")
+    merged = {**DEFAULT_PARAMETERS, **parameters}
+    if merged["resize"] not in RESIZE_POLICIES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZE_POLICIES)}, not {merged['resize']!r}")
+    fill = merged["fill"]
+    if not (isinstance(fill, list) and len(fill) == 3 and all(type(v) is int and 0 <= v <= 255 for v in fill)):
+        raise ValueError(f"fill must be three whole numbers 0-255 (red, green, blue), not {fill!r}")
+    return merged
+
+
+def to_model_input(data: bytes, input_shape: tuple, parameters: dict,
+                   max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Bytes of any allowed image -> uint8 [H, W] (C = 1) or [H, W, 3] (C = 3) for a model of `input_shape`.
+
+    Raises only ImageDecodeError subclasses for bad input, ImageTooLargeError above max_pixels.
+    """
+    height, width, channels = input_shape
+    mode = "L" if channels == 1 else "RGB"
+    fill = tuple(parameters["fill"])
+    image = preprocessing.opened(data, max_pixels)
+    source = preprocessing.upright_size(image)
+    needed = _needed_size(source, (width, height), parameters["resize"])
+    preprocessing.load_reduced(image, _factor(source, needed))
+    try:
+        image = preprocessing.upright(image)
+        image = _on_fill(image, fill).convert(mode)
+        factor = _factor(image.size, needed)
+        if factor > 1:
+            image = image.reduce(factor)
+        resized = _resized(image, (width, height), parameters["resize"], fill if mode == "RGB" else _grey(fill))
+        return np.ascontiguousarray(np.asarray(resized, dtype=np.uint8))
+    except MemoryError:
+        raise
+    except Exception as error:  # Anything Pillow cannot convert is a kind of image we do not support.
+        raise preprocessing.UnsupportedImageError(preprocessing.describe(error)) from error
+
+
+def to_model_inputs(payloads: list, input_shape: tuple, parameters: dict,
+                    max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS, map_function=map) -> list:
+    """Many inputs -> for each, what to_model_input returns for it or the Exception it raised (`map_function`: a
+    thread pool's map uses more cores, as Pillow decodes and resizes without Python's lock)."""
+    convert = functools.partial(_model_input_or_error, input_shape=input_shape, parameters=parameters,
+                                max_pixels=max_pixels)
+    return list(map_function(convert, payloads))
+
+
+def _model_input_or_error(data: bytes, input_shape: tuple, parameters: dict, max_pixels: int):
+    try:
+        return to_model_input(data, input_shape, parameters, max_pixels)
+    except Exception as error:  # Returned, not raised: one odd input must not cost its neighbours their results.
+        return error
+
+
+def _needed_size(source: tuple, target: tuple, policy: str) -> tuple:
+    """The size (width, height) the upright source is resized to before padding or cropping."""
+    (source_width, source_height), (width, height) = source, target
+    if policy == "stretch":
+        return width, height
+    pick = min if policy == "pad" else max
+    scale = pick(width / source_width, height / source_height)
+    return max(1, round(source_width * scale)), max(1, round(source_height * scale))
+
+
+def _factor(size: tuple, needed: tuple) -> int:
+    """The largest integer reduction that keeps REDUCE_MARGIN source pixels per needed pixel on both axes."""
+    return max(1, min(edge // (REDUCE_MARGIN * want) for edge, want in zip(size, needed)))
+
+
+def _on_fill(image: Image.Image, fill: tuple) -> Image.Image:
+    """The image as mode L or RGB, transparent pixels showing the fill colour."""
+    if image.mode in preprocessing.ALPHA_MODES or "transparency" in image.info:
+        base = Image.new("RGBA", image.size, (*fill, 255))
+        return Image.alpha_composite(base, image.convert("RGBA")).convert("RGB")
+    return preprocessing.flattened(image)
+
+
+def _grey(fill: tuple) -> int:
+    return Image.new("RGB", (1, 1), fill).convert("L").getpixel((0, 0))
+
+
+def _resized(image: Image.Image, target: tuple, policy: str, fill) -> Image.Image:
+    if image.size == target:
+        return image  # already the model's size: passed through unchanged
+    width, height = target
+    if policy == "stretch":
+        return image.resize(target, RESAMPLE)
+    if policy == "crop":
+        scale = max(width / image.width, height / image.height)
+        box_width, box_height = width / scale, height / scale
+        left, top = (image.width - box_width) / 2, (image.height - box_height) / 2
+        return image.resize(target, RESAMPLE, box=(left, top, left + box_width, top + box_height))
+    size = _needed_size(image.size, target, "pad")
+    canvas = Image.new(image.mode, target, fill)
+    canvas.paste(image.resize(size, RESAMPLE), ((width - size[0]) // 2, (height - size[1]) // 2))
+    return canvas
