@@ -100,9 +100,7 @@ def make_card(model, spec: card_spec.ModelSpec, version: str, repeat: int) -> di
             "parameter_count": int(model.count_params()), "tensorflow_version": tf.__version__,
             "keras_version": keras.__version__, "provenance": "carded by model.card from a Keras model saved elsewhere",
             "test_metrics": None,
-            "known_answers": known_answers.make_references(
-                spec, lambda data: recipes.to_model_input(spec, data),
-                lambda pixels: forward.predict_fixed_rows(forwards, pixels, spec.model_call_rows)),
+            "known_answers": known_answers.for_model(model, spec),
             "forward_cost": {"images_per_second": round(forward.forward_cost({"model": model}, repeat, spec=spec)[
                 "model"]), "rows_per_call": spec.model_call_rows, "cpus": len(os.sched_getaffinity(0))}}
     model_checks.validate_card(card, "the new card")

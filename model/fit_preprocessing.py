@@ -41,10 +41,11 @@ def checked_parameters(parameters: dict) -> dict:
 
 
 def to_model_input(data: bytes, input_shape: tuple, parameters: dict,
-                   max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS) -> np.ndarray:
+                   max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS, full_resolution: bool = False) -> np.ndarray:
     """Bytes of any allowed image -> uint8 [H, W] (C = 1) or [H, W, 3] (C = 3) for a model of `input_shape`.
 
-    Raises only ImageDecodeError subclasses for bad input, ImageTooLargeError above max_pixels.
+    Raises only ImageDecodeError subclasses for bad input, ImageTooLargeError above max_pixels. `full_resolution`
+    decodes and resizes at the source's full size instead (what bench/fit_recipe.py compares the recipe with).
     """
     height, width, channels = input_shape
     mode = "L" if channels == 1 else "RGB"
@@ -52,11 +53,11 @@ def to_model_input(data: bytes, input_shape: tuple, parameters: dict,
     image = preprocessing.opened(data, max_pixels)
     source = preprocessing.upright_size(image)
     needed = _needed_size(source, (width, height), parameters["resize"])
-    preprocessing.load_reduced(image, _factor(source, needed))
+    preprocessing.load_reduced(image, 1 if full_resolution else _factor(source, needed))
     try:
         image = preprocessing.upright(image)
         image = _on_fill(image, fill).convert(mode)
-        factor = _factor(image.size, needed)
+        factor = 1 if full_resolution else _factor(image.size, needed)
         if factor > 1:
             image = image.reduce(factor)
         resized = _resized(image, (width, height), parameters["resize"], fill if mode == "RGB" else _grey(fill))
@@ -118,8 +119,10 @@ def _resized(image: Image.Image, target: tuple, policy: str, fill) -> Image.Imag
         return image.resize(target, RESAMPLE)
     if policy == "crop":
         scale = max(width / image.width, height / image.height)
-        box_width, box_height = width / scale, height / scale
-        left, top = (image.width - box_width) / 2, (image.height - box_height) / 2
+        # The centred part of the source that fills the target; clamped, as float rounding may put an edge a hair
+        # outside the image.
+        box_width, box_height = min(image.width, width / scale), min(image.height, height / scale)
+        left, top = max(0.0, (image.width - box_width) / 2), max(0.0, (image.height - box_height) / 2)
         return image.resize(target, RESAMPLE, box=(left, top, left + box_width, top + box_height))
     size = _needed_size(image.size, target, "pad")
     canvas = Image.new(image.mode, target, fill)

@@ -68,6 +68,15 @@ def make_references(spec: ModelSpec, preprocess, predict) -> list:
             for (name, data), seen, row in zip(named, pixels, probabilities)]
 
 
+def for_model(model, spec: ModelSpec) -> list:
+    """The known answers of a Keras model, as the scorer serves it (folded, compiled, scaled as the card says)."""
+    from model import forward, recipes
+
+    served = forward.served_forward(model, spec)
+    return make_references(spec, lambda data: recipes.to_model_input(spec, data),
+                           lambda pixels: forward.predict_fixed_rows(served, pixels, spec.model_call_rows))
+
+
 def check(references: list, preprocess, predict) -> None:
     """Preprocesses and scores the card's references; raises KnownAnswerError saying which differs and how."""
     if not references:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model import card_spec, reading
+from model import card_spec, known_answers, reading
 from model.display import shortened, visible
 from model.model_checks import (MAX_CARD_BYTES, MAX_MODEL_BYTES, ModelFileError, accepted_inputs, check_archive,
                                 check_input, parse_card)
@@ -77,6 +77,7 @@ def save(model, path: str, card_fields: dict) -> dict:
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "content_sha256": content_sha256(model),
+        "known_answers": known_answers.for_model(model, card_spec.FASHION_MNIST),
     }
     model.save(path)
     write_json_atomically(card_path_for(path), card)
