@@ -60,7 +60,8 @@ def to_model_input(data: bytes, input_shape: tuple, parameters: dict,
         factor = 1 if full_resolution else _factor(image.size, needed)
         if factor > 1:
             image = image.reduce(factor)
-        resized = _resized(image, (width, height), parameters["resize"], fill if mode == "RGB" else _grey(fill))
+        resized = _resized(image, (width, height), parameters["resize"], fill if mode == "RGB" else _grey(fill),
+                           needed)
         return np.ascontiguousarray(np.asarray(resized, dtype=np.uint8))
     except MemoryError:
         raise
@@ -111,7 +112,9 @@ def _grey(fill: tuple) -> int:
     return Image.new("RGB", (1, 1), fill).convert("L").getpixel((0, 0))
 
 
-def _resized(image: Image.Image, target: tuple, policy: str, fill) -> Image.Image:
+def _resized(image: Image.Image, target: tuple, policy: str, fill, needed: tuple) -> Image.Image:
+    """The image resized to `target` by `policy`; `needed` is the size pad fits it to, from the source's own size (a
+    reduced source rounds differently, which would move the picture's edge by a pixel)."""
     if image.size == target:
         return image  # already the model's size: passed through unchanged
     width, height = target
@@ -124,7 +127,7 @@ def _resized(image: Image.Image, target: tuple, policy: str, fill) -> Image.Imag
         box_width, box_height = min(image.width, width / scale), min(image.height, height / scale)
         left, top = max(0.0, (image.width - box_width) / 2), max(0.0, (image.height - box_height) / 2)
         return image.resize(target, RESAMPLE, box=(left, top, left + box_width, top + box_height))
-    size = _needed_size(image.size, target, "pad")
+    size = needed
     canvas = Image.new(image.mode, target, fill)
     canvas.paste(image.resize(size, RESAMPLE), ((width - size[0]) // 2, (height - size[1]) // 2))
     return canvas
