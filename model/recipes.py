@@ -27,11 +27,6 @@ def check(spec: ModelSpec) -> None:
         fit_preprocessing.checked_parameters(spec.recipe_parameters)
 
 
-def with_defaults(spec_parameters: dict, name: str) -> dict:
-    """A recipe's parameters as its card records them: every default written out, so a card says all it uses."""
-    return fit_preprocessing.checked_parameters(spec_parameters) if name == fit_preprocessing.NAME else {}
-
-
 def to_model_input(spec: ModelSpec, data: bytes, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS):
     """One image's bytes -> uint8 pixels of spec.pixel_shape, by the card's recipe (ImageDecodeError if it cannot)."""
     if spec.preprocessing == FMNIST_CATALOGUE:

@@ -177,6 +177,9 @@ def test_model_card_refuses_what_does_not_fit_in_one_line_exit_2(tmp_path):
     assert not_probabilities.returncode == 2 and "pass --outputs logits" in not_probabilities.stderr
     repeated = _card_command(tmp_path, path, "--classes", "a,b,a,d", "--outputs", "logits")
     assert repeated.returncode == 2 and "class_names must be a list of 2-100,000 different names" in repeated.stderr
+    hidden = _card_command(tmp_path, path, "--classes", "a,b\u202egnp.exe,c,d\x1b[2J", "--outputs", "logits")
+    assert hidden.returncode == 2 and "none hidden" in hidden.stderr  # names shown in terminals and pages
+    assert "\u202e" not in hidden.stderr and "\x1b" not in hidden.stderr  # the line itself shows them as escapes
     assert not os.path.exists(model_files.card_path_for(path))
     lambda_path = str(tmp_path / "lambda.keras")
     _plain_keras_model(lambda_path, lambda_layer=True)
