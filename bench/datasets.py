@@ -2,6 +2,7 @@
 
 import datetime
 import glob
+import io
 import os
 import shutil
 import time
@@ -10,14 +11,14 @@ import numpy as np
 
 from model import data
 
-from model.vocabulary import class_index
+from model.card_spec import FASHION_MNIST, class_index
 from tests import samples
 
 TEST_IMAGES = 10_000
 TFRECORD_SHARDS = 4
 
 
-def _cached(folder: str, build) -> str:
+def cached(folder: str, build) -> str:
     """Runs build(folder) unless an earlier run finished it (marked by .complete); returns the folder."""
     done = os.path.join(folder, ".complete")
     if not os.path.exists(done):
@@ -28,6 +29,18 @@ def _cached(folder: str, build) -> str:
     return folder
 
 
+def tinted_jpeg(item: np.ndarray, index: int, longest_edge: int) -> bytes:
+    """JPEG bytes (quality 90) of a catalogue photo of `item` in a colour that varies with `index`, resized so its
+    longest edge is `longest_edge`."""
+    tint = ((index * 40) % 256 / 255, 0.3 + (index % 3) * 0.2, 1 - (index % 5) * 0.15)
+    image = samples.catalogue_photo(item, index, tint=tint)
+    scale = longest_edge / max(image.size)
+    image = image.resize((round(image.width * scale), round(image.height * scale)))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
 def pngs(count: int, cache: str) -> str:
     """`count` PNG files: the 10,000 test images, repeated, 10,000 to a sub-folder."""
     def build(folder):
@@ -36,7 +49,7 @@ def pngs(count: int, cache: str) -> str:
             indices = range(start, min(start + TEST_IMAGES, count))
             samples.write_pngs(test.images[[i % TEST_IMAGES for i in indices]],
                                os.path.join(folder, f"{start // TEST_IMAGES:03d}"), [f"{i:07d}.png" for i in indices])
-    return _cached(os.path.join(cache, f"png-{count}"), build)
+    return cached(os.path.join(cache, f"png-{count}"), build)
 
 
 def tfrecords(count: int, cache: str) -> str:
@@ -47,7 +60,7 @@ def tfrecords(count: int, cache: str) -> str:
             chosen = paths[shard::TFRECORD_SHARDS]
             samples.write_tfrecord(os.path.join(folder, f"part-{shard}.tfrecord"),
                                    (samples.example_bytes(open(path, "rb").read(), filename=path) for path in chosen))
-    return os.path.join(_cached(os.path.join(cache, f"tfrecords-{count}"), build), "*.tfrecord")
+    return os.path.join(cached(os.path.join(cache, f"tfrecords-{count}"), build), "*.tfrecord")
 
 
 def photos(count: int, cache: str) -> str:
@@ -58,7 +71,7 @@ def photos(count: int, cache: str) -> str:
             photo = samples.large_catalogue_photo(test.images[index % TEST_IMAGES], index)
             photo.save(os.path.join(folder, samples.file_name(index, test.labels[index % TEST_IMAGES], ".jpg")),
                        quality=90)
-    return _cached(os.path.join(cache, f"photos-{count}"), build)
+    return cached(os.path.join(cache, f"photos-{count}"), build)
 
 
 def accuracy(parquet: str) -> float:
@@ -66,7 +79,8 @@ def accuracy(parquet: str) -> float:
     import pyarrow.parquet as pq
 
     table = pq.read_table(parquet, columns=["key", "label_index"])
-    truth = [class_index(os.path.basename(key).split(".")[0].split("-", 2)[2]) for key in table.column("key").to_pylist()]
+    truth = [class_index(os.path.basename(key).split(".")[0].split("-", 2)[2], FASHION_MNIST.class_names)
+             for key in table.column("key").to_pylist()]
     return float(np.mean(np.array(truth) == table.column("label_index").to_numpy()))
 
 
@@ -102,7 +116,7 @@ def linked_pngs(count: int, cache: str) -> str:
             os.makedirs(sub)
             for index in range(start, min(start + TEST_IMAGES, count)):
                 os.link(originals[index % TEST_IMAGES], os.path.join(sub, f"{index:07d}.png"))
-    return _cached(os.path.join(cache, f"linked-png-{count}"), build)
+    return cached(os.path.join(cache, f"linked-png-{count}"), build)
 
 
 def history(folder: str, output: str, nights: int, new: int, version: str, spread: bool = False,

@@ -9,7 +9,6 @@ interleaved passes, one process).
 """
 
 import argparse
-import io
 import os
 import statistics
 import sys
@@ -19,23 +18,14 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench import datasets  # noqa: E402
 from model import data, fit_preprocessing  # noqa: E402
-from tests import samples  # noqa: E402
 
 
 def photos(count: int, longest_edge: int) -> list:
-    """JPEG bytes (quality 90) of tinted catalogue photos, resized so their longest edge is `longest_edge`."""
+    """JPEG bytes of tinted catalogue photos of the first test items, their longest edge `longest_edge`."""
     items = data.load_split("test").images[:count]
-    encoded = []
-    for index, item in enumerate(items):
-        tint = ((index * 40) % 256 / 255, 0.3 + (index % 3) * 0.2, 1 - (index % 5) * 0.15)
-        photo = samples.catalogue_photo(item, index, tint=tint)
-        scale = longest_edge / max(photo.size)
-        photo = photo.resize((round(photo.width * scale), round(photo.height * scale)))
-        buffer = io.BytesIO()
-        photo.save(buffer, "JPEG", quality=90)
-        encoded.append(buffer.getvalue())
-    return encoded
+    return [datasets.tinted_jpeg(item, index, longest_edge) for index, item in enumerate(items)]
 
 
 def timed(convert, payloads: list) -> tuple:

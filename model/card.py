@@ -1,19 +1,20 @@
 """Writes the model card beside a .keras file that any Keras 3 code saved, so the scorer can score it as it is.
 
     python -m model.card my_model.keras --classes shirt,shoe,bag --preprocessing fit --resize pad \\
-        --input-range unit --outputs logits --version 1.0.0
+        --input-range unit --outputs logits --version 1.0.0 --eval-dir held_out_photos
 
 The model is loaded in Keras's safe mode (a Lambda layer or a custom layer Keras does not know is refused, since
 loading it would run the file's code); its input must be one fixed H x W x C image (C = 1 or 3) and its output N
 values, one per class named. The card records what was declared, the content hash of the architecture and weights,
-and what a 1,024-row (or smaller, for big inputs) model call costs here.
+what a 1,024-row (or smaller, for big inputs) model call costs here and, with --eval-dir or --eval-list, the model's
+accuracy on those labelled pictures (per class too), measured as the scorer serves it.
 """
 
 import argparse
 import os
 import sys
 
-from model import card_spec, fit_preprocessing, known_answers, quiet, recipes
+from model import card_flags, card_spec, fit_preprocessing, known_answers, own_images, quiet, recipes
 from model.cli_types import positive_int
 
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -28,14 +29,10 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("model", help="a .keras file saved by Keras 3 (model.save('name.keras'))")
-    parser.add_argument("--classes", required=True,
-                        help="the class names in the model's output order: comma-separated, or a file of one per line")
     parser.add_argument("--preprocessing", default=fit_preprocessing.NAME, choices=[fit_preprocessing.NAME],
                         help="the recipe that turns image bytes into the model's input (default: %(default)s)")
-    parser.add_argument("--resize", default="pad", choices=fit_preprocessing.RESIZE_POLICIES,
-                        help="pad: fit inside, pad with --fill; crop: fill, then centre-crop; stretch: each axis "
-                             "alone (default: %(default)s)")
-    parser.add_argument("--fill", default="0,0,0", help="R,G,B 0-255 for padding and transparency (default: black)")
+    card_flags.add_arguments(parser)
+    own_images.add_arguments(parser, "eval", dataset=False)
     parser.add_argument("--input-range", default="uint8", choices=card_spec.INPUT_RANGES,
                         help="what the model takes: uint8 = 0-255 (it scales inside), unit = [0, 1], symmetric = "
                              "[-1, 1] (default: %(default)s)")
@@ -47,24 +44,10 @@ def parse_args(argv):
     parser.add_argument("--repeat", type=positive_int, default=3, help="timings of the forward cost (median)")
     parser.add_argument("--force", action="store_true", help="replace a card already beside the model")
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up lines")
-    return parser.parse_args(argv)
-
-
-def class_names(text: str) -> list:
-    """--classes: a file of one name per line (blank lines skipped), or names separated by commas."""
-    if os.path.isfile(text):
-        from model import reading
-
-        lines = reading.read_regular_file(text, 1 << 20).decode("utf-8").splitlines()
-        return [line.strip() for line in lines if line.strip()]
-    return [name.strip() for name in text.split(",")]
-
-
-def fill_colour(text: str) -> list:
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise CardError(f"--fill {text!r} must be R,G,B, three whole numbers 0-255") from None
+    args = parser.parse_args(argv)
+    if args.classes is None:
+        parser.error("--classes is required: name the model's classes in output order, e.g. --classes cat,dog,bird")
+    return args
 
 
 def input_shape_of(model) -> tuple:
@@ -80,12 +63,13 @@ def input_shape_of(model) -> tuple:
     return shape
 
 
-def make_card(model, spec: card_spec.ModelSpec, version: str, repeat: int) -> dict:
-    """The card's fields for a loaded model and what was declared about it; raises CardError if they disagree."""
+def make_card(model, spec: card_spec.ModelSpec, version: str, repeat: int, test_data: list = ()) -> dict:
+    """The card's fields for a loaded model and what was declared about it, with its metrics on test_data (labelled
+    sets) when given; raises CardError if they disagree."""
     import keras
     import tensorflow as tf
 
-    from model import forward, model_checks, model_files
+    from model import data, evaluate, forward, model_checks, model_files
 
     outputs = tuple(model.outputs[0].shape[1:]) if len(model.outputs) == 1 else None
     if outputs != (spec.num_classes,):
@@ -99,10 +83,12 @@ def make_card(model, spec: card_spec.ModelSpec, version: str, repeat: int) -> di
     card = {**card_spec.card_fields(spec), "version": version, "content_sha256": model_files.content_sha256(model),
             "parameter_count": int(model.count_params()), "tensorflow_version": tf.__version__,
             "keras_version": keras.__version__, "provenance": "carded by model.card from a Keras model saved elsewhere",
-            "test_metrics": None,
+            "test_metrics": evaluate.card_metrics(model, spec, test_data) if test_data else None,
             "known_answers": known_answers.for_model(model, spec),
             "forward_cost": {"images_per_second": round(forward.forward_cost({"model": model}, repeat, spec=spec)[
                 "model"]), "rows_per_call": spec.model_call_rows, "cpus": len(os.sched_getaffinity(0))}}
+    if test_data:
+        card["test_data"] = [data.describe(part, spec.class_names) for part in test_data]
     model_checks.validate_card(card, "the new card")
     return card
 
@@ -125,22 +111,27 @@ def main(argv=None) -> int:
         card_path = model_files.card_path_for(args.model)
         if os.path.lexists(card_path) and not args.force:
             raise CardError(f"{card_path} already exists; pass --force to replace it")
-        parameters = fit_preprocessing.checked_parameters({"resize": args.resize, "fill": fill_colour(args.fill)})
+        parameters = card_flags.fit_parameters(args)
         with quiet.quiet_tensorflow_start_up():
             model = model_files.load_keras_file(args.model)
-        spec = card_spec.ModelSpec(class_names=tuple(class_names(args.classes)), input_shape=input_shape_of(model),
+        spec = card_spec.ModelSpec(class_names=card_flags.class_names(args.classes), input_shape=input_shape_of(model),
                                    input_range=args.input_range, outputs=args.outputs,
                                    preprocessing=args.preprocessing, preprocessing_version=fit_preprocessing.VERSION,
                                    parameters=card_spec.parameters_text(parameters))
         recipes.check(spec)
-        card = make_card(model, spec, args.version, args.repeat)
+        test_data = own_images.load_sources("test", "", False, args.eval_folders, args.eval_lists,
+                                            spec=spec) if args.eval_folders or args.eval_lists else []
+        own_images.report_skipped(test_data)
+        card = make_card(model, spec, args.version, args.repeat, test_data)
     except (CardError, model_checks.ModelFileError, ValueError, OSError) as error:
         print(f"error: {visible(str(error))}", file=sys.stderr)
         return EXIT_USAGE
     model_files.write_json_atomically(card_path, card)
     print(f"wrote {card_path}: {spec.num_classes} classes, input {'x'.join(map(str, spec.input_shape))} "
-          f"({spec.input_range}), {spec.outputs}, {spec.recipe} {args.resize}; "
-          f"{card['forward_cost']['images_per_second']:,} img/s in {spec.model_call_rows}-row calls")
+          f"({spec.input_range}), {spec.outputs}, {spec.recipe} {parameters['resize']}; "
+          f"{card['forward_cost']['images_per_second']:,} img/s in {spec.model_call_rows}-row calls"
+          + (f"; accuracy {card['test_metrics']['accuracy']:.4f} on {card['test_metrics']['examples']} held-out "
+             "pictures" if card["test_metrics"] else ""))
     return EXIT_OK
 
 

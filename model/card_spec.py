@@ -85,6 +85,26 @@ def spec_from_card(card: dict) -> ModelSpec:
                      parameters=parameters_text(recipe.get("parameters", {})))
 
 
+def class_index(name_or_index: str, class_names: tuple) -> int:
+    """The label index of a class given by its name ("Ankle boot"), a folder-safe spelling of it ("ankle_boot",
+    "T-shirt-top": case and anything but letters and digits ignored, where that names one class) or its index ("9").
+    Raises ValueError naming the classes."""
+    text = name_or_index.strip()
+    if text in class_names:
+        return class_names.index(text)
+    folded = [index for index, name in enumerate(class_names) if _folded(name) == _folded(text)]
+    if len(folded) == 1 and _folded(text):
+        return folded[0]
+    if text.isdigit() and int(text) < len(class_names):
+        return int(text)
+    listed = ", ".join(class_names[:20]) + (f" (and {len(class_names) - 20} more)" if len(class_names) > 20 else "")
+    raise ValueError(f"unknown class {name_or_index!r}: use an index 0-{len(class_names) - 1} or one of {listed}")
+
+
+def _folded(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
 def parameters_text(parameters: dict) -> str:
     """A recipe's parameters as ModelSpec holds them."""
     return json.dumps(parameters, sort_keys=True)

@@ -25,7 +25,7 @@ _IDX_LABELS_MAGIC = 0x00000801
 
 @dataclass(frozen=True)
 class LabelledImages:
-    """Images as uint8[N, 28, 28] with int64[N] labels, where they came from, and the files that had to be skipped."""
+    """Images as uint8[N, H, W] (grey) or [N, H, W, 3] with int64[N] labels, where they came from, and the files that had to be skipped."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -111,10 +111,10 @@ def fingerprint(labelled: LabelledImages) -> str:
     return digest.hexdigest()
 
 
-def describe(labelled: LabelledImages) -> dict:
-    """What a loaded set is, for model cards and metrics.json: where it came from, its images per class, the files left
-    out and its fingerprint."""
-    per_class = np.bincount(labelled.labels, minlength=NUM_CLASSES).tolist()
+def describe(labelled: LabelledImages, class_names: tuple = CLASS_NAMES) -> dict:
+    """What a loaded set is, for model cards and metrics.json: where it came from, its images per class (of
+    class_names), the files left out and its fingerprint."""
+    per_class = np.bincount(labelled.labels, minlength=len(class_names)).tolist()
     return {"origin": labelled.origin, "location": os.path.abspath(labelled.location),
-            "images": int(len(labelled.labels)), "per_class": dict(zip(CLASS_NAMES, per_class)),
+            "images": int(len(labelled.labels)), "per_class": dict(zip(class_names, per_class)),
             "skipped": len(labelled.skipped), "sha256": fingerprint(labelled)}

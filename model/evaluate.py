@@ -12,15 +12,15 @@ import sys
 
 import numpy as np
 
-from model import data, model_files, own_images, reading
+from model import data, model_files, own_images, quiet, reading
 from model.display import visible
-from model.vocabulary import CLASS_NAMES, NUM_CLASSES
+from model.vocabulary import CLASS_NAMES
 
 
-def metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+def metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: tuple = CLASS_NAMES) -> dict:
     """Accuracy, log loss, per-class precision and recall, and the confusion matrix (rows true, columns predicted)."""
     predicted = probabilities.argmax(axis=1)
-    matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    matrix = np.zeros((len(class_names),) * 2, dtype=np.int64)
     np.add.at(matrix, (labels, predicted), 1)
     true_positives = np.diag(matrix)
     precision = true_positives / np.maximum(matrix.sum(axis=0), 1)
@@ -33,7 +33,7 @@ def metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
         "ece": expected_calibration_error(labels, probabilities),
         "per_class": {
             name: {"precision": float(precision[i]), "recall": float(recall[i]), "support": int(matrix[i].sum())}
-            for i, name in enumerate(CLASS_NAMES)
+            for i, name in enumerate(class_names)
         },
         "confusion_matrix": matrix.tolist(),
     }
@@ -53,26 +53,43 @@ def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bi
     return float(total)
 
 
-def evaluate(model_path: str, test_data: list, output_dir: str, history_path: str = None) -> dict:
-    """Scores the labelled sets together, writes metrics.json (saying what the sets were) and the figures into
-    output_dir, returns the metrics."""
-    loaded = model_files.load(model_path)
+def card_metrics(model, spec, test_data: list) -> dict:
+    """What a model card says of a model's quality on labelled sets, scored as the scorer serves the model: loss,
+    accuracy, calibration error, examples and accuracy per class."""
+    from model import forward
+
     test_set = data.concatenate(test_data)
-    probabilities = loaded.model.predict(test_set.images, batch_size=1024, verbose=0)
-    result = {"model": model_path, "model_version": loaded.version, "data": [data.describe(part) for part in test_data],
-              **metrics(test_set.labels, probabilities)}
+    scores = metrics(test_set.labels, forward.served_predict(model, spec)(test_set.images), spec.class_names)
+    return {"loss": round(scores["loss"], 6), "accuracy": round(scores["accuracy"], 6), "ece": round(scores["ece"], 6),
+            "examples": scores["examples"],
+            "per_class_accuracy": {name: round(values["recall"], 4) for name, values in scores["per_class"].items()}}
+
+
+def evaluate(loaded: model_files.LoadedModel, model_path: str, test_data: list, output_dir: str,
+             history_path: str = None) -> dict:
+    """Scores the labelled sets together as the scorer serves the model, writes metrics.json (saying what the sets
+    were) and the figures into output_dir, returns the metrics."""
+    from model import forward
+
+    spec = loaded.spec
+    test_set = data.concatenate(test_data)
+    probabilities = forward.served_predict(loaded.model, spec)(test_set.images)
+    result = {"model": model_path, "model_version": loaded.version,
+              "data": [data.describe(part, spec.class_names) for part in test_data],
+              **metrics(test_set.labels, probabilities, spec.class_names)}
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as stream:
         json.dump(result, stream, indent=2)
-    _draw_figures(test_set, probabilities, result, output_dir, history_path)
+    _draw_figures(test_set, probabilities, result, output_dir, history_path, spec.class_names)
     return result
 
 
-def _draw_figures(test_set, probabilities, result, output_dir, history_path) -> None:
+def _draw_figures(test_set, probabilities, result, output_dir, history_path, class_names) -> None:
     from model import plots
 
-    plots.confusion_matrix(result["confusion_matrix"], os.path.join(output_dir, "confusion_matrix.png"))
-    plots.prediction_grid(test_set.images, test_set.labels, probabilities, os.path.join(output_dir, "predictions.png"))
+    plots.confusion_matrix(result["confusion_matrix"], os.path.join(output_dir, "confusion_matrix.png"), class_names)
+    plots.prediction_grid(test_set.images, test_set.labels, probabilities, os.path.join(output_dir, "predictions.png"),
+                          class_names)
     if history_path:
         try:
             history = json.loads(reading.read_regular_file(history_path))  # a regular file: a FIFO here would hang
@@ -90,15 +107,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     own_images.check_arguments(parser, args, "eval")
     try:
-        test_data = own_images.load_sources("test", args.data_dir, args.fashion_mnist, args.folders, args.lists)
+        with quiet.quiet_tensorflow_start_up():
+            loaded = model_files.load(args.model)
+        test_data = own_images.load_sources("test", args.data_dir, args.fashion_mnist, args.folders, args.lists,
+                                            spec=loaded.spec)
         own_images.report_skipped(test_data)
-        result = evaluate(args.model, test_data, args.output_dir, args.history)
+        result = evaluate(loaded, args.model, test_data, args.output_dir, args.history)
     except (data.DatasetError, model_files.ModelFileError, OSError) as error:
         print(f"error: {visible(str(error))}", file=sys.stderr)
         return 2
     print(f"test accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} on {result['examples']} images")
     for name, scores in result["per_class"].items():
-        print(f"  {name:12s} precision {scores['precision']:.3f}  recall {scores['recall']:.3f}")
+        print(f"  {visible(name):12s} precision {scores['precision']:.3f}  recall {scores['recall']:.3f}")
     print(f"wrote {args.output_dir}/metrics.json, confusion_matrix.png, predictions.png")
     return 0
 

@@ -4,9 +4,9 @@
 
 Opening, the format allow-list, the caps and the typed errors are those of every recipe (model.preprocessing). Big
 sources are never converted at full resolution: a JPEG decodes straight to a fraction of its size (libjpeg's DCT
-scaling) and any image is box-reduced by an integer factor, in both cases only while it stays at least REDUCE_MARGIN
-times the size it is finally resized to; the last step is one antialiased resize (docs/preprocessing.md measures
-what this costs against converting at full resolution).
+scaling) while it stays at least DRAFT_MARGIN times the size it is finally resized to, and any image is box-reduced
+by an integer factor while it stays at least REDUCE_MARGIN times that size; the last step is one antialiased resize
+(bench/fit_recipe.py measures what this costs against converting at full resolution; the README has its numbers).
 """
 
 import functools
@@ -23,6 +23,10 @@ DEFAULT_PARAMETERS = {"resize": "pad", "fill": [0, 0, 0]}  # black, as tf.image.
 # A reduced source keeps at least this many pixels per output pixel on each axis, so the final antialiased resize
 # still averages over real detail.
 REDUCE_MARGIN = 2
+# A JPEG's reduced decode keeps at least this many: libjpeg's scaled inverse DCT filters better than a box, and the
+# antialiased resize after it costs most of a big input's conversion (at 224x224 from 800 px photos, 2.7 ms a photo
+# against 4.2 ms with a margin of 2, within 8 levels of full resolution: bench/fit_recipe.py).
+DRAFT_MARGIN = 1.5
 RESAMPLE = Image.Resampling.BILINEAR  # antialiased when shrinking: Pillow widens the filter with the scale
 
 
@@ -53,7 +57,7 @@ def to_model_input(data: bytes, input_shape: tuple, parameters: dict,
     image = preprocessing.opened(data, max_pixels)
     source = preprocessing.upright_size(image)
     needed = _needed_size(source, (width, height), parameters["resize"])
-    preprocessing.load_reduced(image, 1 if full_resolution else _factor(source, needed))
+    preprocessing.load_reduced(image, 1 if full_resolution else _factor(source, needed, DRAFT_MARGIN))
     try:
         image = preprocessing.upright(image)
         image = _on_fill(image, fill).convert(mode)
@@ -95,9 +99,9 @@ def _needed_size(source: tuple, target: tuple, policy: str) -> tuple:
     return max(1, round(source_width * scale)), max(1, round(source_height * scale))
 
 
-def _factor(size: tuple, needed: tuple) -> int:
-    """The largest integer reduction that keeps REDUCE_MARGIN source pixels per needed pixel on both axes."""
-    return max(1, min(edge // (REDUCE_MARGIN * want) for edge, want in zip(size, needed)))
+def _factor(size: tuple, needed: tuple, margin: float = REDUCE_MARGIN) -> int:
+    """The largest integer reduction that keeps `margin` source pixels per needed pixel on both axes."""
+    return max(1, int(min(edge // (margin * want) for edge, want in zip(size, needed))))
 
 
 def _on_fill(image: Image.Image, fill: tuple) -> Image.Image:

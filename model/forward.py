@@ -55,6 +55,13 @@ def served_forward(model, spec: ModelSpec = FASHION_MNIST):
     return compiled_forward(fold_batch_norms(model), spec)
 
 
+def served_predict(model, spec: ModelSpec = FASHION_MNIST):
+    """pixels (N, *spec.pixel_shape) uint8 -> float32 (N, classes) probabilities, as the scorer computes them: the
+    served forward pass over fixed-row blocks. Evaluating a model this way measures what scoring gives."""
+    call_block = served_forward(model, spec)
+    return lambda pixels: predict_fixed_rows(call_block, pixels, spec.model_call_rows)
+
+
 def probe_block(spec: ModelSpec = FASHION_MNIST) -> np.ndarray:
     """One fixed block of random pixels, a model call's worth."""
     return np.random.default_rng(0).integers(0, 256, size=(spec.model_call_rows,) + spec.pixel_shape, dtype=np.uint8)

@@ -72,9 +72,7 @@ def for_model(model, spec: ModelSpec) -> list:
     """The known answers of a Keras model, as the scorer serves it (folded, compiled, scaled as the card says)."""
     from model import forward, recipes
 
-    served = forward.served_forward(model, spec)
-    return make_references(spec, lambda data: recipes.to_model_input(spec, data),
-                           lambda pixels: forward.predict_fixed_rows(served, pixels, spec.model_call_rows))
+    return make_references(spec, lambda data: recipes.to_model_input(spec, data), forward.served_predict(model, spec))
 
 
 def check(references: list, preprocess, predict) -> None:

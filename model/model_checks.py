@@ -1,6 +1,7 @@
 """Checks, without TensorFlow, that a model file and its card are what loaders may trust: a whole Keras archive of
 the expected members only, and a card whose every field has its type and fits this code."""
 
+import collections
 import json
 import re
 
@@ -176,6 +177,19 @@ _FORMAT_2_FIELDS = {
 def _is_class_name(name) -> bool:
     """A class name is shown in terminals and pages and written in every row: any Unicode, but nothing hidden."""
     return isinstance(name, str) and 1 <= len(name) <= MAX_CLASS_NAME and visible(name) == name and name.strip() == name
+
+
+def check_class_names(names) -> None:
+    """Raises ValueError unless `names` may be a format-2 card's classes, saying which name is wrong."""
+    if not 2 <= len(names) <= MAX_CLASSES:
+        raise ValueError(f"a model needs 2-{MAX_CLASSES:,} classes, not {len(names)}")
+    for name in names:
+        if not _is_class_name(name):
+            raise ValueError(f"class name {_shown(name)} must be 1-{MAX_CLASS_NAME} characters, none hidden (no "
+                             "control, format or separator characters) and no space at either end")
+    repeated = sorted(name for name, count in collections.Counter(names).items() if count > 1)
+    if repeated:
+        raise ValueError(f"class name {_shown(repeated[0])} is given more than once")
 
 
 def validate_card(card: dict, card_path: str) -> None:

@@ -57,27 +57,28 @@ def content_sha256(model) -> str:
     return digest.hexdigest()
 
 
-def save(model, path: str, card_fields: dict) -> dict:
-    """Writes `path` (.keras) and its card; the card gets the fields every loader checks, plus card_fields."""
+def save(model, path: str, card_fields: dict, spec: card_spec.ModelSpec = card_spec.FASHION_MNIST) -> dict:
+    """Writes `path` (.keras) and its card; the card gets the fields every loader checks, plus card_fields. A
+    Fashion-MNIST model gets a format-1 card, as it always has; any other spec a format-2 card (card_spec)."""
     import keras
     import tensorflow as tf
 
     if not path.endswith(".keras"):
         raise ValueError(f"{path}: the model file name must end in .keras")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if spec == card_spec.FASHION_MNIST:
+        described = {"card_format": CARD_FORMAT, "version": "1.0.0", **card_fields, "class_names": list(CLASS_NAMES),
+                     "preprocessing_version": PREPROCESSING_VERSION, "input_shape": list(IMAGE_SHAPE),
+                     "input_dtype": "uint8 values 0-255 (scaled to [0, 1] inside the model)"}
+    else:
+        described = {**card_spec.card_fields(spec), "version": "1.0.0", **card_fields}
     card = {
-        "card_format": CARD_FORMAT,
-        "version": "1.0.0",
-        **card_fields,
-        "class_names": list(CLASS_NAMES),
-        "preprocessing_version": PREPROCESSING_VERSION,
-        "input_shape": list(IMAGE_SHAPE),
-        "input_dtype": "uint8 values 0-255 (scaled to [0, 1] inside the model)",
+        **described,
         "parameter_count": int(model.count_params()),
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "content_sha256": content_sha256(model),
-        "known_answers": known_answers.for_model(model, card_spec.FASHION_MNIST),
+        "known_answers": known_answers.for_model(model, spec),
     }
     model.save(path)
     write_json_atomically(card_path_for(path), card)

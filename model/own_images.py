@@ -1,5 +1,5 @@
 """A user's own labelled images: a folder with one sub-folder per class, or a list file of `PATH LABEL` lines, read
-through the shared preprocessing (a file that cannot be read is skipped and counted); and the flags and loader with
+through the model's preprocessing recipe (a file that cannot be read is skipped and counted); and the flags and loader with
 which the training and evaluation CLIs combine them with Fashion-MNIST.
 
 Every file is read by model.reading, so a FIFO, a device or a link to one is a counted skip, never a hang; folders
@@ -12,13 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model import preprocessing, reading
+from model import preprocessing, reading, recipes
+from model.card_spec import FASHION_MNIST, ModelSpec, class_index
 from model.data import DEFAULT_DATA_DIR, DatasetError, LabelledImages, load_split
 from model.display import shortened, visible
-from model.vocabulary import CLASS_NAMES, IMAGE_SHAPE, class_index
-
-# The most words one class name has ("Ankle boot"): a list file's label is at most that many words at a line's end.
-_LABEL_WORDS = max(len(name.split()) for name in CLASS_NAMES)
 
 
 @dataclass(frozen=True)
@@ -32,31 +29,65 @@ class Unreadable:
 
 @dataclass(frozen=True)
 class ImageFiles:
-    """Files read through the shared preprocessing: the images of those that could be read, and why the others not."""
+    """Files read through a model's preprocessing: the images of those that could be read, and why the others not."""
 
-    images: np.ndarray  # uint8[N, 28, 28], in the order asked
+    images: np.ndarray  # uint8[N, *spec.pixel_shape], in the order asked
     read: np.ndarray  # bool per file asked for: True where its image is in `images`
     unreadable: tuple  # an Unreadable per file that could not be read, in the order asked
 
 
 def load_sources(split: str, data_dir: str, fashion_mnist: bool = True, folders=(), lists=(),
-                 max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS) -> list:
+                 max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS, spec: ModelSpec = FASHION_MNIST) -> list:
     """The labelled sets one run uses, in order: Fashion-MNIST's `split` (unless fashion_mnist is False), then each
-    class folder and each list file of the user's own images."""
+    class folder and each list file of the user's own images, labelled with spec's classes and made into its input."""
+    if fashion_mnist and spec.class_names != FASHION_MNIST.class_names:
+        raise DatasetError("Fashion-MNIST's images can only be learnt with its own ten classes; add --no-fashion-mnist "
+                           "to use only your own images")
     sources = [load_split(split, data_dir)] if fashion_mnist else []
-    sources += [load_labelled_folder(folder, max_pixels) for folder in folders]
-    sources += [load_list_file(list_path, max_pixels) for list_path in lists]
+    sources += [load_labelled_folder(folder, max_pixels, spec) for folder in folders]
+    sources += [load_list_file(list_path, max_pixels, spec) for list_path in lists]
     if not sources:
         raise DatasetError("no images to use: without Fashion-MNIST, give a folder or a list file of your own images")
     return sources
 
 
-def load_labelled_folder(root: str, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS) -> LabelledImages:
-    """Loads a folder holding one sub-folder per class, named after the class (a '/' written as '-': T-shirt-top) or by
-    its index. Every file below a class folder goes through the shared preprocessing; unreadable ones are skipped."""
+def folder_classes(roots) -> tuple:
+    """The class names that the class folders of `roots` name, sorted: what a run learns when nothing else names its
+    classes. Hidden entries are passed over, as loading them does."""
+    names = set()
+    for root in roots:
+        if not os.path.isdir(root):
+            raise DatasetError(f"{root} is not a folder; give a folder with one sub-folder per class")
+        names.update(entry.name for entry in _class_folders(root))
+    return tuple(sorted(names))
+
+
+def load_labelled_folder(root: str, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS,
+                         spec: ModelSpec = FASHION_MNIST) -> LabelledImages:
+    """Loads a folder holding one sub-folder per class, named after the class (for Fashion-MNIST a '/' written as '-':
+    T-shirt-top) or by its index. Every file below a class folder goes through spec's preprocessing; unreadable ones
+    are skipped."""
     if not os.path.isdir(root):
         raise DatasetError(f"{root} is not a folder; give a folder with one sub-folder per class")
+    hint = " (in a folder name, write '/' as '-': T-shirt-top)" if spec.class_names == FASHION_MNIST.class_names else ""
     paths, labels = [], []
+    for entry in _class_folders(root):
+        label = _label(entry.name, entry.path, spec, hint)
+        files = _files_below(entry.path)
+        if not files:
+            raise DatasetError(f"{visible(entry.path)}: the class folder is empty; add images of "
+                               f"{visible(spec.class_names[label])} or remove it")
+        paths += files
+        labels += [label] * len(files)
+    if not paths:
+        raise DatasetError(f"{root} has no class folders; give it one sub-folder per class, e.g. "
+                           f"{os.path.join(root, spec.class_names[0].replace('/', '-'))}")
+    return _read_labelled(paths, labels, "folder", root, max_pixels, spec)
+
+
+def _class_folders(root: str) -> list:
+    """The class folders directly in root, by name; a link to a folder is refused."""
+    folders = []
     for entry in sorted(os.scandir(root), key=lambda entry: entry.name):
         if entry.name.startswith("."):
             continue
@@ -64,22 +95,15 @@ def load_labelled_folder(root: str, max_pixels: int = preprocessing.DEFAULT_MAX_
             raise DatasetError(f"{visible(entry.path)}: the class folder is a link; links to folders are not "
                                "followed, so give the folder itself (or copy it here)")
         if entry.is_dir(follow_symlinks=False):
-            label = _label(entry.name, entry.path, hint=" (in a folder name, write '/' as '-': T-shirt-top)")
-            files = _files_below(entry.path)
-            if not files:
-                raise DatasetError(f"{visible(entry.path)}: the class folder is empty; add images of "
-                                   f"{CLASS_NAMES[label]} or remove it")
-            paths += files
-            labels += [label] * len(files)
-    if not paths:
-        raise DatasetError(f"{root} has no class folders; give it one sub-folder per class, e.g. "
-                           f"{os.path.join(root, 'Sneaker')}")
-    return _read_labelled(paths, labels, "folder", root, max_pixels)
+            folders.append(entry)
+    return folders
 
 
-def load_list_file(list_path: str, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS) -> LabelledImages:
-    """Loads the images a text file lists, one `PATH LABEL` line each: the label a class name or index, a relative path
-    relative to the list file; blank lines and lines starting with # are passed over. Unreadable images are skipped."""
+def load_list_file(list_path: str, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS,
+                   spec: ModelSpec = FASHION_MNIST) -> LabelledImages:
+    """Loads the images a text file lists, one `PATH LABEL` line each: the label one of spec's class names or an index,
+    a relative path relative to the list file; blank lines and lines starting with # are passed over. Unreadable
+    images are skipped."""
     base = os.path.dirname(os.path.abspath(list_path))
     try:
         lines = reading.read_regular_file(list_path).decode("utf-8").splitlines()
@@ -89,24 +113,24 @@ def load_list_file(list_path: str, max_pixels: int = preprocessing.DEFAULT_MAX_P
     for line_number, line in enumerate(lines, start=1):
         text = line.strip()
         if text and not text.startswith("#"):
-            path, label = _list_entry(text, f"{list_path}:{line_number}")
+            path, label = _list_entry(text, f"{list_path}:{line_number}", spec)
             paths.append(os.path.join(base, path))
             labels.append(label)
     if not paths:
         raise DatasetError(f"{list_path} lists no images; write one `PATH LABEL` line per image")
-    return _read_labelled(paths, labels, "list", list_path, max_pixels)
+    return _read_labelled(paths, labels, "list", list_path, max_pixels, spec)
 
 
 def read_images(paths, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS,
-                max_file_bytes: int = reading.DEFAULT_MAX_FILE_BYTES) -> ImageFiles:
-    """Reads each file through the shared preprocessing; a file that cannot be read or decoded, or is not a regular
+                max_file_bytes: int = reading.DEFAULT_MAX_FILE_BYTES, spec: ModelSpec = FASHION_MNIST) -> ImageFiles:
+    """Reads each file through spec's preprocessing recipe; a file that cannot be read or decoded, or is not a regular
     file of at most max_file_bytes, costs only itself."""
     images, read, unreadable = [], [], []
     for path in paths:
         failure = None
         try:
             data = reading.read_regular_file(path, max_file_bytes)
-            images.append(preprocessing.to_model_input(data, max_pixels=max_pixels))
+            images.append(recipes.to_model_input(spec, data, max_pixels))
         except preprocessing.ImageDecodeError as error:
             failure = Unreadable(path, error.reason, str(error))  # the message starts with the reason already
         except reading.FileRefused as refused:
@@ -116,7 +140,7 @@ def read_images(paths, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS,
         if failure:
             unreadable.append(failure)
         read.append(failure is None)
-    stacked = np.stack(images) if images else np.empty((0,) + IMAGE_SHAPE, dtype=np.uint8)
+    stacked = np.stack(images) if images else np.empty((0,) + spec.pixel_shape, dtype=np.uint8)
     return ImageFiles(stacked, np.array(read, dtype=bool), tuple(unreadable))
 
 
@@ -138,17 +162,23 @@ def report_skipped(sets, stream=None) -> None:
                   file=stream or sys.stderr)
 
 
-def add_arguments(parser, role: str) -> None:
-    """Adds the flags that choose a CLI's labelled images: --data-dir, --ROLE-dir, --ROLE-list, --no-fashion-mnist."""
-    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder with the four Fashion-MNIST IDX files")
-    parser.add_argument(f"--{role}-dir", dest="folders", action="append", default=[], metavar="DIR",
-                        help="your own images: one sub-folder per class, named after it ('/' written '-', e.g. "
-                             "T-shirt-top) or by its index; may be given more than once")
-    parser.add_argument(f"--{role}-list", dest="lists", action="append", default=[], metavar="FILE",
-                        help="your own images, one `PATH LABEL` line each (label: class name or index; a relative path "
+def add_arguments(parser, role: str, dataset: bool = True) -> None:
+    """Adds the flags that choose a CLI's labelled images: --ROLE-dir and --ROLE-list, and with dataset --data-dir and
+    --no-fashion-mnist. Their values are args.folders and args.lists; without dataset, args.ROLE_folders and
+    args.ROLE_lists (a CLI's second set, e.g. held-out images to measure a trained model on)."""
+    prefix = "" if dataset else f"{role}_"
+    if dataset:
+        parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder with the four Fashion-MNIST IDX files")
+    parser.add_argument(f"--{role}-dir", dest=f"{prefix}folders", action="append", default=[], metavar="DIR",
+                        help=f"{'your own' if dataset else 'held-out'} images: one sub-folder per class, named after "
+                             "it (in Fashion-MNIST's names '/' is written '-', e.g. T-shirt-top) or by its index; may "
+                             "be given more than once")
+    parser.add_argument(f"--{role}-list", dest=f"{prefix}lists", action="append", default=[], metavar="FILE",
+                        help=f"{'your own' if dataset else 'held-out'} images, one `PATH LABEL` line each (label: class name or index; a relative path "
                              "is relative to the list file); may be given more than once")
-    parser.add_argument("--no-fashion-mnist", dest="fashion_mnist", action="store_false",
-                        help=f"use only the --{role}-dir and --{role}-list images, not Fashion-MNIST")
+    if dataset:
+        parser.add_argument("--no-fashion-mnist", dest="fashion_mnist", action="store_false",
+                            help=f"use only the --{role}-dir and --{role}-list images, not Fashion-MNIST")
 
 
 def check_arguments(parser, args, role: str) -> None:
@@ -157,8 +187,9 @@ def check_arguments(parser, args, role: str) -> None:
         parser.error(f"--no-fashion-mnist needs --{role}-dir or --{role}-list with your own images")
 
 
-def _read_labelled(paths: list, labels: list, origin: str, location: str, max_pixels: int) -> LabelledImages:
-    files = read_images(paths, max_pixels)
+def _read_labelled(paths: list, labels: list, origin: str, location: str, max_pixels: int,
+                   spec: ModelSpec) -> LabelledImages:
+    files = read_images(paths, max_pixels, spec=spec)
     if not files.read.any():
         raise DatasetError(f"{location}: no usable images; {skipped_summary(files.unreadable, len(paths))}")
     kept = tuple(path for path, read in zip(paths, files.read) if read)
@@ -166,27 +197,27 @@ def _read_labelled(paths: list, labels: list, origin: str, location: str, max_pi
                           files.unreadable)
 
 
-def _label(text: str, where: str, hint: str = "") -> int:
+def _label(text: str, where: str, spec: ModelSpec, hint: str = "") -> int:
     try:
-        return class_index(text)
+        return class_index(text, spec.class_names)
     except ValueError as error:
         raise DatasetError(f"{visible(where)}: {error}{hint}") from None
 
 
-def _list_entry(text: str, where: str) -> tuple:
+def _list_entry(text: str, where: str, spec: ModelSpec) -> tuple:
     """`photos/a b.jpg Ankle boot` -> ("photos/a b.jpg", 9): the label is the last word, or the last words where
     together they name a class."""
-    for count in range(_LABEL_WORDS, 1, -1):
+    for count in range(max(len(name.split()) for name in spec.class_names), 1, -1):
         path, *words = text.rsplit(maxsplit=count)
         if len(words) == count:
             try:
-                return path, class_index(" ".join(words))
+                return path, class_index(" ".join(words), spec.class_names)
             except ValueError:
                 pass  # not a several-word class name: the label is the last word alone
     path, *words = text.rsplit(maxsplit=1)
     if not words:
         raise DatasetError(f"{visible(where)}: expected `PATH LABEL`, got {shortened(repr(text))}")
-    return path, _label(words[0], where)
+    return path, _label(words[0], where, spec)
 
 
 def _files_below(folder: str) -> list:

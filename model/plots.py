@@ -8,7 +8,7 @@ matplotlib.use("Agg")  # Files only: no screen is needed or assumed.
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from model.vocabulary import CLASS_NAMES, NUM_CLASSES  # noqa: E402
+from model.vocabulary import CLASS_NAMES  # noqa: E402
 
 
 def training_curves(history: dict, path: str) -> str:
@@ -27,24 +27,25 @@ def training_curves(history: dict, path: str) -> str:
     return _save(figure, path)
 
 
-def prediction_grid(images, labels, probabilities, path: str, rows: int = 5, columns: int = 3) -> str:
-    """The tutorials' grid: each image with 'predicted confidence% (true)' in blue when right, red when wrong,
-    and the ten-class probability bar chart beside it (predicted bar red, true bar blue)."""
+def prediction_grid(images, labels, probabilities, path: str, class_names: tuple = CLASS_NAMES, rows: int = 5,
+                    columns: int = 3) -> str:
+    """The tutorials' grid: each image (grey or colour) with 'predicted confidence% (true)' in blue when right, red
+    when wrong, and the probability bar chart over the classes beside it (predicted bar red, true bar blue)."""
     count = min(rows * columns, len(images))
     figure = plt.figure(figsize=(2 * 2 * columns, 2 * rows))
     for i in range(count):
         predicted = int(np.argmax(probabilities[i]))
         colour = "blue" if predicted == labels[i] else "red"
         image_axis = figure.add_subplot(rows, 2 * columns, 2 * i + 1)
-        image_axis.imshow(images[i], cmap=plt.cm.binary)
+        image_axis.imshow(images[i], cmap=plt.cm.binary if images[i].ndim == 2 else None)
         image_axis.set_xticks([])
         image_axis.set_yticks([])
         image_axis.set_xlabel(
-            f"{CLASS_NAMES[predicted]} {100 * np.max(probabilities[i]):2.0f}% ({CLASS_NAMES[labels[i]]})", color=colour)
+            f"{class_names[predicted]} {100 * np.max(probabilities[i]):2.0f}% ({class_names[labels[i]]})", color=colour)
         bar_axis = figure.add_subplot(rows, 2 * columns, 2 * i + 2)
-        bars = bar_axis.bar(range(NUM_CLASSES), probabilities[i], color="#777777")
+        bars = bar_axis.bar(range(len(class_names)), probabilities[i], color="#777777")
         bar_axis.set_ylim([0, 1])
-        bar_axis.set_xticks(range(NUM_CLASSES))
+        bar_axis.set_xticks(range(len(class_names)))
         bar_axis.set_yticks([])
         bars[predicted].set_color("red")
         bars[labels[i]].set_color("blue")
@@ -52,14 +53,14 @@ def prediction_grid(images, labels, probabilities, path: str, rows: int = 5, col
     return _save(figure, path)
 
 
-def confusion_matrix(matrix, path: str) -> str:
+def confusion_matrix(matrix, path: str, class_names: tuple = CLASS_NAMES) -> str:
     """Rows are true classes, columns predicted; each cell shows its count."""
     matrix = np.asarray(matrix)
     figure, axis = plt.subplots(figsize=(9, 8))
     shown = axis.imshow(matrix, cmap="Blues")
     figure.colorbar(shown, ax=axis)
-    axis.set_xticks(range(NUM_CLASSES), CLASS_NAMES, rotation=45, ha="right")
-    axis.set_yticks(range(NUM_CLASSES), CLASS_NAMES)
+    axis.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    axis.set_yticks(range(len(class_names)), class_names)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     threshold = matrix.max() / 2 if matrix.size else 0

@@ -1,8 +1,13 @@
-"""Trains a Fashion-MNIST classifier on the dataset and/or a user's own labelled images, resuming a killed run after
-its last finished epoch, then exports the best epoch with its model card.
+"""Trains a classifier on Fashion-MNIST and/or a user's own labelled images, resuming a killed run after its last
+finished epoch, then exports the best epoch with its model card.
 
     python -m model.train --architecture cnn --epochs 15 --export model/artifacts/fashion_cnn.keras
-    python -m model.train --train-dir my_photos --no-fashion-mnist --epochs 10 --export my_model.keras
+    python -m model.train --train-dir my_photos --no-fashion-mnist --input-shape 64x64x3 --export my_model.keras
+
+With Fashion-MNIST the model learns its ten classes from 28x28 grey images. Without it (--no-fashion-mnist), the
+classes are the class folders' names, sorted (--classes a,b,c names them and their order), unless every folder is
+named after a Fashion-MNIST class; a model of your own classes takes --input-shape (default 64x64x3) and reads
+pictures through the fit recipe (--resize, --fill).
 """
 
 import argparse
@@ -14,14 +19,15 @@ import sys
 
 import numpy as np
 
-from model import data, model_files, own_images
+from model import card_flags, card_spec, data, fit_preprocessing, model_checks, model_files, own_images
 from model.cli_types import positive_int
 from model.architectures import ARCHITECTURES, AUGMENTATIONS, HAS_DROPOUT
 from model.display import visible
-from model.vocabulary import NUM_CLASSES
 
 # The forward cost in a card is measured against this architecture: the default model of card version 1.
 REFERENCE_ARCHITECTURE = "cnn"
+# The input of a model of the user's own classes when --input-shape does not say.
+DEFAULT_OWN_INPUT_SHAPE = (64, 64, 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +47,17 @@ class TrainConfig:
     fashion_mnist: bool = True  # train on Fashion-MNIST's 60,000 images, before any of the user's own
     train_dirs: tuple = ()  # the user's class folders, absolute paths
     train_lists: tuple = ()  # the user's list files, absolute paths
+    # What the model learns to take and give, as its card will say (card_spec.ModelSpec): Fashion-MNIST's by default.
+    class_names: tuple = card_spec.FASHION_MNIST.class_names
+    input_shape: tuple = card_spec.FASHION_MNIST.input_shape
+    preprocessing: str = card_spec.FASHION_MNIST.preprocessing
+    preprocessing_version: int = card_spec.FASHION_MNIST.preprocessing_version
+    preprocessing_parameters: str = card_spec.FASHION_MNIST.parameters
+
+    def spec(self) -> card_spec.ModelSpec:
+        return card_spec.ModelSpec(class_names=tuple(self.class_names), input_shape=tuple(self.input_shape),
+                                   preprocessing=self.preprocessing, preprocessing_version=self.preprocessing_version,
+                                   parameters=self.preprocessing_parameters)
 
 
 def parse_args(argv):
@@ -65,6 +82,8 @@ def parse_args(argv):
     parser.add_argument("--dropout-rate", type=float, default=TrainConfig.dropout_rate,
                         help="dropout before and after the CNNs' dense layer (0 <= x < 1; default 0.3)")
     own_images.add_arguments(parser, "train")
+    card_flags.add_arguments(parser, input_shape=True)
+    own_images.add_arguments(parser, "eval", dataset=False)
     parser.add_argument("--run-dir", default=None, help="checkpoints, history and state (default runs/ARCHITECTURE)")
     parser.add_argument("--export", default=None, help="where to write the final .keras (default RUN_DIR/model.keras)")
     parser.add_argument("--verbose", default="auto", help="Keras progress output: auto, 0, 1 or 2")
@@ -81,14 +100,54 @@ def parse_args(argv):
     return args
 
 
-def config_from(args) -> TrainConfig:
-    """The TrainConfig the parsed flags ask for; the user's folders and lists by absolute path."""
+def training_spec(args) -> card_spec.ModelSpec:
+    """What the model will take and give: Fashion-MNIST's classes and 28x28 grey input, unless the flags or the class
+    folders name other classes, or --input-shape another input. Raises ValueError for flags that do not fit."""
+    fashion = card_spec.FASHION_MNIST
+    if args.classes is not None:
+        classes = card_flags.class_names(args.classes)
+    elif args.fashion_mnist or not args.folders:
+        classes = fashion.class_names
+    else:
+        found = own_images.folder_classes(args.folders)
+        classes = fashion.class_names if found and all(map(_names_fashion_class, found)) else found
+        if len(classes) == 1:
+            raise data.DatasetError(f"{visible(', '.join(args.folders))}: the class folders name one class "
+                                    f"({visible(found[0])}); a model needs two or more: add a folder of images for "
+                                    "each class")
+    shape = args.input_shape
+    if classes == fashion.class_names and shape in (None, fashion.input_shape):
+        if args.resize is not None or args.fill is not None:
+            raise ValueError("--resize and --fill set the fit recipe of a model of your own classes or input shape; "
+                             "Fashion-MNIST's 28x28 grey model has its own preprocessing")
+        return fashion
+    if args.fashion_mnist:
+        raise ValueError("with Fashion-MNIST the model learns its ten classes from 28x28 grey images; add "
+                         "--no-fashion-mnist to train your own classes or input shape")
+    model_checks.check_class_names(classes)
+    return card_spec.ModelSpec(class_names=tuple(classes), input_shape=shape or DEFAULT_OWN_INPUT_SHAPE,
+                               preprocessing=fit_preprocessing.NAME, preprocessing_version=fit_preprocessing.VERSION,
+                               parameters=card_spec.parameters_text(card_flags.fit_parameters(args)))
+
+
+def _names_fashion_class(folder_name: str) -> bool:
+    try:
+        card_spec.class_index(folder_name, card_spec.FASHION_MNIST.class_names)
+    except ValueError:
+        return False
+    return True
+
+
+def config_from(args, spec: card_spec.ModelSpec = card_spec.FASHION_MNIST) -> TrainConfig:
+    """The TrainConfig the parsed flags ask for, learning `spec`; the user's folders and lists by absolute path."""
     return TrainConfig(
         architecture=args.architecture, epochs=args.epochs, batch_size=args.batch_size,
         validation_split=args.validation_split, seed=args.seed, augment=args.augment, learning_rate=args.learning_rate,
         label_smoothing=args.label_smoothing, dropout_rate=args.dropout_rate, calibrate=args.calibrate,
         fashion_mnist=args.fashion_mnist, train_dirs=tuple(map(os.path.abspath, args.folders)),
-        train_lists=tuple(map(os.path.abspath, args.lists)),
+        train_lists=tuple(map(os.path.abspath, args.lists)), class_names=spec.class_names,
+        input_shape=spec.input_shape, preprocessing=spec.preprocessing,
+        preprocessing_version=spec.preprocessing_version, preprocessing_parameters=spec.parameters,
     )
 
 
@@ -141,9 +200,10 @@ def _build(config: TrainConfig, train_examples: int):
 
     from model import architectures
 
+    steps_per_epoch = -(-train_examples // config.batch_size)
     model = architectures.build(config.architecture, augment=config.augment, seed=config.seed,
-                                dropout_rate=config.dropout_rate)
-    steps = config.epochs * -(-train_examples // config.batch_size)
+                                dropout_rate=config.dropout_rate, spec=config.spec(), steps_per_epoch=steps_per_epoch)
+    steps = config.epochs * steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps)
     loss = (keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing) if config.label_smoothing
             else "sparse_categorical_crossentropy")
@@ -155,13 +215,13 @@ def _targets(config: TrainConfig):
     """Labels as the loss takes them: class indices, or one-hot rows when label smoothing needs them."""
     if not config.label_smoothing:
         return lambda labels: labels
-    return lambda labels: np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+    return lambda labels: np.eye(len(config.class_names), dtype=np.float32)[labels]
 
 
 def export(run_dir: str, export_path: str, config: TrainConfig, training_data: list, data_dir: str,
-           command: str) -> dict:
-    """Saves the run's best checkpoint with its model card: the data it learnt from and, when that includes
-    Fashion-MNIST, its metrics on the dataset's test split."""
+           command: str, test_data: list = ()) -> dict:
+    """Saves the run's best checkpoint with its model card: the data it learnt from and its metrics on test_data
+    (the user's held-out images) or, without them and when it learnt Fashion-MNIST, on the dataset's test split."""
     from model import calibration, checkpoints, evaluate
 
     state = checkpoints.read_state(run_dir)
@@ -177,39 +237,40 @@ def export(run_dir: str, export_path: str, config: TrainConfig, training_data: l
         temperature = calibration.fit_temperature(
             validation_set.labels, best.predict(validation_set.images, batch_size=1024, verbose=0))
         calibration.fold_temperature(best, temperature)
-    fields = {"name": f"fashion-mnist-{config.architecture}", "architecture": config.architecture,
-              "temperature": temperature,
+    spec = config.spec()
+    fashion = spec == card_spec.FASHION_MNIST
+    fields = {"name": f"{'fashion-mnist' if fashion else 'own'}-{config.architecture}",
+              "architecture": config.architecture, "temperature": temperature,
               "test_metrics": None, "best_validation_accuracy": state["best_value"],
               "epochs_trained": state["epochs_done"],
               "training_seconds": state.get("training_seconds"),  # committed epochs' time (None: older runs)
-              "forward_cost": measure_forward_cost(best)}
-    if config.fashion_mnist:
-        test_set = data.load_split("test", data_dir)
-        scores = evaluate.metrics(test_set.labels, best.predict(test_set.images, batch_size=1024, verbose=0))
-        fields["test_metrics"] = {"loss": round(scores["loss"], 6), "accuracy": round(scores["accuracy"], 6),
-                                  "ece": round(scores["ece"], 6), "examples": scores["examples"],
-                                  "per_class_accuracy": {name: round(values["recall"], 4)
-                                                         for name, values in scores["per_class"].items()}}
+              "forward_cost": measure_forward_cost(best, spec)}
+    if not test_data and config.fashion_mnist:
+        test_data = [data.load_split("test", data_dir)]
         fields["dataset_files"] = {name: data.file_sha256(os.path.join(data_dir, name))
                                    for pair in data.IDX_FILES.values() for name in pair}
-    fields["training_data"] = [data.describe(part) for part in training_data]
+    if test_data:
+        fields["test_metrics"] = evaluate.card_metrics(best, spec, test_data)
+        fields["test_data"] = [data.describe(part, spec.class_names) for part in test_data]
+    fields["training_data"] = [data.describe(part, spec.class_names) for part in training_data]
     fields["training_command"] = command
     fields["training_config"] = dataclasses.asdict(config)
-    return model_files.save(best, export_path, fields)
+    return model_files.save(best, export_path, fields, spec)
 
 
-def measure_forward_cost(model) -> dict:
+def measure_forward_cost(model, spec: card_spec.ModelSpec = card_spec.FASHION_MNIST) -> dict:
     """The model's cost per image as the scorer serves it, beside the version-1 default architecture's (`cnn`, freshly
-    built: the cost does not depend on the weights' values), timed interleaved in one process at export."""
+    built for the same input and classes: the cost does not depend on the weights' values), timed interleaved in one
+    process at export."""
     from model import architectures, forward
 
     repeat, calls = 5, 5
-    rates = forward.forward_cost({"model": model, "reference": architectures.build(REFERENCE_ARCHITECTURE)},
-                                 repeat, calls)
+    reference = architectures.build(REFERENCE_ARCHITECTURE, spec=spec)
+    rates = forward.forward_cost({"model": model, "reference": reference}, repeat, calls, spec=spec)
     return {"images_per_second": round(rates["model"]), "reference_architecture": REFERENCE_ARCHITECTURE,
             "reference_images_per_second": round(rates["reference"]),
             "relative_cost": round(rates["reference"] / rates["model"], 3),
-            "rows_per_call": forward.MODEL_CALL_ROWS, "cpus": len(os.sched_getaffinity(0)),
+            "rows_per_call": spec.model_call_rows, "cpus": len(os.sched_getaffinity(0)),
             "measured": f"at export, batch normalisation folded; median of {repeat} interleaved timings of {calls} "
                         "calls (bench/model_quality.py compares trained models more closely)"}
 
@@ -217,23 +278,31 @@ def measure_forward_cost(model) -> dict:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    config = config_from(args)
-    run_dir = args.run_dir or os.path.join("runs", config.architecture)
+    run_dir = args.run_dir or os.path.join("runs", args.architecture)
     export_path = args.export or os.path.join(run_dir, "model.keras")
     try:
+        spec = training_spec(args)
+        config = config_from(args, spec)
+        if spec != card_spec.FASHION_MNIST:
+            print(f"learning {spec.num_classes} classes ({visible(', '.join(spec.class_names))}) from "
+                  f"{'x'.join(map(str, spec.input_shape))} inputs made by the {spec.recipe} recipe "
+                  f"({spec.recipe_parameters['resize']})")
         training_data = own_images.load_sources("train", args.data_dir, config.fashion_mnist, config.train_dirs,
-                                                config.train_lists)
-        own_images.report_skipped(training_data)
+                                                config.train_lists, spec=spec)
+        test_data = own_images.load_sources("test", args.data_dir, False, args.eval_folders, args.eval_lists,
+                                            spec=spec) if args.eval_folders or args.eval_lists else []
+        own_images.report_skipped(training_data + test_data)
         state = train(config, training_data, run_dir, args.verbose)
         card = export(run_dir, export_path, config, training_data, args.data_dir,
-                      "python -m model.train " + shlex.join(argv))
+                      "python -m model.train " + shlex.join(argv), test_data)
     except (data.DatasetError, model_files.ModelFileError, ValueError) as error:
         print(f"error: {visible(str(error))}", file=sys.stderr)
         return 2
     _write_curves(run_dir, state)
     if card["test_metrics"] is None:
-        print("the card has no test metrics without Fashion-MNIST's test split; measure the model on test images of "
-              f"your own: python -m model.evaluate --model {export_path} --no-fashion-mnist --eval-dir DIR")
+        print("the card has no test metrics without Fashion-MNIST's test split or --eval-dir; measure the model on "
+              f"test images of your own: python -m model.evaluate --model {export_path} --no-fashion-mnist "
+              "--eval-dir DIR")
     print(json.dumps({"model": export_path, "test_metrics": card["test_metrics"], "epochs": state["epochs_done"]}))
     return 0
 

@@ -34,20 +34,3 @@ RECORD_KEY_RAW_PIXELS = "image/raw"  # 784 bytes (or integers 0-255) of 28x28 gr
 RECORD_KEY_FILENAME = "image/filename"
 RECORD_KEY_LABEL = "image/class/label"
 
-
-def class_index(name_or_index: str) -> int:
-    """Returns the label index for a class name ("Ankle boot"), a folder-safe name ("ankle_boot") or an index ("9")."""
-    text = name_or_index.strip()
-    if text.isdigit() and int(text) < NUM_CLASSES:
-        return int(text)
-    wanted = _folded(text)
-    for index, name in enumerate(CLASS_NAMES):
-        if _folded(name) == wanted:
-            return index
-    raise ValueError(
-        f"unknown class {name_or_index!r}: use an index 0-{NUM_CLASSES - 1} or one of {', '.join(CLASS_NAMES)}"
-    )
-
-
-def _folded(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch.isalnum())

@@ -91,3 +91,42 @@ def large_catalogue_photo(item: np.ndarray, index: int, tint=CATALOGUE_TINT) -> 
     photo = Image.new("RGB", LARGE_PHOTO_SIZE, WHITE)
     photo.paste(large, (left, top))
     return photo
+
+
+SHAPES = ("circle", "square", "triangle")
+
+
+def shape_picture(shape: str, rng: np.random.Generator) -> Image.Image:
+    """A colour picture of one shape (circle, square or triangle): random size of picture and shape, position, colours
+    and a little noise, so that only the shape tells the class."""
+    from PIL import ImageDraw
+
+    size = int(rng.integers(56, 121))
+    background = tuple(int(v) for v in rng.integers(0, 256, 3))
+    colour = tuple((b + int(rng.integers(80, 176))) % 256 for b in background)  # far from the background
+    noise = rng.normal(0, 6, (size, size, 3))
+    picture = Image.fromarray(np.clip(np.full((size, size, 3), background) + noise, 0, 255).astype(np.uint8))
+    edge = size * rng.uniform(0.45, 0.8)
+    left, top = (rng.uniform(0.05 * size, size - edge - 0.05 * size) for _ in range(2))
+    box = (left, top, left + edge, top + edge)
+    draw = ImageDraw.Draw(picture)
+    if shape == "circle":
+        draw.ellipse(box, fill=colour)
+    elif shape == "square":
+        draw.rectangle(box, fill=colour)
+    else:
+        draw.polygon([(left + edge / 2, top), (left, top + edge), (left + edge, top + edge)], fill=colour)
+    return picture
+
+
+def write_shapes(folder: str, per_class: int, seed: int) -> list:
+    """A labelled folder of shape pictures: one sub-folder per shape, alternately JPEG and PNG; returns the paths."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for shape in SHAPES:
+        os.makedirs(os.path.join(folder, shape), exist_ok=True)
+        for index in range(per_class):
+            path = os.path.join(folder, shape, f"{shape}-{index:03d}" + (".jpg" if index % 2 else ".png"))
+            shape_picture(shape, rng).save(path, quality=90)
+            paths.append(path)
+    return paths

@@ -109,10 +109,15 @@ def _error_line(capsys) -> str:
     return err.rstrip("\n")
 
 
-def test_unknown_class_folder_is_an_error(tmp_path, capsys):
+def test_unknown_class_folder_is_an_error_with_fashion_mnist(small_data_dir, tmp_path, capsys):
+    """With Fashion-MNIST's images the folders must name its classes; without them, a folder of another class is one
+    of the user's own classes, and one class alone is not a model."""
     (tmp_path / "own" / "Spaceship").mkdir(parents=True)
     (tmp_path / "own" / "Spaceship" / "x.png").write_bytes(samples.png_bytes(np.zeros((28, 28), np.uint8)))
     assert train.main(_train_arguments(tmp_path, "--no-fashion-mnist", "--train-dir", str(tmp_path / "own"))) == 2
+    assert _error_line(capsys) == (f"error: {tmp_path / 'own'}: the class folders name one class (Spaceship); a model "
+                                   "needs two or more: add a folder of images for each class")
+    assert train.main(_train_arguments(tmp_path, "--train-dir", str(tmp_path / "own"), data_dir=small_data_dir)) == 2
     assert _error_line(capsys) == (
         f"error: {tmp_path / 'own' / 'Spaceship'}: unknown class 'Spaceship': use an index 0-9 or one of "
         f"{', '.join(CLASS_NAMES)} (in a folder name, write '/' as '-': T-shirt-top)")

@@ -167,6 +167,30 @@ def _card_command(tmp_path, *arguments):
                           text=True, timeout=300)
 
 
+def test_model_card_with_eval_dir_measures_the_model_on_labelled_pictures(test_split, tmp_path, capsys):
+    path = str(tmp_path / "furniture.keras")
+    model = _plain_keras_model(path)
+    photos = _photos(test_split, str(tmp_path / "photos"))
+    held_out, labels = tmp_path / "held-out", []
+    for index, photo in enumerate(photos):  # filed under a class by index: what the model says is its own business
+        label = index % len(CLASSES)
+        os.makedirs(held_out / CLASSES[label], exist_ok=True)
+        os.replace(photo, held_out / CLASSES[label] / os.path.basename(photo))
+        labels.append(label)
+    assert card.main([path, "--classes", ",".join(CLASSES), "--input-range", "unit", "--outputs", "logits",
+                      "--eval-dir", str(held_out), "--repeat", "1"]) == card.EXIT_OK
+    assert capsys.readouterr().out.endswith(" held-out pictures\n")
+    loaded = model_files.load(path)
+    files = sorted(os.path.join(folder, name) for folder, _, names in os.walk(held_out) for name in names)
+    truth = np.array([CLASSES.index(os.path.basename(os.path.dirname(file))) for file in files])
+    predicted = _expected(model, loaded.spec, files).argmax(axis=1)
+    metrics = loaded.card["test_metrics"]
+    assert metrics["examples"] == len(photos) and list(metrics["per_class_accuracy"]) == list(CLASSES)
+    assert metrics["accuracy"] == round(float(np.mean(predicted == truth)), 6)
+    assert metrics["per_class_accuracy"]["chair"] == round(float(np.mean(predicted[truth == 1] == 1)), 4)
+    assert loaded.card["test_data"][0]["per_class"] == dict.fromkeys(CLASSES, len(photos) // len(CLASSES))
+
+
 def test_model_card_refuses_what_does_not_fit_in_one_line_exit_2(tmp_path):
     path = str(tmp_path / "m.keras")
     _plain_keras_model(path)
