@@ -10,7 +10,7 @@ setup(
     version="0.1.0",
     description="Batch image scoring on Apache Beam with a Fashion-MNIST Keras classifier",
     python_requires=">=3.11,<3.13",  # Keras 3.14, the safe floor below, needs Python 3.11
-    packages=["model", "pipeline"],
+    packages=["model", "pipeline", "pipeline.outputs", "pipeline.reading", "pipeline.report", "pipeline.scoring"],
     package_data={"model": ["artifacts/*.keras", "artifacts/*.json"]},
     include_package_data=True,
     # Tested ranges; constraints.txt pins the exact versions the tests ran with.

@@ -317,7 +317,7 @@ def scale(args) -> None:
     import json
 
     from model import model_files
-    from pipeline import listing
+    from pipeline.reading import listing
 
     count, nights, new, year = args.scale_files, args.scale_nights, args.scale_new, args.scale_year_nights
     folder = datasets.linked_pngs(count, args.cache)

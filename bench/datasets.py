@@ -135,8 +135,8 @@ def history(folder: str, output: str, nights: int, new: int, version: str, sprea
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline import fingerprints
-    from pipeline.errors import ERRORS_SCHEMA
+    from pipeline.outputs import fingerprints
+    from pipeline.outputs.errors import ERRORS_SCHEMA
 
     paths = sorted(glob.glob(os.path.join(folder, "**", "*.png"), recursive=True))
     old = paths[: len(paths) - new]

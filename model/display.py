@@ -4,7 +4,7 @@ name is shortened in the middle.
 
 A file name is the attacker's text: ESC and OSC sequences retitle or recolour a terminal, a newline fakes an output
 line, a right-to-left override makes `rtl\u202egnp.exe` read as `rtlexe.png`. Showing such characters as `\\u202e`
-makes the name read as what it is. Escaping for HTML is the page's job (pipeline.report_page); this module never
+makes the name read as what it is. Escaping for HTML is the page's job (pipeline.report.page); this module never
 drops a character, it only makes it visible.
 """
 

@@ -44,7 +44,7 @@ def compiled_forward(model, spec: ModelSpec = FASHION_MNIST):
 
     # autograph=False: a plain model call has no Python control flow to convert, and converting it writes an
     # __autograph_generated_file*.py into the temporary folder that only TensorFlow's exit handler removes, which a
-    # worker that leaves quickly (pipeline.worker_process, pipeline.score.main) never runs.
+    # worker that leaves quickly (pipeline.scoring.worker_process, pipeline.score.main) never runs.
     forward = tf.function(call, autograph=False,
                           input_signature=[tf.TensorSpec((rows,) + spec.pixel_shape, tf.uint8)])
     return lambda block: forward(block).numpy()

@@ -1,5 +1,5 @@
-"""Defines the scoring graph: inputs matched (pipeline.matching) -> read and decoded into blocks, scored by
-RunInference (pipeline.inference) -> scores/, errors/, _inputs/ (fingerprints), _sheet.parquet (the report's
+"""Defines the scoring graph: inputs matched (pipeline.reading.matching) -> read and decoded into blocks, scored by
+RunInference (pipeline.scoring.inference) -> scores/, errors/, _inputs/ (fingerprints), _sheet.parquet (the report's
 contact sheet) and the run's counts, in one folder.
 
     with beam.Pipeline(options=...) as pipeline:
@@ -10,9 +10,12 @@ import apache_beam as beam
 
 from model import card_spec
 
-from pipeline import counts, errors, fingerprints, matching, options, scores_output, sheet, sources, tfrecords
-from pipeline.inference import ScoreImages
-from pipeline.model_handler import KerasModelHandler
+from pipeline import options
+from pipeline.outputs import counts, errors, fingerprints, scores_output
+from pipeline.reading import matching, sources, tfrecords
+from pipeline.report import sheet
+from pipeline.scoring.inference import ScoreImages
+from pipeline.scoring.model_handler import KerasModelHandler
 
 
 def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, version: str, folder: str) -> None:

@@ -8,9 +8,9 @@ from model import preprocessing
 from model.cli_types import count_or_auto, positive_int, probability, seconds
 from model.model_files import DEFAULT_MODEL_PATH
 from model.vocabulary import RECORD_KEY_FILENAME, RECORD_KEY_IMAGE, RECORD_KEY_RAW_PIXELS
-from pipeline import object_reads
-from pipeline.sources import DEFAULT_MAX_FILE_BYTES
-from pipeline.tfrecords import COMPRESSIONS
+from pipeline.reading import object_reads
+from pipeline.reading.sources import DEFAULT_MAX_FILE_BYTES
+from pipeline.reading.tfrecords import COMPRESSIONS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,8 @@ import os
 from apache_beam.io.filesystems import FileSystems
 
 from model import card_spec, model_files
-from pipeline import globs, listing, served_model
+from pipeline.reading import globs, listing
+from pipeline.scoring import served_model
 
 class PreflightError(ValueError):
     """A mistake in the run's flags or files; the message says what to change."""

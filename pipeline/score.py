@@ -21,8 +21,8 @@ from apache_beam.io.filesystems import FileSystems  # noqa: E402
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions  # noqa: E402
 
 from model import model_files  # noqa: E402
-from pipeline import (counts, graph, housekeeping, options, partitions, preflight, progress, publish,  # noqa: E402
-                      store_watch, timeline)
+from pipeline import graph, options, preflight, progress, store_watch, timeline  # noqa: E402
+from pipeline.outputs import counts, housekeeping, partitions, publish  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_ERROR_RATE, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 

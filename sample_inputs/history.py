@@ -16,7 +16,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from model.vocabulary import CLASS_NAMES  # noqa: E402
-from pipeline import partitions  # noqa: E402
+from pipeline.outputs import partitions  # noqa: E402
 
 
 def write_history(output: str, nights: int, until: datetime.date, seed: int, per_night: int = 1000,

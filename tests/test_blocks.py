@@ -7,8 +7,8 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from model.card_spec import FASHION_MNIST
-from pipeline import blocks
-from pipeline.blocks import BLOCK_ROWS, DecodeBlocks
+from pipeline.scoring import blocks
+from pipeline.scoring.blocks import BLOCK_ROWS, DecodeBlocks
 from tests import samples
 from tests.helpers import local_pipeline
 

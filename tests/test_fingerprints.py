@@ -9,8 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import fingerprints, matching
-from pipeline.errors import ERRORS_SCHEMA
+from pipeline.outputs import fingerprints
+from pipeline.reading import matching
+from pipeline.outputs.errors import ERRORS_SCHEMA
 
 
 def _reference(partitions: dict, run_date: str, version: str) -> set:

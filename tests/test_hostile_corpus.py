@@ -17,7 +17,8 @@ import pytest
 from PIL import Image, features
 
 from model.vocabulary import RECORD_KEY_RAW_PIXELS
-from pipeline import score, tfrecords
+from pipeline import score
+from pipeline.reading import tfrecords
 from tests import samples
 from tests.helpers import partition, read_rows
 
@@ -156,7 +157,7 @@ def _issue_19_cases(root: str, png: bytes) -> dict:
     """Issue 19's inputs, all in the same folder: two names one key apart before (a Latin-1 byte and its spelling
     with a backslash), links to a private file and to /etc/passwd, names that lie when shown, a TFRecord whose keys
     name private files, and crafted models; {key: expected}."""
-    from pipeline.listing import key_for
+    from pipeline.reading.listing import key_for
 
     expected = {}
     for name in (b"caf\xe9.png", b"caf\\xe9.png", *(name.encode() for name in LYING_NAMES)):

@@ -19,7 +19,7 @@ from apache_beam.io.localfilesystem import LocalFileSystem
 
 from model import model_files, own_images, predict
 from model.vocabulary import IMAGE_SHAPE, NUM_CLASSES
-from pipeline import served_model
+from pipeline.scoring import served_model
 from tests import samples
 from tests.helpers import REPO_ROOT, SAMPLE_INPUTS
 

@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 
-from pipeline import housekeeping, score
+from pipeline import score
+from pipeline.outputs import housekeeping
 from tests.helpers import REPO_ROOT, SAMPLE_INPUTS
 
 
@@ -48,7 +49,7 @@ def test_a_killed_runs_staging_is_cleared_once_its_date_is_free(tmp_path):
 
 _HOLD_LOCK = textwrap.dedent("""
     import sys, time
-    from pipeline import housekeeping
+    from pipeline.outputs import housekeeping
     with housekeeping.date_lock(sys.argv[1], "2026-11-20"):
         print("held", flush=True)
         time.sleep(60)
@@ -97,7 +98,8 @@ def test_a_report_lost_to_a_full_disk_is_not_advised_to_be_rebuilt_for_a_partiti
         tiny_model_path, tmp_path, capsys, monkeypatch):
     import errno
 
-    from pipeline import publish, report
+    from pipeline import report
+    from pipeline.outputs import publish
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

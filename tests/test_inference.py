@@ -13,11 +13,11 @@ from model import model_files
 from model.card_spec import FASHION_MNIST
 from model.forward import MODEL_CALL_ROWS, compiled_forward
 from model.vocabulary import CLASS_NAMES
-from pipeline import counts, scores_output
-from pipeline.model_handler import KerasModelHandler, predict_isolating_failures
-from pipeline.inference import ScoreImages
+from pipeline.outputs import counts, scores_output
+from pipeline.scoring.model_handler import KerasModelHandler, predict_isolating_failures
+from pipeline.scoring.inference import ScoreImages
 from model.forward import predict_fixed_rows
-from pipeline.served_model import ServedModel
+from pipeline.scoring.served_model import ServedModel
 from tests import samples
 from tests.helpers import local_pipeline
 
@@ -106,7 +106,7 @@ def test_score_images_keeps_every_good_neighbour_of_a_bad_record(tiny_model_path
 def test_rows_follow_the_output_contract(tiny_model_path, test_split):
     loaded = model_files.load(tiny_model_path)
     probabilities = predict_fixed_rows(loaded.model.predict_on_batch, test_split.images[:5], MODEL_CALL_ROWS)
-    from pipeline.model_handler import ScoredBlock
+    from pipeline.scoring.model_handler import ScoredBlock
 
     table = scores_output.to_table(ScoredBlock([f"k{i}" for i in range(5)], probabilities, []),
                                    scores_output.scores_schema(loaded.card), loaded.version,

@@ -10,7 +10,7 @@ from apache_beam.io.filesystem import FileMetadata, MatchResult
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.pvalue import TaggedOutput
 
-from pipeline import listing, matching
+from pipeline.reading import listing, matching
 from tests import samples
 from tests.helpers import too_long_to_list
 

@@ -111,8 +111,8 @@ def _plant_partition(out, date, version, files, started, finished):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline import fingerprints
-    from pipeline.errors import ERRORS_SCHEMA
+    from pipeline.outputs import fingerprints
+    from pipeline.outputs.errors import ERRORS_SCHEMA
 
     folder = out / f"dt={date}"
     (folder / "_inputs").mkdir(parents=True)

@@ -194,7 +194,7 @@ def test_an_object_deleted_between_listing_and_reading_is_one_error_row(store, t
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline import listing, sources
+    from pipeline.reading import listing, sources
 
     FileSystems.set_options(PipelineOptions(store.flags))
     _upload_pngs(store, "vanishing/", test_split.images[:3], ["a.png", "b.png", "c.png"])

@@ -71,7 +71,9 @@ def _entry_point_targets(sdist: tarfile.TarFile) -> dict:
 def _assert_target_defined(sdist: tarfile.TarFile, target: str) -> None:
     """`package.module:function` must name a module in the sdist that defines that function."""
     module, function = target.split(":")
-    source = sdist.extractfile(PREFIX + module.replace(".", "/") + ".py").read().decode()
+    path = PREFIX + module.replace(".", "/")
+    names = sdist.getnames()
+    source = sdist.extractfile(path + ".py" if path + ".py" in names else path + "/__init__.py").read().decode()
     assert f"def {function}(" in source, target
 
 

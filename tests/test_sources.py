@@ -7,8 +7,8 @@ import time
 
 from apache_beam.io.localfilesystem import LocalFileSystem
 
-from pipeline import sources
-from pipeline.errors import error_row
+from pipeline.reading import sources
+from pipeline.outputs.errors import error_row
 from tests import samples
 
 

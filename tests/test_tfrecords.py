@@ -12,7 +12,8 @@ import pytest
 from model import preprocessing
 from model.card_spec import FASHION_MNIST
 from model.vocabulary import RECORD_KEY_RAW_PIXELS
-from pipeline import blocks, tfrecords
+from pipeline.reading import tfrecords
+from pipeline.scoring import blocks
 from tests import samples
 from tests.helpers import SAMPLE_INPUTS
 

@@ -10,10 +10,11 @@ from typing import Optional, Sequence
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
-from pipeline import sheet, timeline
-from pipeline.blocks import Block
-from pipeline.errors import error_row
-from pipeline.served_model import ServedModel, load_served_model, thread_settings
+from pipeline import timeline
+from pipeline.report import sheet
+from pipeline.scoring.blocks import Block
+from pipeline.outputs.errors import error_row
+from pipeline.scoring.served_model import ServedModel, load_served_model, thread_settings
 
 
 @dataclasses.dataclass
@@ -23,7 +24,8 @@ class ScoredBlock:
     keys: list
     probabilities: np.ndarray  # float32 (len(keys), the model's number of classes)
     errors: list  # the block's read and decode errors, then the records the model failed on
-    sheet: list = dataclasses.field(default_factory=list)  # the block's contact-sheet candidates (pipeline.sheet)
+    # The block's contact-sheet candidates (pipeline.report.sheet).
+    sheet: list = dataclasses.field(default_factory=list)
 
 
 class KerasModelHandler(ModelHandler):

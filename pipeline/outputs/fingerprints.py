@@ -9,8 +9,8 @@ so its `_inputs` is an index of everything its inputs held that is scored. A lat
 index and, for files it does not hold, only the partitions finished after it began; older partitions are never read.
 A carried fingerprint counts while the run it names is still a complete partition of another date.
 
-Fingerprints match by key (pipeline.listing.key_for). Since keys write a backslash as `\\\\` (so that a key names one
-file only), a file whose name holds a backslash has another key than partitions written before that change gave it:
+Fingerprints match by key (pipeline.reading.listing.key_for). Since keys write a backslash as `\\\\` (so that a key
+names one file only), a file whose name holds a backslash has another key than partitions written before that change gave it:
 --skip_scored does not find it in them, and scores it once more.
 
 Earlier partitions are never loaded whole. Fingerprints are written sorted by key, one batch to a Parquet row group,
@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import errors, partitions
+from pipeline.outputs import errors, partitions
 
 FOLDER = "_inputs"  # in a partition, beside scores/ and errors/
 SCHEMA = pa.schema(

@@ -1,8 +1,8 @@
 """Defines the run report, report.html in every published partition: the run, tonight's class mix against the
 previous nights (with a flag when a class's share moves beyond what they make usual), confidence, the least
 confident images as a contact sheet, and the failures. It reads the partition's Parquet, the earlier partitions'
-manifests and the contact sheet the run kept (pipeline.sheet: at most --images pictures, read back from where the
-run read them by pipeline.report_pictures, never from a key); pipeline.report_page renders it.
+manifests and the contact sheet the run kept (pipeline.report.sheet: at most --images pictures, read back from where the
+run read them by pipeline.report.pictures, never from a key); pipeline.report.page renders it.
 
     python -m pipeline.report OUTPUT/dt=YYYY-MM-DD [--history 14] [--images 24] [--to FILE]
 
@@ -20,7 +20,9 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from model import card_spec
-from pipeline import errors, options, partitions, report_page, report_pictures, scores_output, sheet
+from pipeline import options
+from pipeline.outputs import errors, partitions, scores_output
+from pipeline.report import page, pictures, sheet
 
 REPORT = "report.html"  # in a partition, written before _SUCCESS
 DEFAULT_HISTORY, DEFAULT_IMAGES = 14, sheet.SHEET_IMAGES
@@ -68,15 +70,15 @@ def build(folder: str, manifest: dict, output: str, run_date: str, history: int 
     counts = manifest["counts"]
     subtitle = (f"{run_date} · {counts['scored']:,} images scored · model {manifest['model']['version']} · "
                 f"run {manifest['run_id']}")
-    return report_page.page(f"Scoring report, {run_date}", subtitle, sections)
+    return page.page(f"Scoring report, {run_date}", subtitle, sections)
 
 
 def write(folder: str, manifest: dict, output: str, run_date: str, to: str = None, **options) -> str:
     """Writes the report (into `folder` unless `to` names a file); returns where."""
     path = to or FileSystems.join(folder, REPORT)
-    page = build(folder, manifest, output, run_date, **options).encode()  # first: a failed build writes nothing
+    html = build(folder, manifest, output, run_date, **options).encode()  # first: a failed build writes nothing
     with FileSystems.create(path) as stream:
-        stream.write(page)
+        stream.write(html)
     return path
 
 
@@ -108,15 +110,15 @@ def _run_section(manifest: dict) -> str:
     if counts["skipped_by_reason"]:
         facts.append(("skipped", ", ".join(f"{amount:,} {reason}"
                                            for reason, amount in sorted(counts["skipped_by_reason"].items()))))
-    return (f"<p><span class='status {css}'>{report_page.esc(words)}</span></p>"
-            + report_page.tiles([(f"{counts['scored']:,}", "scored", ""), (f"{counts['failed']:,}", "failed",
+    return (f"<p><span class='status {css}'>{page.esc(words)}</span></p>"
+            + page.tiles([(f"{counts['scored']:,}", "scored", ""), (f"{counts['failed']:,}", "failed",
                                                                               "bad" if counts["failed"] else ""),
                                  (f"{counts['skipped']:,}", "skipped", ""), (f"{counts['matched']:,}", "matched", ""),
                                  (f"{manifest['error_rate']:.2%}",
                                   f"error rate (limit {manifest['max_error_rate']:.0%})", rate_css),
                                  (f"{manifest['seconds']:,.1f} s", "duration", ""),
                                  (f"{manifest['images_per_second']:,.0f}", "images a second", "")])
-            + report_page.table(["", ""], facts))
+            + page.table(["", ""], facts))
 
 
 def _mix_section(manifest: dict, nights: list, history: int) -> str:
@@ -133,14 +135,14 @@ def _mix_section(manifest: dict, nights: list, history: int) -> str:
         usual_text = f"usual {usual[0]:.1%} – {usual[1]:.1%}" if usual else "no usual range yet"
         flag = (f"<div class=flagline>{'more' if tonight > usual[1] else 'fewer'} than usual</div>" if outside
                 else "")
-        panels.append(f"<div class='panel{' flag' if outside else ''}'><div class=name>{report_page.esc(name)}</div>"
+        panels.append(f"<div class='panel{' flag' if outside else ''}'><div class=name>{page.esc(name)}</div>"
                       f"<div class=value>tonight {tonight:.1%} ({counts['per_class'][name]:,}) · {usual_text}</div>"
-                      f"{report_page.share_chart(shares, tonight, usual)}{flag}</div>")
+                      f"{page.share_chart(shares, tonight, usual)}{flag}</div>")
     if len(nights) < MIN_NIGHTS:
         verdict = (f"<p class=note>{len(nights)} earlier night(s) found; flags need at least {MIN_NIGHTS}. The "
                    "charts fill in as nights are scored.</p>")
     elif flagged:
-        verdict = (f"<p class=bad><b>Flagged: {report_page.esc(', '.join(flagged))}</b> — tonight's share lies "
+        verdict = (f"<p class=bad><b>Flagged: {page.esc(', '.join(flagged))}</b> — tonight's share lies "
                    "outside what the previous nights make usual.</p>")
     else:
         verdict = "<p class=ok>Every class's share is within its usual range.</p>"
@@ -161,27 +163,27 @@ def _confidence_section(manifest: dict, nights: list, labels: np.ndarray, confid
     usual = band(shares, counts["scored"])
     outside = usual is not None and tonight > usual[1]  # fewer doubtful predictions than usual is no alarm
     usual_text = f"usual {usual[0]:.1%} – {usual[1]:.1%}" if usual else "no usual range yet"
-    head = (report_page.tiles([(f"{tonight:.1%}", f"below {threshold:.0%} confidence tonight ({usual_text})",
+    head = (page.tiles([(f"{tonight:.1%}", f"below {threshold:.0%} confidence tonight ({usual_text})",
                                 "bad" if outside else ""),
                                (f"{float(np.median(confidence)) if len(confidence) else 0:.1%}",
                                 "median confidence", "")])
             + f"<div class='panel{' flag' if outside else ''}' style='max-width:260px'><div class=value>share below "
-              f"{threshold:.0%}, previous nights and tonight</div>{report_page.share_chart(shares, tonight, usual)}"
+              f"{threshold:.0%}, previous nights and tonight</div>{page.share_chart(shares, tonight, usual)}"
               "</div>")
     panels = []
     edges = np.linspace(0.0, 1.0, BINS + 1)
     for index, name in enumerate(class_names):
         mine = confidence[labels == index]
         histogram = np.histogram(mine, bins=edges)[0].tolist()
-        panels.append(f"<div class=panel><div class=name>{report_page.esc(name)}</div><div class=value>"
+        panels.append(f"<div class=panel><div class=name>{page.esc(name)}</div><div class=value>"
                       f"{len(mine):,} predicted · {int((mine < threshold).sum()):,} below {threshold:.0%}</div>"
-                      f"{report_page.histogram(histogram, marker=threshold)}</div>")
+                      f"{page.histogram(histogram, marker=threshold)}</div>")
     return (head + "<p class=note>Confidence (the top probability) per predicted class; the dashed line is "
             f"--low_confidence {threshold}.</p><div class=grid>" + "".join(panels) + "</div>")
 
 
 def _sheet_section(folder: str, count: int, spec: card_spec.ModelSpec) -> tuple:
-    """(heading, HTML) of the least confident predictions, from the candidates the run kept (pipeline.sheet)."""
+    """(heading, HTML) of the least confident predictions, from the candidates the run kept (pipeline.report.sheet)."""
     try:
         rows = partitions.read_table(FileSystems.join(folder, sheet.FILE)).to_pylist()
     except Exception:  # noqa: BLE001 - a partition written before the run kept candidates
@@ -192,14 +194,14 @@ def _sheet_section(folder: str, count: int, spec: card_spec.ModelSpec) -> tuple:
         return "The least confident predictions", "<p class=note>Nothing was scored.</p>"
     cards = []
     for row in rows:
-        seen, original = report_pictures.pictures(row, spec)
+        seen, original = pictures.pictures(row, spec)
         label = spec.class_names[row["label_index"]]
-        cards.append(f"<div class=card><div class=pics>{seen}{original}</div>{report_page.key_text(row['key'])}"
-                     f"<div class=pred>{report_page.esc(label)} · {row['confidence']:.1%}</div>"
-                     f"{report_page.probability_bars(row['probabilities'], spec.class_names)}</div>")
+        cards.append(f"<div class=card><div class=pics>{seen}{original}</div>{page.key_text(row['key'])}"
+                     f"<div class=pred>{page.esc(label)} · {row['confidence']:.1%}</div>"
+                     f"{page.probability_bars(row['probabilities'], spec.class_names)}</div>")
     height, width, _ = spec.input_shape
-    bars = (f"the {spec.num_classes} probabilities" if spec.num_classes <= report_page.MAX_BARS
-            else f"the {report_page.MAX_BARS} largest of the {spec.num_classes} probabilities")
+    bars = (f"the {spec.num_classes} probabilities" if spec.num_classes <= page.MAX_BARS
+            else f"the {page.MAX_BARS} largest of the {spec.num_classes} probabilities")
     note = (f"<p class=note>Left: the image as the model saw it ({height} × {width}, scaled); right: the original, "
             f"read back from where the run read it. The bars are {bars}, the predicted class in blue.</p>")
     return f"The {len(rows)} least confident predictions", note + "<div class=sheet>" + "".join(cards) + "</div>"
@@ -218,10 +220,10 @@ def _failures_section(folder: str, manifest: dict) -> str:
             found[1].append(key)
     ordered = sorted(examples.items(), key=lambda item: -item[1][0])
     table = [(stage, error_type, f"{amount:,}") for (stage, error_type), (amount, _) in ordered]
-    shown = ["".join(report_page.key_text(key, "example") for key in sorted(keys)) for _, (_, keys) in ordered]
+    shown = ["".join(page.key_text(key, "example") for key in sorted(keys)) for _, (_, keys) in ordered]
     by_stage = ", ".join(f"{amount:,} at {stage}" for stage, amount in sorted(counts["failed_by_stage"].items()))
     return (f"<p>{counts['failed']:,} inputs failed ({by_stage}); every one is a row in errors/ with its reason.</p>"
-            + report_page.table(["stage", "type", "count", f"examples (up to {EXAMPLES})"], table, numeric={2},
+            + page.table(["stage", "type", "count", f"examples (up to {EXAMPLES})"], table, numeric={2},
                                 html_column=shown))
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 
 from model import card_spec
-from pipeline import partitions
-from pipeline.model_handler import ScoredBlock
+from pipeline.outputs import partitions
+from pipeline.scoring.model_handler import ScoredBlock
 
 FOLDER = "scores"  # in a partition
 

@@ -19,8 +19,10 @@ from apache_beam.transforms.window import GlobalWindows
 from model import preprocessing, recipes
 from model.card_spec import ModelSpec
 from model.forward import MODEL_CALL_ROWS
-from pipeline import object_reads, timeline, worker_process
-from pipeline.errors import error_row
+from pipeline import timeline
+from pipeline.reading import object_reads
+from pipeline.scoring import worker_process
+from pipeline.outputs.errors import error_row
 
 # A block is exactly one model call (spec.model_call_rows), so only the last block of a bundle is padded; this is
 # Fashion-MNIST's.
@@ -36,8 +38,8 @@ class Block:
 
     keys: list  # one per row of pixels
     pixels: np.ndarray  # uint8 (len(keys), *spec.pixel_shape)
-    errors: list  # error rows (pipeline.errors.error_row)
-    sources: list = dataclasses.field(default_factory=list)  # where each row was read (pipeline.sheet.Source)
+    errors: list  # error rows (pipeline.outputs.errors.error_row)
+    sources: list = dataclasses.field(default_factory=list)  # where each row was read (pipeline.report.sheet.Source)
 
 
 class _Assembler:

@@ -1,5 +1,5 @@
-"""Reads the report's pictures back: for each contact-sheet candidate (pipeline.sheet), the input from exactly where
-the run read it, as the model saw it and as a thumbnail of the original.
+"""Reads the report's pictures back: for each contact-sheet candidate (pipeline.report.sheet), the input from exactly
+where the run read it, as the model saw it and as a thumbnail of the original.
 
 Nothing here opens a name taken from a key. A local file is opened without blocking and read only if it is a regular
 file of the size and modification time the run saw; a remote one only if its metadata agrees. The picture is shown
@@ -17,7 +17,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from model import reading
 from model.card_spec import ModelSpec
-from pipeline import report_page, sheet, tfrecords
+from pipeline.reading import tfrecords
+from pipeline.report import page, sheet
 
 MAX_IMAGE_BYTES = 64 << 20  # an image read back for the contact sheet; larger ones are noted, not read
 THUMBNAIL = 84  # pixels, the longer side of the original's thumbnail
@@ -40,14 +41,14 @@ def pictures(row: dict, spec: ModelSpec) -> tuple:
             raise Changed("changed since it was scored")
         original = _thumbnail(payload) if isinstance(payload, bytes) else _thumbnail_of_pixels(seen)
     except Changed as changed:
-        return report_page.missing(changed.note), ""
+        return page.missing(changed.note), ""
     except FileNotFoundError:
-        return report_page.missing("gone since it was scored"), ""
+        return page.missing("gone since it was scored"), ""
     except Exception:  # noqa: BLE001 - unreadable or undecodable now: a note, never a broken report
-        return report_page.missing("cannot be read now"), ""
+        return page.missing("cannot be read now"), ""
     shown = seen if max(seen.shape[:2]) <= THUMBNAIL else _thumbnail_of_pixels(seen)  # a big input, made small
-    return (report_page.image(_png_uri(shown), "seen", "as the model saw it"),
-            report_page.image(_png_uri(original), "original", "original"))
+    return (page.image(_png_uri(shown), "seen", "as the model saw it"),
+            page.image(_png_uri(original), "original", "original"))
 
 
 def _payload(row: dict):

@@ -3,8 +3,8 @@ per file that cannot or must not be read.
 
 Only regular files are read, and only up to --max_file_bytes: the size is checked before a byte is read (from the
 open file, so a file swapped for a FIFO or a device after listing is refused too, and never hangs the run), and
-again while reading, in case the file grew. Reading runs where the unit is decoded (pipeline/blocks.py), so each file
-is read by the thread that decodes it.
+again while reading, in case the file grew. Reading runs where the unit is decoded (pipeline/scoring/blocks.py), so
+each file is read by the thread that decodes it.
 """
 
 import errno
@@ -13,21 +13,21 @@ from apache_beam.io.filesystems import FileSystems
 
 # Local files are read as every command reads them (model.reading); a refusal's .reason is the row's error type.
 from model.reading import DEFAULT_MAX_FILE_BYTES, FileRefused, read_regular_file, too_large
-from pipeline import object_reads
-from pipeline.errors import error_row
-from pipeline.listing import key_for
-from pipeline.sheet import Source
+from pipeline.reading import object_reads
+from pipeline.outputs.errors import error_row
+from pipeline.reading.listing import key_for
+from pipeline.report.sheet import Source
 
 _LIMIT_FLAG = "--max_file_bytes"  # named in a too-large file's message
 
 
 class ReadImageFiles:
-    """A unit -> (key, bytes, pipeline.sheet.Source) per file and the unit's error rows as they are.
+    """A unit -> (key, bytes, pipeline.report.sheet.Source) per file and the unit's error rows as they are.
 
     Local files are read one after the other: from the page cache that is ~100,000 files/s, and from this machine's
     disk threads did not help. Files on other filesystems (gs://, s3://, hdfs://) are read on `pool`'s threads: each
     read there waits for the network (tens of milliseconds from a cloud store), one at a time a few dozen files a
-    second per worker. S3 and GCS objects are read by pipeline.object_reads, with one client per worker.
+    second per worker. S3 and GCS objects are read by pipeline.reading.object_reads, with one client per worker.
     """
 
     def __init__(self, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, inside: tuple = None,

@@ -27,8 +27,8 @@ from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 from model.reading import lies_inside
-from pipeline import globs
-from pipeline.errors import error_row
+from pipeline.reading import globs
+from pipeline.outputs.errors import error_row
 
 @dataclasses.dataclass(frozen=True)
 class Rules:
@@ -71,7 +71,7 @@ def key_for(path) -> str:
     and each byte that is not UTF-8 as \\xNN. Doubling the backslash makes the key one-to-one with the name: without
     it the Latin-1 `caf\\xe9.png` and a file named `caf\\\\xe9.png` would share a key. (A backslash is ASCII, so it is
     never part of a multi-byte character nor a byte that is not UTF-8.) Keys of names with a backslash written
-    before this had it once: --skip_scored scores such a file once more (see pipeline.fingerprints)."""
+    before this had it once: --skip_scored scores such a file once more (see pipeline.outputs.fingerprints)."""
     raw = path if isinstance(path, bytes) else path.encode("utf-8", "surrogateescape")
     return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
 

@@ -26,7 +26,7 @@ import time
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import partitions
+from pipeline.outputs import partitions
 
 LOCKS = ".locks"
 _HEARTBEAT_SECONDS = 60

@@ -5,9 +5,10 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
 from model.card_spec import ModelSpec
-from pipeline import object_reads, progress
-from pipeline.blocks import DecodeBlocks
-from pipeline.model_handler import KerasModelHandler, ScoredBlock
+from pipeline import progress
+from pipeline.reading import object_reads
+from pipeline.scoring.blocks import DecodeBlocks
+from pipeline.scoring.model_handler import KerasModelHandler, ScoredBlock
 
 
 class _ShowProgress(beam.DoFn):
@@ -25,7 +26,7 @@ class _ShowProgress(beam.DoFn):
 
 
 class ScoreImages(beam.PTransform):
-    """Units of input (see pipeline.sources) -> ScoredBlocks, each with the error rows of its inputs.
+    """Units of input (see pipeline.reading.sources) -> ScoredBlocks, each with the error rows of its inputs.
 
     `read` turns a unit into (key, payload) records and error rows; decoding uses the card's recipe (`spec`) on
     `decode_threads` threads, in the background while the model scores the block before.

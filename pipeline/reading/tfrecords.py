@@ -21,9 +21,9 @@ import zlib
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.errors import error_row
-from pipeline.listing import key_for
-from pipeline.sheet import Source
+from pipeline.outputs.errors import error_row
+from pipeline.reading.listing import key_for
+from pipeline.report.sheet import Source
 
 COMPRESSIONS = ("auto", "none", "gzip", "zlib")
 _EXTENSIONS = {".gz": "gzip", ".gzip": "gzip", ".zlib": "zlib", ".zz": "zlib"}
@@ -32,8 +32,8 @@ _FOOTER = struct.Struct("<I")  # the masked CRC32C of the record's data
 
 
 class ReadTFRecordFiles:
-    """A unit of TFRecord files -> (key, payload, pipeline.sheet.Source) per Example, and the unit's error rows as
-    they are."""
+    """A unit of TFRecord files -> (key, payload, pipeline.report.sheet.Source) per Example, and the unit's error rows
+    as they are."""
 
     def __init__(self, image_feature: str, key_feature: str, raw_feature: str, compression: str = "auto",
                  max_record_bytes: int = 128 << 20):
@@ -99,7 +99,7 @@ class ReadTFRecordFiles:
 
 def _raw_pixels(key: str, name: str, feature):
     """A raw-pixels feature -> (key, flat uint8 pixels): one bytes value, or integers from 0 to 255. Decoding checks
-    that there are the H * W * C the model takes (pipeline.blocks)."""
+    that there are the H * W * C the model takes (pipeline.scoring.blocks)."""
     values = feature.bytes_list.value
     if len(values) == 1 and values[0]:
         return key, np.frombuffer(values[0], dtype=np.uint8)

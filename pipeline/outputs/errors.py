@@ -4,7 +4,7 @@ a partition that holds them, and their writer."""
 import apache_beam as beam
 import pyarrow as pa
 
-from pipeline import partitions
+from pipeline.outputs import partitions
 
 FOLDER = "errors"  # in a partition, beside scores/
 

@@ -5,7 +5,7 @@ most of it parsing the service's JSON model), so a worker reading small objects 
 second however many threads it used. One shared client, and one ranged GET per object (no HEAD first), reads them as
 fast as boto3 or google-cloud-storage themselves do. The range also bounds the read at --max_file_bytes + 1 bytes.
 
-Other schemes (hdfs://, azfs://, ...) are read through FileSystems.open by pipeline.sources.
+Other schemes (hdfs://, azfs://, ...) are read through FileSystems.open by pipeline.reading.sources.
 """
 
 import errno

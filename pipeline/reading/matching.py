@@ -17,8 +17,10 @@ import typing
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import counts, fingerprints, listing, progress, timeline
-from pipeline.listing import FOLDER, key_for
+from pipeline import progress, timeline
+from pipeline.outputs import counts, fingerprints
+from pipeline.reading import listing
+from pipeline.reading.listing import FOLDER, key_for
 
 _COUNTS, _FINGERPRINTS = "counts", "fingerprints"  # output tags of the listing step
 # Top-level entries planning hands on in one task; and files looked up in the history at a time (sorted, a batch is
@@ -35,7 +37,7 @@ class Task(typing.NamedTuple):
 
 class Matched(typing.NamedTuple):
     units: beam.PCollection  # lists of (path, size, modification time) and error rows
-    counts: beam.PCollection  # (name, amount) pairs of pipeline.counts: matched, skipped, skipped by reason
+    counts: beam.PCollection  # (name, amount) pairs of pipeline.outputs.counts: matched, skipped, skipped by reason
     fingerprints: beam.PCollection  # fingerprint tables of the files this run reads
 
 
