@@ -46,7 +46,7 @@ setup(
             "fmnist-predict=model.predict:main",
             "fmnist-weights=model.weights_text:main",
             "fashion-score=pipeline.score:main",
-            "fashion-report=pipeline.report:main",
+            "fashion-report=pipeline.report.report:main",
         ],
     },
 )

@@ -98,7 +98,7 @@ def test_a_report_lost_to_a_full_disk_is_not_advised_to_be_rebuilt_for_a_partiti
         tiny_model_path, tmp_path, capsys, monkeypatch):
     import errno
 
-    from pipeline import report
+    from pipeline.report import report
     from pipeline.outputs import publish
 
     def full(*args, **kwargs):

@@ -13,7 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import report, score
+from pipeline import score
+from pipeline.report import report
 from tests import samples
 from tests.helpers import REPO_ROOT, SAMPLE_INPUTS, partition, read_rows
 from tests.object_store_servers import ACCESS_KEY, REGION, SECRET_KEY, gcs_server, s3_server

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from model.vocabulary import CLASS_NAMES
-from pipeline import report, score
+from pipeline import score
+from pipeline.report import report
 from pipeline.outputs import partitions
 from tests import samples
 from tests.helpers import SAMPLE_INPUTS

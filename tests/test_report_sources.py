@@ -18,7 +18,8 @@ from PIL import Image
 
 from model import display
 from model.vocabulary import RECORD_KEY_RAW_PIXELS
-from pipeline import report, score
+from pipeline import score
+from pipeline.report import report
 from tests import samples
 from tests.helpers import partition
 

@@ -12,8 +12,8 @@ from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
 from model import card_spec
 from model.display import visible
-from pipeline import report
 from pipeline.outputs import fingerprints, partitions
+from pipeline.report import report
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,267 @@
+"""Defines the run report, report.html in every published partition: the run, tonight's class mix against the
+previous nights (with a flag when a class's share moves beyond what they make usual), confidence, the least
+confident images as a contact sheet, and the failures. It reads the partition's Parquet, the earlier partitions'
+manifests and the contact sheet the run kept (pipeline.report.sheet: at most --images pictures, read back from where the
+run read them by pipeline.report.pictures, never from a key); pipeline.report.page renders it.
+
+    python -m pipeline.report OUTPUT/dt=YYYY-MM-DD [--history 14] [--images 24] [--to FILE]
+
+A class is flagged when tonight's share lies outside its usual band: the median of its share over the earlier
+nights, plus or minus three times the larger of (a) how much it varies from night to night (1.4826 x the median
+absolute deviation) and (b) the sampling noise of tonight's count (the binomial standard error), and never less than
+one percentage point. Flags need at least MIN_NIGHTS earlier nights with scores.
+"""
+
+import argparse
+import datetime
+import sys
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from model import card_spec
+from pipeline import options
+from pipeline.outputs import errors, partitions, scores_output
+from pipeline.report import page, pictures, sheet
+
+REPORT = "report.html"  # in a partition, written before _SUCCESS
+DEFAULT_HISTORY, DEFAULT_IMAGES = 14, sheet.SHEET_IMAGES
+MIN_NIGHTS = 3
+BINS = 20
+EXAMPLES = 3  # failed keys shown per kind of failure
+
+
+def band(history: list, tonight_count: int) -> tuple:
+    """(low, high) of the usual share for a class given its shares on earlier nights and tonight's number of scored
+    images, or None with fewer than MIN_NIGHTS nights (see the module's docstring)."""
+    if len(history) < MIN_NIGHTS:
+        return None
+    shares = np.asarray(history, dtype=float)
+    centre = float(np.median(shares))
+    varies = 1.4826 * float(np.median(np.abs(shares - centre)))
+    noise = float(np.sqrt(max(centre * (1 - centre), 0.0) / max(tonight_count, 1)))
+    reach = max(3 * max(varies, noise), 0.01)
+    return max(centre - reach, 0.0), min(centre + reach, 1.0)
+
+
+def exit_status(manifest: dict) -> tuple:
+    """(exit code, words, css class) the scoring command gave for this run."""
+    if not manifest["counts"]["invariant_holds"]:
+        return 1, "failed: some inputs are unaccounted for", "bad"
+    if manifest["error_rate_exceeded"]:
+        return 4, "too many failures (exit 4)", "bad"
+    return 0, "succeeded (exit 0)", "ok"
+
+
+def build(folder: str, manifest: dict, output: str, run_date: str, history: int = DEFAULT_HISTORY,
+          images: int = DEFAULT_IMAGES) -> str:
+    """The report's HTML for the run whose files are in `folder` (a partition, or its staging folder) and whose
+    earlier nights are the complete partitions under `output` before `run_date`."""
+    scores = partitions.read_table(FileSystems.join(folder, scores_output.FOLDER), ["label_index", "confidence"])
+    labels = scores.column("label_index").to_numpy()
+    confidence = scores.column("confidence").to_numpy()
+    nights = _earlier_nights(output, run_date, history)
+    spec = card_spec.spec_described(manifest["model"])
+    sections = [("Tonight's run", _run_section(manifest)),
+                (f"Class mix against the previous {history} nights", _mix_section(manifest, nights, history)),
+                ("Confidence", _confidence_section(manifest, nights, labels, confidence, spec.class_names)),
+                _sheet_section(folder, images, spec),
+                ("Failures", _failures_section(folder, manifest))]
+    counts = manifest["counts"]
+    subtitle = (f"{run_date} · {counts['scored']:,} images scored · model {manifest['model']['version']} · "
+                f"run {manifest['run_id']}")
+    return page.page(f"Scoring report, {run_date}", subtitle, sections)
+
+
+def write(folder: str, manifest: dict, output: str, run_date: str, to: str = None, **options) -> str:
+    """Writes the report (into `folder` unless `to` names a file); returns where."""
+    path = to or FileSystems.join(folder, REPORT)
+    html = build(folder, manifest, output, run_date, **options).encode()  # first: a failed build writes nothing
+    with FileSystems.create(path) as stream:
+        stream.write(html)
+    return path
+
+
+def _earlier_nights(output: str, run_date: str, count: int) -> list:
+    """(date, counts) of the newest `count` complete partitions before `run_date` that scored something."""
+    nights = []
+    for date, folder in sorted(partitions.complete_partitions(output).items(), reverse=True):
+        if date >= run_date:
+            continue
+        try:
+            counts = partitions.read_manifest(folder)["counts"]
+        except Exception:  # an unreadable manifest: that night is left out of the history
+            continue
+        if counts.get("scored"):
+            nights.append((date, counts))
+        if len(nights) == count:
+            break
+    return nights[::-1]
+
+
+def _run_section(manifest: dict) -> str:
+    counts = manifest["counts"]
+    code, words, css = exit_status(manifest)
+    rate_css = "bad" if manifest["error_rate_exceeded"] else "ok"
+    inputs = manifest["inputs"]["images"] or manifest["inputs"]["tfrecords"]
+    facts = [("inputs", ", ".join(inputs)), ("model", f"{manifest['model']['version']} ({manifest['model']['path']})"),
+             ("runner", manifest["runner"]["name"]), ("started", manifest["started_at"]),
+             ("finished", manifest["finished_at"]), ("skip already scored", "yes" if manifest["skip_scored"] else "no")]
+    if counts["skipped_by_reason"]:
+        facts.append(("skipped", ", ".join(f"{amount:,} {reason}"
+                                           for reason, amount in sorted(counts["skipped_by_reason"].items()))))
+    return (f"<p><span class='status {css}'>{page.esc(words)}</span></p>"
+            + page.tiles([(f"{counts['scored']:,}", "scored", ""), (f"{counts['failed']:,}", "failed",
+                                                                              "bad" if counts["failed"] else ""),
+                                 (f"{counts['skipped']:,}", "skipped", ""), (f"{counts['matched']:,}", "matched", ""),
+                                 (f"{manifest['error_rate']:.2%}",
+                                  f"error rate (limit {manifest['max_error_rate']:.0%})", rate_css),
+                                 (f"{manifest['seconds']:,.1f} s", "duration", ""),
+                                 (f"{manifest['images_per_second']:,.0f}", "images a second", "")])
+            + page.table(["", ""], facts))
+
+
+def _mix_section(manifest: dict, nights: list, history: int) -> str:
+    counts = manifest["counts"]
+    scored = max(counts["scored"], 1)
+    panels, flagged = [], []
+    for name in counts["per_class"]:  # the model's classes, in its card's order
+        tonight = counts["per_class"][name] / scored
+        shares = [night["per_class"].get(name, 0) / night["scored"] for _, night in nights]
+        usual = band(shares, counts["scored"])
+        outside = usual is not None and not usual[0] <= tonight <= usual[1]
+        if outside:
+            flagged.append(name)
+        usual_text = f"usual {usual[0]:.1%} – {usual[1]:.1%}" if usual else "no usual range yet"
+        flag = (f"<div class=flagline>{'more' if tonight > usual[1] else 'fewer'} than usual</div>" if outside
+                else "")
+        panels.append(f"<div class='panel{' flag' if outside else ''}'><div class=name>{page.esc(name)}</div>"
+                      f"<div class=value>tonight {tonight:.1%} ({counts['per_class'][name]:,}) · {usual_text}</div>"
+                      f"{page.share_chart(shares, tonight, usual)}{flag}</div>")
+    if len(nights) < MIN_NIGHTS:
+        verdict = (f"<p class=note>{len(nights)} earlier night(s) found; flags need at least {MIN_NIGHTS}. The "
+                   "charts fill in as nights are scored.</p>")
+    elif flagged:
+        verdict = (f"<p class=bad><b>Flagged: {page.esc(', '.join(flagged))}</b> — tonight's share lies "
+                   "outside what the previous nights make usual.</p>")
+    else:
+        verdict = "<p class=ok>Every class's share is within its usual range.</p>"
+    span = f"{nights[0][0]} to {nights[-1][0]}" if nights else "none"
+    explain = (f"<p class=note>Share of tonight's scored images per predicted class; grey: the previous "
+               f"{len(nights)} of up to {history} nights ({span}); blue dot: tonight (red when flagged); shaded: the "
+               "usual band — the median of the earlier nights ± 3 × the larger of their night-to-night spread "
+               "(1.4826 × median absolute deviation) and tonight's sampling noise, at least ± 1 point.</p>")
+    return verdict + "<div class=grid>" + "".join(panels) + "</div>" + explain
+
+
+def _confidence_section(manifest: dict, nights: list, labels: np.ndarray, confidence: np.ndarray,
+                        class_names: tuple) -> str:
+    counts = manifest["counts"]
+    threshold = manifest["low_confidence_threshold"]
+    tonight = counts["low_confidence"] / max(counts["scored"], 1)
+    shares = [night.get("low_confidence", 0) / night["scored"] for _, night in nights]
+    usual = band(shares, counts["scored"])
+    outside = usual is not None and tonight > usual[1]  # fewer doubtful predictions than usual is no alarm
+    usual_text = f"usual {usual[0]:.1%} – {usual[1]:.1%}" if usual else "no usual range yet"
+    head = (page.tiles([(f"{tonight:.1%}", f"below {threshold:.0%} confidence tonight ({usual_text})",
+                                "bad" if outside else ""),
+                               (f"{float(np.median(confidence)) if len(confidence) else 0:.1%}",
+                                "median confidence", "")])
+            + f"<div class='panel{' flag' if outside else ''}' style='max-width:260px'><div class=value>share below "
+              f"{threshold:.0%}, previous nights and tonight</div>{page.share_chart(shares, tonight, usual)}"
+              "</div>")
+    panels = []
+    edges = np.linspace(0.0, 1.0, BINS + 1)
+    for index, name in enumerate(class_names):
+        mine = confidence[labels == index]
+        histogram = np.histogram(mine, bins=edges)[0].tolist()
+        panels.append(f"<div class=panel><div class=name>{page.esc(name)}</div><div class=value>"
+                      f"{len(mine):,} predicted · {int((mine < threshold).sum()):,} below {threshold:.0%}</div>"
+                      f"{page.histogram(histogram, marker=threshold)}</div>")
+    return (head + "<p class=note>Confidence (the top probability) per predicted class; the dashed line is "
+            f"--low_confidence {threshold}.</p><div class=grid>" + "".join(panels) + "</div>")
+
+
+def _sheet_section(folder: str, count: int, spec: card_spec.ModelSpec) -> tuple:
+    """(heading, HTML) of the least confident predictions, from the candidates the run kept (pipeline.report.sheet)."""
+    try:
+        rows = partitions.read_table(FileSystems.join(folder, sheet.FILE)).to_pylist()
+    except Exception:  # noqa: BLE001 - a partition written before the run kept candidates
+        return "The least confident predictions", ("<p class=note>This partition holds no contact sheet (it was "
+                                                   "written by an older version); rescoring it adds one.</p>")
+    rows = sorted(rows, key=sheet.order)[:count]
+    if not rows:
+        return "The least confident predictions", "<p class=note>Nothing was scored.</p>"
+    cards = []
+    for row in rows:
+        seen, original = pictures.pictures(row, spec)
+        label = spec.class_names[row["label_index"]]
+        cards.append(f"<div class=card><div class=pics>{seen}{original}</div>{page.key_text(row['key'])}"
+                     f"<div class=pred>{page.esc(label)} · {row['confidence']:.1%}</div>"
+                     f"{page.probability_bars(row['probabilities'], spec.class_names)}</div>")
+    height, width, _ = spec.input_shape
+    bars = (f"the {spec.num_classes} probabilities" if spec.num_classes <= page.MAX_BARS
+            else f"the {page.MAX_BARS} largest of the {spec.num_classes} probabilities")
+    note = (f"<p class=note>Left: the image as the model saw it ({height} × {width}, scaled); right: the original, "
+            f"read back from where the run read it. The bars are {bars}, the predicted class in blue.</p>")
+    return f"The {len(rows)} least confident predictions", note + "<div class=sheet>" + "".join(cards) + "</div>"
+
+
+def _failures_section(folder: str, manifest: dict) -> str:
+    counts = manifest["counts"]
+    if not counts["failed"]:
+        return "<p class=ok>No input failed.</p>"
+    rows = partitions.read_table(FileSystems.join(folder, errors.FOLDER), ["key", "stage", "error_type"])
+    examples = {}
+    for key, stage, error_type in zip(*(rows.column(name).to_pylist() for name in ("key", "stage", "error_type"))):
+        found = examples.setdefault((stage, error_type), [0, []])
+        found[0] += 1
+        if len(found[1]) < EXAMPLES:
+            found[1].append(key)
+    ordered = sorted(examples.items(), key=lambda item: -item[1][0])
+    table = [(stage, error_type, f"{amount:,}") for (stage, error_type), (amount, _) in ordered]
+    shown = ["".join(page.key_text(key, "example") for key in sorted(keys)) for _, (_, keys) in ordered]
+    by_stage = ", ".join(f"{amount:,} at {stage}" for stage, amount in sorted(counts["failed_by_stage"].items()))
+    return (f"<p>{counts['failed']:,} inputs failed ({by_stage}); every one is a row in errors/ with its reason.</p>"
+            + page.table(["stage", "type", "count", f"examples (up to {EXAMPLES})"], table, numeric={2},
+                                html_column=shown))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="fashion-report", description="(Re)builds report.html for a partition.")
+    parser.add_argument("partition", help="a published partition: OUTPUT/dt=YYYY-MM-DD")
+    parser.add_argument("--history", type=int, default=DEFAULT_HISTORY, help="earlier nights to compare with")
+    parser.add_argument("--images", type=int, default=DEFAULT_IMAGES, help="least confident images to show")
+    parser.add_argument("--to", default=None, help="write here instead of PARTITION/report.html")
+    parser.epilog = ("Beam's filesystem options reach the buckets, as for the scorer: e.g. --s3_endpoint_url, "
+                     "--s3_access_key_id, --s3_secret_access_key, --s3_region_name for an S3-compatible store.")
+    args, beam_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    unknown = options.unknown_beam_flags(beam_args)
+    if unknown:
+        parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    FileSystems.set_options(PipelineOptions(beam_args))
+    partition = args.partition.rstrip("/")
+    name = partition.rsplit("/", 1)[-1]
+    try:
+        run_date = datetime.date.fromisoformat(name[3:]).isoformat() if name.startswith("dt=") else None
+    except ValueError:
+        run_date = None
+    if run_date is None or not FileSystems.exists(FileSystems.join(partition, partitions.SUCCESS)):
+        print(f"error: {args.partition} is not a published partition (a dt=YYYY-MM-DD folder with _SUCCESS)",
+              file=sys.stderr)
+        return 2
+    if args.history < 0 or args.images < 0:
+        print("error: --history and --images take 0 or more", file=sys.stderr)
+        return 2
+    output = partition[: -len(name) - 1] or "."
+    path = write(partition, partitions.read_manifest(partition), output, run_date, to=args.to, history=args.history,
+                 images=args.images)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
