@@ -51,8 +51,10 @@ def main(argv=None) -> None:
     print(f"{'model':44s} {'test acc':>8s} {'ECE':>7s} {'photos':>7s} {'params':>8s} {'img/s':>8s} {'train min':>9s}")
     on_photos = {}
     for path, model in loaded.items():
-        scores = evaluate.metrics(test.labels, model.model.predict(test.images, batch_size=1024, verbose=0))
-        on_photos[path] = evaluate.metrics(photo_labels, model.model.predict(photos, batch_size=1024, verbose=0))
+        names = model.spec.class_names
+        scores = evaluate.metrics(test.labels, model.model.predict(test.images, batch_size=1024, verbose=0), names)
+        on_photos[path] = evaluate.metrics(photo_labels, model.model.predict(photos, batch_size=1024, verbose=0),
+                                           names)
         seconds = model.card.get("training_seconds")
         print(f"{os.path.relpath(path):44s} {scores['accuracy']:8.4f} {scores['ece']:7.4f} "
               f"{on_photos[path]['accuracy']:7.4f} {model.model.count_params():8,d} {rates[path]:8,.0f} "

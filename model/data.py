@@ -25,7 +25,8 @@ _IDX_LABELS_MAGIC = 0x00000801
 
 @dataclass(frozen=True)
 class LabelledImages:
-    """Images as uint8[N, H, W] (grey) or [N, H, W, 3] with int64[N] labels, where they came from, and the files that had to be skipped."""
+    """Images as uint8[N, H, W] (grey) or [N, H, W, 3] with int64[N] labels, where they came from, and the files that
+    had to be skipped."""
 
     images: np.ndarray
     labels: np.ndarray

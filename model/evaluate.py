@@ -14,10 +14,9 @@ import numpy as np
 
 from model import data, model_files, own_images, quiet, reading
 from model.display import visible
-from model.vocabulary import CLASS_NAMES
 
 
-def metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: tuple = CLASS_NAMES) -> dict:
+def metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: tuple) -> dict:
     """Accuracy, log loss, per-class precision and recall, and the confusion matrix (rows true, columns predicted)."""
     predicted = probabilities.argmax(axis=1)
     matrix = np.zeros((len(class_names),) * 2, dtype=np.int64)

@@ -1,6 +1,6 @@
 """A user's own labelled images: a folder with one sub-folder per class, or a list file of `PATH LABEL` lines, read
-through the model's preprocessing recipe (a file that cannot be read is skipped and counted); and the flags and loader with
-which the training and evaluation CLIs combine them with Fashion-MNIST.
+through the model's preprocessing recipe (a file that cannot be read is skipped and counted); and the flags and
+loader with which the training and evaluation CLIs combine them with Fashion-MNIST.
 
 Every file is read by model.reading, so a FIFO, a device or a link to one is a counted skip, never a hang; folders
 are walked without following links to folders, and file names are shown through model.display."""
@@ -174,8 +174,9 @@ def add_arguments(parser, role: str, dataset: bool = True) -> None:
                              "it (in Fashion-MNIST's names '/' is written '-', e.g. T-shirt-top) or by its index; may "
                              "be given more than once")
     parser.add_argument(f"--{role}-list", dest=f"{prefix}lists", action="append", default=[], metavar="FILE",
-                        help=f"{'your own' if dataset else 'held-out'} images, one `PATH LABEL` line each (label: class name or index; a relative path "
-                             "is relative to the list file); may be given more than once")
+                        help=f"{'your own' if dataset else 'held-out'} images, one `PATH LABEL` line each (label: "
+                             "class name or index; a relative path is relative to the list file); may be given more "
+                             "than once")
     if dataset:
         parser.add_argument("--no-fashion-mnist", dest="fashion_mnist", action="store_false",
                             help=f"use only the --{role}-dir and --{role}-list images, not Fashion-MNIST")

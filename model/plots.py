@@ -8,7 +8,6 @@ matplotlib.use("Agg")  # Files only: no screen is needed or assumed.
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from model.vocabulary import CLASS_NAMES  # noqa: E402
 
 
 def training_curves(history: dict, path: str) -> str:
@@ -27,7 +26,7 @@ def training_curves(history: dict, path: str) -> str:
     return _save(figure, path)
 
 
-def prediction_grid(images, labels, probabilities, path: str, class_names: tuple = CLASS_NAMES, rows: int = 5,
+def prediction_grid(images, labels, probabilities, path: str, class_names: tuple, rows: int = 5,
                     columns: int = 3) -> str:
     """The tutorials' grid: each image (grey or colour) with 'predicted confidence% (true)' in blue when right, red
     when wrong, and the probability bar chart over the classes beside it (predicted bar red, true bar blue)."""
@@ -53,7 +52,7 @@ def prediction_grid(images, labels, probabilities, path: str, class_names: tuple
     return _save(figure, path)
 
 
-def confusion_matrix(matrix, path: str, class_names: tuple = CLASS_NAMES) -> str:
+def confusion_matrix(matrix, path: str, class_names: tuple) -> str:
     """Rows are true classes, columns predicted; each cell shows its count."""
     matrix = np.asarray(matrix)
     figure, axis = plt.subplots(figsize=(9, 8))

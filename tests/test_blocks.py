@@ -8,9 +8,11 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from model.card_spec import FASHION_MNIST
 from pipeline.scoring import blocks
-from pipeline.scoring.blocks import BLOCK_ROWS, DecodeBlocks
+from pipeline.scoring.blocks import DecodeBlocks
 from tests import samples
 from tests.helpers import local_pipeline
+
+ROWS = FASHION_MNIST.model_call_rows  # a block is one model call
 
 
 def records_as_they_are(unit, pool=None):
@@ -25,10 +27,10 @@ def broken_reader(unit, pool=None):
 
 def test_units_become_full_blocks_with_every_input_accounted_for(test_split, monkeypatch):
     monkeypatch.setattr(blocks, "UNITS_AHEAD", 3)  # fewer units than in flight at times, more at others
-    count = 2 * BLOCK_ROWS + 300
+    count = 2 * ROWS + 300
     records = [(f"{i:05d}", samples.png_bytes(test_split.images[i])) for i in range(count)]
     records[10] = ("bad-a", b"not an image")
-    records[BLOCK_ROWS + 5] = ("bad-b", samples.png_bytes(test_split.images[0])[:50])
+    records[ROWS + 5] = ("bad-b", samples.png_bytes(test_split.images[0])[:50])
     records.append(("raw", test_split.images[7]))  # raw pixels, as TFRecords may hold
     units = [records[start:start + 100] for start in range(0, len(records), 100)]
     with local_pipeline() as pipeline:
@@ -45,7 +47,7 @@ def test_units_become_full_blocks_with_every_input_accounted_for(test_split, mon
         # One bundle here: every block is full but the last, and nothing is lost or doubled.
         assert_that(sizes | "Rows" >> beam.combiners.ToList() | beam.Map(
             lambda found: (sorted((r for r, _ in found), reverse=True), sum(e for _, e in found))),
-            equal_to([([BLOCK_ROWS, BLOCK_ROWS, count + 1 - 2 - 2 * BLOCK_ROWS], 2)]), label="sizes")
+            equal_to([([ROWS, ROWS, count + 1 - 2 - 2 * ROWS], 2)]), label="sizes")
         keys = decoded | "Keys" >> beam.FlatMap(lambda block: block.keys + [row["key"] for row in block.errors])
         assert_that(keys, equal_to([key for key, _ in records]), label="keys")
 

@@ -102,7 +102,7 @@ def test_evaluate_writes_metrics_and_nonempty_figures(tiny_model_path, small_dat
 def test_metrics_on_known_predictions():
     labels = np.array([0, 0, 1, 2])
     probabilities = np.eye(10)[[0, 1, 1, 2]]
-    result = evaluate.metrics(labels, probabilities)
+    result = evaluate.metrics(labels, probabilities, CLASS_NAMES)
     assert result["accuracy"] == 0.75
     assert result["per_class"]["T-shirt/top"] == {"precision": 1.0, "recall": 0.5, "support": 2}
     assert result["per_class"]["Trouser"]["precision"] == 0.5

@@ -10,8 +10,8 @@ index and, for files it does not hold, only the partitions finished after it beg
 A carried fingerprint counts while the run it names is still a complete partition of another date.
 
 Fingerprints match by key (pipeline.reading.listing.key_for). Since keys write a backslash as `\\\\` (so that a key
-names one file only), a file whose name holds a backslash has another key than partitions written before that change gave it:
---skip_scored does not find it in them, and scores it once more.
+names one file only), a file whose name holds a backslash has another key than partitions written before that change
+gave it: --skip_scored does not find it in them, and scores it once more.
 
 Earlier partitions are never loaded whole. Fingerprints are written sorted by key, one batch to a Parquet row group,
 so a batch of listed keys needs, from a partition, only the row groups whose key range holds one of its keys, and the

@@ -18,15 +18,12 @@ from apache_beam.transforms.window import GlobalWindows
 
 from model import preprocessing, recipes
 from model.card_spec import ModelSpec
-from model.forward import MODEL_CALL_ROWS
 from pipeline import timeline
+from pipeline.outputs.errors import error_row
 from pipeline.reading import object_reads
 from pipeline.scoring import worker_process
-from pipeline.outputs.errors import error_row
 
-# A block is exactly one model call (spec.model_call_rows), so only the last block of a bundle is padded; this is
-# Fashion-MNIST's.
-BLOCK_ROWS = MODEL_CALL_ROWS
+# A block is exactly one model call (spec.model_call_rows), so only the last block of a bundle is padded.
 # Inputs are decoded in groups of up to a block's rows of files or this many bytes, whichever comes first, so a folder of
 # large photos never holds more than this much undecoded data per worker.
 GROUP_BYTES = 64 << 20
