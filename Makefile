@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA_DIR ?= /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-OUT ?= /tmp/fashion-scores
+OUT ?= out/scores
 
 .PHONY: venv dataset demo report-example test test-slow test-all bench train-default evaluate clean
 
@@ -57,4 +57,4 @@ evaluate: venv dataset
 	$(PY) -m model.evaluate --output-dir reports --history $(TRAIN_RUN)/state.json
 
 clean:
-	rm -rf $(VENV) runs reports .pytest_cache
+	rm -rf $(VENV) runs reports out .pytest_cache

@@ -12,7 +12,7 @@ setup(
     python_requires=">=3.11,<3.13",  # Keras 3.14, the safe floor below, needs Python 3.11
     packages=["model", "pipeline", "pipeline.outputs", "pipeline.reading", "pipeline.report", "pipeline.scoring"],
     package_data={"model": ["artifacts/*.keras", "artifacts/*.json"]},
-    include_package_data=True,
+    include_package_data=False,  # package_data names the model files; MANIFEST.in puts them in the sdist
     # Tested ranges; constraints.txt pins the exact versions the tests ran with.
     install_requires=[
         # Floors for safety, not only for the tests: `pip install .` on a cluster ignores constraints.txt. Keras before

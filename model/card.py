@@ -15,7 +15,7 @@ import os
 import sys
 
 from model import card_flags, card_spec, fit_preprocessing, known_answers, own_images, quiet, recipes
-from model.cli_types import positive_int
+from model.cli_types import help_texts, positive_int
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -25,9 +25,7 @@ class CardError(ValueError):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m model.card", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(prog="python -m model.card", **help_texts(__doc__))
     parser.add_argument("model", help="a .keras file saved by Keras 3 (model.save('name.keras'))")
     parser.add_argument("--preprocessing", default=fit_preprocessing.NAME, choices=[fit_preprocessing.NAME],
                         help="the recipe that turns image bytes into the model's input (default: %(default)s)")

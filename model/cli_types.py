@@ -32,3 +32,10 @@ def seconds(text: str) -> float:
     if not value >= 0.0 or value == float("inf"):  # also refuses nan
         raise argparse.ArgumentTypeError(f"{text} is not a number of seconds of 0 or more")
     return value
+
+
+def help_texts(doc: str) -> dict:
+    """ArgumentParser's description and epilog from a CLI module's docstring: its first paragraph, and the rest (the
+    examples) as written."""
+    first, _, rest = doc.strip().partition("\n\n")
+    return {"description": first, "epilog": rest or None, "formatter_class": argparse.RawDescriptionHelpFormatter}

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 from model import data, model_files, own_images, quiet, reading
+from model.cli_types import help_texts
 from model.display import visible
 
 
@@ -83,12 +84,23 @@ def evaluate(loaded: model_files.LoadedModel, model_path: str, test_data: list, 
     return result
 
 
+def across_classes(labels: np.ndarray, count: int) -> np.ndarray:
+    """Indices of up to `count` examples taken in turn from each class present (the first of each class, then the
+    second of each, ...), so a figure of a few examples shows every class, not the first folder's."""
+    order = np.argsort(labels, kind="stable")
+    rank = np.empty(len(labels), dtype=np.int64)  # how many of its class come before each example
+    starts = np.searchsorted(labels[order], labels[order], side="left")
+    rank[order] = np.arange(len(labels)) - starts
+    return np.lexsort((labels, rank))[:count]
+
+
 def _draw_figures(test_set, probabilities, result, output_dir, history_path, class_names) -> None:
     from model import plots
 
     plots.confusion_matrix(result["confusion_matrix"], os.path.join(output_dir, "confusion_matrix.png"), class_names)
-    plots.prediction_grid(test_set.images, test_set.labels, probabilities, os.path.join(output_dir, "predictions.png"),
-                          class_names)
+    shown = across_classes(test_set.labels, plots.GRID_IMAGES)
+    plots.prediction_grid(test_set.images[shown], test_set.labels[shown], probabilities[shown],
+                          os.path.join(output_dir, "predictions.png"), class_names)
     if history_path:
         try:
             history = json.loads(reading.read_regular_file(history_path))  # a regular file: a FIFO here would hang
@@ -98,7 +110,7 @@ def _draw_figures(test_set, probabilities, result, output_dir, history_path, cla
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="fmnist-evaluate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fmnist-evaluate", **help_texts(__doc__))
     parser.add_argument("--model", default=model_files.DEFAULT_MODEL_PATH)
     own_images.add_arguments(parser, "eval")
     parser.add_argument("--output-dir", default="reports")

@@ -26,6 +26,9 @@ def training_curves(history: dict, path: str) -> str:
     return _save(figure, path)
 
 
+GRID_IMAGES = 15  # the prediction grid's 5 rows of 3
+
+
 def prediction_grid(images, labels, probabilities, path: str, class_names: tuple, rows: int = 5,
                     columns: int = 3) -> str:
     """The tutorials' grid: each image (grey or colour) with 'predicted confidence% (true)' in blue when right, red

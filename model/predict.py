@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 from model import forward, model_files, own_images, preprocessing, quiet
-from model.cli_types import positive_int
+from model.cli_types import help_texts, positive_int
 from model.display import visible
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -26,7 +26,7 @@ def top_labels(probabilities: np.ndarray, count: int, class_names: tuple) -> lis
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="fmnist-predict", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fmnist-predict", **help_texts(__doc__))
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, WebP, BMP, TIFF, GIF)")
     parser.add_argument("--model", default=model_files.DEFAULT_MODEL_PATH)
     parser.add_argument("--top", type=positive_int, default=3, help="how many labels to show (at most the model's "

@@ -12,6 +12,7 @@ pictures through the fit recipe (--resize, --fill).
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import shlex
@@ -19,9 +20,9 @@ import sys
 
 import numpy as np
 
-from model import card_flags, card_spec, data, fit_preprocessing, model_checks, model_files, own_images
-from model.cli_types import positive_int
-from model.architectures import ARCHITECTURES, AUGMENTATIONS, HAS_DROPOUT
+from model import card_flags, card_spec, data, fit_preprocessing, model_checks, model_files, own_images, quiet
+from model.cli_types import help_texts, positive_int
+from model.architecture_names import ARCHITECTURES, AUGMENTATIONS, DEFAULT_ARCHITECTURE, HAS_DROPOUT
 from model.display import visible
 
 # The forward cost in a card is measured against this architecture: the default model of card version 1.
@@ -34,12 +35,12 @@ DEFAULT_OWN_INPUT_SHAPE = (64, 64, 3)
 class TrainConfig:
     """Everything that decides what a run trains; a resumed run must have the same config."""
 
-    architecture: str = "cnn"
+    architecture: str = DEFAULT_ARCHITECTURE
     epochs: int = 15
     batch_size: int = 128
     validation_split: float = 0.1
     seed: int = 42
-    augment: str = "none"  # see architectures.AUGMENTATIONS
+    augment: str = "none"  # see architecture_names.AUGMENTATIONS
     learning_rate: float = 1e-3
     label_smoothing: float = 0.0
     dropout_rate: float = None  # None: the architecture's own (0.3 in the CNNs' head; the MLP has none)
@@ -61,8 +62,10 @@ class TrainConfig:
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="fmnist-train", description=__doc__.splitlines()[0])
-    parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default=TrainConfig.architecture)
+    parser = argparse.ArgumentParser(prog="fmnist-train", **help_texts(__doc__))
+    parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default=TrainConfig.architecture,
+                        help=f"default {DEFAULT_ARCHITECTURE}, the shipped model's (`make train-default` is its whole "
+                             "recipe: augmentation, dropout, calibration, 76 epochs)")
     parser.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs)
     parser.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size)
     parser.add_argument("--validation-split", type=float, default=TrainConfig.validation_split,
@@ -84,9 +87,13 @@ def parse_args(argv):
     own_images.add_arguments(parser, "train")
     card_flags.add_arguments(parser, input_shape=True)
     own_images.add_arguments(parser, "eval", dataset=False)
-    parser.add_argument("--run-dir", default=None, help="checkpoints, history and state (default runs/ARCHITECTURE)")
+    parser.add_argument("--run-dir", default=None,
+                        help="checkpoints, history and state (default runs/ARCHITECTURE-SETTINGS: a folder named by "
+                             "these flags' settings, so the same command resumes its run and other settings never "
+                             "meet it)")
     parser.add_argument("--export", default=None, help="where to write the final .keras (default RUN_DIR/model.keras)")
-    parser.add_argument("--verbose", default="auto", help="Keras progress output: auto, 0, 1 or 2")
+    parser.add_argument("--verbose", default="auto",
+                        help="Keras progress output: auto, 0, 1 or 2; 1 or 2 also show TensorFlow's start-up lines")
     args = parser.parse_args(argv)
     if not 0 <= args.validation_split < 1:
         parser.error("--validation-split must be at least 0 and below 1, e.g. 0.1")
@@ -136,6 +143,12 @@ def _names_fashion_class(folder_name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def default_run_dir(config: TrainConfig) -> str:
+    """runs/ARCHITECTURE-XXXXXXXX, the Xs the start of the settings' hash: one folder per set of settings."""
+    digest = hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True).encode()).hexdigest()
+    return os.path.join("runs", f"{config.architecture}-{digest[:8]}")
 
 
 def config_from(args, spec: card_spec.ModelSpec = card_spec.FASHION_MNIST) -> TrainConfig:
@@ -278,11 +291,13 @@ def measure_forward_cost(model, spec: card_spec.ModelSpec = card_spec.FASHION_MN
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    run_dir = args.run_dir or os.path.join("runs", args.architecture)
-    export_path = args.export or os.path.join(run_dir, "model.keras")
+    if args.verbose in ("1", "2"):
+        os.environ[quiet.VERBOSE_ENV] = "1"
     try:
         spec = training_spec(args)
         config = config_from(args, spec)
+        run_dir = args.run_dir or default_run_dir(config)
+        export_path = args.export or os.path.join(run_dir, "model.keras")
         if spec != card_spec.FASHION_MNIST:
             print(f"learning {spec.num_classes} classes ({visible(', '.join(spec.class_names))}) from "
                   f"{'x'.join(map(str, spec.input_shape))} inputs made by the {spec.recipe} recipe "
@@ -292,6 +307,9 @@ def main(argv=None) -> int:
         test_data = own_images.load_sources("test", args.data_dir, False, args.eval_folders, args.eval_lists,
                                             spec=spec) if args.eval_folders or args.eval_lists else []
         own_images.report_skipped(training_data + test_data)
+        print(f"run folder: {run_dir} (the same command resumes it)")
+        with quiet.quiet_tensorflow_start_up():  # TensorFlow's start-up lines held back here, not amid training
+            model_files.import_keras()
         state = train(config, training_data, run_dir, args.verbose)
         card = export(run_dir, export_path, config, training_data, args.data_dir,
                       "python -m model.train " + shlex.join(argv), test_data)

@@ -8,7 +8,8 @@ import sys
 
 import numpy as np
 
-from model import model_files
+from model import model_files, quiet
+from model.cli_types import help_texts
 from model.display import visible
 
 
@@ -28,12 +29,13 @@ def write_weights(model, path: str) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="fmnist-weights", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fmnist-weights", **help_texts(__doc__))
     parser.add_argument("--model", default=model_files.DEFAULT_MODEL_PATH)
     parser.add_argument("--output", default="weights.txt")
     args = parser.parse_args(argv)
     try:
-        loaded = model_files.load(args.model)
+        with quiet.quiet_tensorflow_start_up():
+            loaded = model_files.load(args.model)
     except model_files.ModelFileError as error:
         print(f"error: {visible(str(error))}", file=sys.stderr)
         return 2

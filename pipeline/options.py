@@ -7,10 +7,15 @@ import datetime
 from model import preprocessing
 from model.cli_types import count_or_auto, positive_int, probability, seconds
 from model.model_files import DEFAULT_MODEL_PATH
+from model.reading import DEFAULT_MAX_FILE_BYTES
 from model.vocabulary import RECORD_KEY_FILENAME, RECORD_KEY_IMAGE, RECORD_KEY_RAW_PIXELS
-from pipeline.reading import object_reads
-from pipeline.reading.sources import DEFAULT_MAX_FILE_BYTES
-from pipeline.reading.tfrecords import COMPRESSIONS
+
+# Defaults the readers share with the flags. They live here, not beside the readers, so that building the parser
+# (and answering --help) imports no Beam.
+READS_IN_FLIGHT = 64  # reads in flight per worker process (its read threads), and the connections each client keeps
+COMPRESSIONS = ("auto", "none", "gzip", "zlib")  # of TFRecord files
+REPORT_HISTORY = 14  # earlier nights the report compares tonight with
+REPORT_IMAGES = 24  # least confident inputs a run keeps for the report's contact sheet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +43,7 @@ class ScoreConfig:
     model_copies: int = 0
     model_threads: int = 0
     decode_threads: int = 0
-    reads_in_flight: int = object_reads.IN_FLIGHT
+    reads_in_flight: int = READS_IN_FLIGHT
     verbose: bool = False
 
 
@@ -100,6 +105,26 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kind, text in _NUMBERS:
         parser.add_argument(f"--{name}", type=kind, default=getattr(ScoreConfig, name), help=text)
     return parser
+
+
+def report_parser() -> argparse.ArgumentParser:
+    """The flags of `python -m pipeline.report`, which rebuilds a published partition's report.html."""
+    parser = argparse.ArgumentParser(prog="fashion-report", description="(Re)builds report.html for a partition.")
+    parser.add_argument("partition", help="a published partition: OUTPUT/dt=YYYY-MM-DD")
+    parser.add_argument("--history", type=int, default=REPORT_HISTORY, help="earlier nights to compare with")
+    parser.add_argument("--images", type=int, default=REPORT_IMAGES, help="least confident images to show")
+    parser.add_argument("--to", default=None, help="write here instead of PARTITION/report.html")
+    parser.epilog = ("Beam's filesystem options reach the buckets, as for the scorer: e.g. --s3_endpoint_url, "
+                     "--s3_access_key_id, --s3_secret_access_key, --s3_region_name for an S3-compatible store.")
+    return parser
+
+
+def answer_help(parser: argparse.ArgumentParser, argv) -> None:
+    """Prints the command's help and exits when argv asks for it: before the command imports Beam, which takes a
+    second or more."""
+    if {"-h", "--help"} & set(argv):
+        parser.print_help()
+        raise SystemExit(0)
 
 
 def parse(argv) -> tuple:

@@ -14,6 +14,10 @@ import time
 
 from pipeline import console  # noqa: E402  (first: it quiets Beam before Beam is imported)
 
+if __name__ == "__main__":
+    from pipeline import options
+
+    options.answer_help(options.build_parser(), sys.argv[1:])
 console.quiet_beam_logging()
 
 import apache_beam as beam  # noqa: E402

@@ -43,3 +43,34 @@ def test_dropout_rate_reaches_every_dropout_layer_and_the_mlp_refuses_one():
             if isinstance(layer, keras.layers.Dropout)] == [0.3, 0.3]
     with pytest.raises(ValueError, match="^the mlp architecture has no dropout: leave out --dropout-rate$"):
         architectures.build("mlp", dropout_rate=0.1)
+
+
+def test_the_clis_names_are_the_architectures_built():
+    """model.train offers the names without importing Keras; they must be exactly what architectures builds."""
+    from model import architecture_names
+
+    assert architecture_names.ARCHITECTURES == tuple(architectures.ARCHITECTURES)
+    assert architecture_names.HAS_DROPOUT == architectures.HAS_DROPOUT
+    assert architecture_names.DEFAULT_ARCHITECTURE in architectures.ARCHITECTURES
+    for kind in architecture_names.AUGMENTATIONS[1:]:
+        assert len(architectures.augmentation(0, kind).layers) >= 2
+
+
+def test_every_architecture_builds_for_any_input_and_classes_and_stays_the_same_at_28x28():
+    import dataclasses
+
+    from model.card_spec import FASHION_MNIST
+
+    shipped_layers = [layer.name for layer in architectures.build("cnn3-wide").layers]
+    for shape in ((28, 28, 1), (48, 40, 3), (224, 224, 3)):
+        spec = dataclasses.replace(FASHION_MNIST, class_names=("a", "b", "c"), input_shape=shape)
+        for name in architectures.ARCHITECTURES:
+            model = architectures.build(name, spec=spec, steps_per_epoch=12)
+            assert model.output_shape == (None, 3) and model.input_shape[1:3] == shape[:2]
+            head = [layer for layer in model.layers if layer.name == "flatten"][0]
+            assert name == "mlp" or head.output.shape[1] <= architectures.MAX_HEAD_INPUTS
+            norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+            assert all(abs(norm.momentum - (1 - 1 / 12)) < 1e-9 for norm in norms)
+    assert [layer.name for layer in architectures.build("cnn3-wide", steps_per_epoch=422).layers] == shipped_layers
+    assert all(layer.momentum == 0.99 for layer in architectures.build("cnn", steps_per_epoch=422).layers
+               if isinstance(layer, keras.layers.BatchNormalization))

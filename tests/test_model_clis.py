@@ -123,3 +123,17 @@ def test_weights_text_lists_every_trainable_variable(tiny_model_path, tmp_path, 
     numbers = re.findall(r"-?\d+\.\d+(?:e[-+]\d+)?", text.split(f"## {model.trainable_weights[-1].path}")[1])
     np.testing.assert_allclose(np.array(numbers, dtype=float), kernel.ravel(), atol=1e-7)
     assert f"wrote {model.count_params()} values" in capsys.readouterr().out
+
+
+def test_the_prediction_grid_takes_its_examples_from_every_class_in_turn(test_split):
+    """With --eval-dir, images come folder by folder: the grid's 15 must not all be the first folder's."""
+    from model.evaluate import across_classes
+
+    labels = np.sort(test_split.labels[:300], kind="stable")  # as a class-folder set is ordered
+    shown = across_classes(labels, 15)
+    assert len(shown) == 15 and len(set(shown)) == 15
+    assert set(labels[shown[:10]]) == set(range(10))  # one of each class first
+    assert list(shown[:10]) == [int(np.flatnonzero(labels == label)[0]) for label in range(10)]
+    few = np.array([2, 2, 2, 2, 5])
+    picked = few[across_classes(few, 3)]
+    assert sorted(picked) == [2, 2, 5] and picked[0] == 2

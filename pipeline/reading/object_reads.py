@@ -13,8 +13,10 @@ import threading
 
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.options import READS_IN_FLIGHT
+
 SCHEMES = ("s3", "gs")  # (share_s3_clients() is called at the end of this module, in every process importing it)
-IN_FLIGHT = 64  # reads in flight per worker process (its read threads), and the connections each client keeps
+IN_FLIGHT = READS_IN_FLIGHT
 _clients = {}
 _lock = threading.Lock()
 

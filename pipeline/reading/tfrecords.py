@@ -21,11 +21,12 @@ import zlib
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline import options
 from pipeline.outputs.errors import error_row
 from pipeline.reading.listing import key_for
 from pipeline.report.sheet import Source
 
-COMPRESSIONS = ("auto", "none", "gzip", "zlib")
+COMPRESSIONS = options.COMPRESSIONS
 _EXTENSIONS = {".gz": "gzip", ".gzip": "gzip", ".zlib": "zlib", ".zz": "zlib"}
 _HEADER = struct.Struct("<QI")  # the record's length, and the masked CRC32C of those 8 length bytes
 _FOOTER = struct.Struct("<I")  # the masked CRC32C of the record's data

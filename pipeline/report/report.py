@@ -12,7 +12,6 @@ absolute deviation) and (b) the sampling noise of tonight's count (the binomial 
 one percentage point. Flags need at least MIN_NIGHTS earlier nights with scores.
 """
 
-import argparse
 import datetime
 import sys
 
@@ -25,7 +24,7 @@ from pipeline.outputs import errors, partitions, scores_output
 from pipeline.report import page, pictures, sheet
 
 REPORT = "report.html"  # in a partition, written before _SUCCESS
-DEFAULT_HISTORY, DEFAULT_IMAGES = 14, sheet.SHEET_IMAGES
+DEFAULT_HISTORY, DEFAULT_IMAGES = options.REPORT_HISTORY, options.REPORT_IMAGES
 MIN_NIGHTS = 3
 BINS = 20
 EXAMPLES = 3  # failed keys shown per kind of failure
@@ -228,13 +227,7 @@ def _failures_section(folder: str, manifest: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="fashion-report", description="(Re)builds report.html for a partition.")
-    parser.add_argument("partition", help="a published partition: OUTPUT/dt=YYYY-MM-DD")
-    parser.add_argument("--history", type=int, default=DEFAULT_HISTORY, help="earlier nights to compare with")
-    parser.add_argument("--images", type=int, default=DEFAULT_IMAGES, help="least confident images to show")
-    parser.add_argument("--to", default=None, help="write here instead of PARTITION/report.html")
-    parser.epilog = ("Beam's filesystem options reach the buckets, as for the scorer: e.g. --s3_endpoint_url, "
-                     "--s3_access_key_id, --s3_secret_access_key, --s3_region_name for an S3-compatible store.")
+    parser = options.report_parser()
     args, beam_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     unknown = options.unknown_beam_flags(beam_args)
     if unknown:

@@ -17,8 +17,10 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline import options
+
 FILE = "_sheet.parquet"  # in a partition; readers of the tables skip names that start with "_"
-SHEET_IMAGES = 24  # candidates a run keeps: the report shows up to this many
+SHEET_IMAGES = options.REPORT_IMAGES  # candidates a run keeps: the report shows up to this many
 
 
 class Source(typing.NamedTuple):
