@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+COMMAND_STARTED = time.monotonic()  # before Beam and TensorFlow are imported: the report's duration is the command's
 
 from pipeline import console  # noqa: E402  (first: it quiets Beam before Beam is imported)
 
@@ -137,7 +138,8 @@ def _score_and_publish(config: options.ScoreConfig, beam_options: PipelineOption
             print(f"nothing to score: {publish.skipped_text(run_counts)}; {run_info.partition} was left as it was",
                   file=sys.stderr)
             return EXIT_NO_INPUT
-        manifest = publish.finish_run(run_info, run_counts, time.monotonic() - started)
+        manifest = publish.finish_run(run_info, run_counts, time.monotonic() - started,
+                                      time.monotonic() - COMMAND_STARTED)
     except Exception as error:  # The partition in place stays untouched; say so rather than only dumping a trace.
         try:  # An object store that stopped answering would have Beam retry each call for minutes: ask it first.
             preflight.check_store_endpoints(preflight.named_paths(config), timeout=2.0)

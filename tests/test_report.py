@@ -82,10 +82,20 @@ def test_an_ordinary_night_is_reported_in_full_and_not_flagged(test_split, shipp
              for key in re.findall(r"<div class=key(?: title='[^']*')?>(.*?)</div>", page)]
     assert shown == least
     assert page.count("<img class='seen'") == page.count("<img class='original'") == 24
-    # Failures: each type with its count and its keys.
+    # Failures come right after the run's figures: each type with its count, its message and its keys.
+    run_heading = "<h2>" + html.escape("Tonight's run") + "</h2>"
+    assert page.index(run_heading) < page.index("<h2>Failures (2)</h2>") < page.index("<h2>Class mix")
+    assert "<h2>Class mix against the 14 previous nights</h2>" in page
     errors = pq.read_table(os.path.join(partition, "errors")).to_pylist()
     for row in errors:
         assert html.escape(row["key"]) in page.replace("<wbr>", "") and f"<td class=''>{row['error_type']}</td>" in page
+        assert html.escape(row["error_message"][:60]) in page
+    # The duration is the whole command's, the scoring time beside it.
+    assert manifest["command_seconds"] > manifest["seconds"] > 0
+    assert f"{manifest['command_seconds']:,.1f} s</b><span>duration (scoring {manifest['seconds']:,.1f} s)" in page
+    # 400 images a night can see a shift of a class at 10% of about 4.5 points: no warning that tonight is too small.
+    assert report.smallest_flagged_shift(0.1, 400) == pytest.approx(3 * np.sqrt(0.09 / 400))
+    assert "too few to flag a small shift" not in page
 
 
 def test_a_night_with_a_shifted_class_mix_is_flagged(test_split, shipped_model, tmp_path):
@@ -108,6 +118,20 @@ def test_the_report_is_rebuilt_for_any_partition_and_notes_images_gone_since(tes
     assert "previous 3 of up to 3 nights (2026-11-12 to 2026-11-14)" in rebuilt
     assert report.main([str(tmp_path / "out" / "dt=2026-12-01")]) == 2
     assert "is not a published partition" in capsys.readouterr().err
+
+
+def test_a_first_small_night_says_there_is_no_history_and_what_it_cannot_see(shipped_model, tmp_path):
+    output = str(tmp_path / "out")
+    assert score.run(["--input", os.path.join(SAMPLE_INPUTS, "images"), "--output", output, "--model", shipped_model,
+                      "--run_date", TONIGHT, "--progress_seconds", "0", "--max_error_rate", "0.5"]) == score.EXIT_OK
+    page = open(os.path.join(output, f"dt={TONIGHT}", report.REPORT), encoding="utf-8").read()
+    assert "<h2>Class mix (no earlier nights yet)</h2>" in page and "previous 14" not in page
+    assert "0 earlier nights found; flags need at least 3" in page
+    scored = json.load(open(os.path.join(output, f"dt={TONIGHT}", partitions.MANIFEST)))["counts"]["scored"]
+    shift = report.smallest_flagged_shift(0.1, scored)
+    assert shift > 0.1  # a few dozen images: only a large shift can be seen
+    assert (f"Tonight's {scored:,} images are too few to flag a small shift:</b> a class at 10% of the images is "
+            f"flagged only if it moves by more than {shift:.1%}") in html.unescape(page)
 
 
 def test_usual_band_follows_the_history_and_tonights_noise():

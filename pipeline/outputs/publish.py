@@ -61,12 +61,13 @@ def discard(run: RunInfo) -> None:
     partitions.remove(run.staging)
 
 
-def finish_run(run: RunInfo, counts: dict, seconds: float) -> dict:
-    """Writes the manifest and _SUCCESS into the staging folder, then swaps it into place as the partition."""
+def finish_run(run: RunInfo, counts: dict, seconds: float, command_seconds: float = None) -> dict:
+    """Writes the manifest and _SUCCESS into the staging folder, then swaps it into place as the partition. `seconds`
+    is the pipeline's run, `command_seconds` the whole command's so far (start-up, checks and model load too)."""
     attempted = counts["scored"] + counts["failed"]
     error_rate = counts["failed"] / attempted if attempted else 0.0
     manifest = dict(run.manifest_base, finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                    seconds=round(seconds, 3), counts=counts, error_rate=round(error_rate, 6),
+                    seconds=round(seconds, 3), command_seconds=round(command_seconds or seconds, 3), counts=counts, error_rate=round(error_rate, 6),
                     error_rate_exceeded=error_rate > run.max_error_rate,
                     images_per_second=round(attempted / max(seconds, 1e-9), 1))
     _write(FileSystems.join(run.staging, partitions.MANIFEST), json.dumps(manifest, indent=2).encode())

@@ -34,6 +34,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .card img.seen { image-rendering: pixelated; width: 84px; height: 84px; background: #000; }
 .card .key { font-size: 11px; color: #5b6475; overflow-wrap: anywhere; margin: 6px 0 4px; }
 .example { font-size: 12px; overflow-wrap: anywhere; }
+.message { font-size: 12px; color: #8a1c1c; margin-bottom: 4px; overflow-wrap: anywhere; }
 .card .pred { font-weight: 600; }
 .bars { margin-top: 6px; } .bar { display: flex; align-items: center; font-size: 11px; height: 15px; }
 .bar .label { width: 78px; color: #5b6475; white-space: nowrap; overflow: hidden; }

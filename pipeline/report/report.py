@@ -18,7 +18,7 @@ import sys
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from model import card_spec
+from model import card_spec, display
 from pipeline import options
 from pipeline.outputs import errors, partitions, scores_output
 from pipeline.report import page, pictures, sheet
@@ -28,6 +28,7 @@ DEFAULT_HISTORY, DEFAULT_IMAGES = options.REPORT_HISTORY, options.REPORT_IMAGES
 MIN_NIGHTS = 3
 BINS = 20
 EXAMPLES = 3  # failed keys shown per kind of failure
+SENSITIVE_SHIFT = 0.05  # above this least flaggable shift, the report says tonight is too small to see one
 
 
 def band(history: list, tonight_count: int) -> tuple:
@@ -61,11 +62,14 @@ def build(folder: str, manifest: dict, output: str, run_date: str, history: int 
     confidence = scores.column("confidence").to_numpy()
     nights = _earlier_nights(output, run_date, history)
     spec = card_spec.spec_described(manifest["model"])
+    earlier = (f"against the {len(nights)} previous night{'s' if len(nights) != 1 else ''}" if nights
+               else "(no earlier nights yet)")
+    failed = manifest["counts"]["failed"]
     sections = [("Tonight's run", _run_section(manifest)),
-                (f"Class mix against the previous {history} nights", _mix_section(manifest, nights, history)),
+                (f"Failures ({failed:,})" if failed else "Failures", _failures_section(folder, manifest)),
+                (f"Class mix {earlier}", _mix_section(manifest, nights, history)),
                 ("Confidence", _confidence_section(manifest, nights, labels, confidence, spec.class_names)),
-                _sheet_section(folder, images, spec),
-                ("Failures", _failures_section(folder, manifest))]
+                _sheet_section(folder, images, spec)]
     counts = manifest["counts"]
     subtitle = (f"{run_date} · {counts['scored']:,} images scored · model {manifest['model']['version']} · "
                 f"run {manifest['run_id']}")
@@ -115,8 +119,9 @@ def _run_section(manifest: dict) -> str:
                                  (f"{counts['skipped']:,}", "skipped", ""), (f"{counts['matched']:,}", "matched", ""),
                                  (f"{manifest['error_rate']:.2%}",
                                   f"error rate (limit {manifest['max_error_rate']:.0%})", rate_css),
-                                 (f"{manifest['seconds']:,.1f} s", "duration", ""),
-                                 (f"{manifest['images_per_second']:,.0f}", "images a second", "")])
+                                 (f"{manifest.get('command_seconds', manifest['seconds']):,.1f} s",
+                                  f"duration (scoring {manifest['seconds']:,.1f} s)", ""),
+                                 (f"{manifest['images_per_second']:,.0f}", "images a second while scoring", "")])
             + page.table(["", ""], facts))
 
 
@@ -138,8 +143,8 @@ def _mix_section(manifest: dict, nights: list, history: int) -> str:
                       f"<div class=value>tonight {tonight:.1%} ({counts['per_class'][name]:,}) · {usual_text}</div>"
                       f"{page.share_chart(shares, tonight, usual)}{flag}</div>")
     if len(nights) < MIN_NIGHTS:
-        verdict = (f"<p class=note>{len(nights)} earlier night(s) found; flags need at least {MIN_NIGHTS}. The "
-                   "charts fill in as nights are scored.</p>")
+        verdict = (f"<p class=note>{len(nights)} earlier night{'s' if len(nights) != 1 else ''} found; flags need "
+                   f"at least {MIN_NIGHTS}. The charts fill in as nights are scored.</p>")
     elif flagged:
         verdict = (f"<p class=bad><b>Flagged: {page.esc(', '.join(flagged))}</b> — tonight's share lies "
                    "outside what the previous nights make usual.</p>")
@@ -150,7 +155,26 @@ def _mix_section(manifest: dict, nights: list, history: int) -> str:
                f"{len(nights)} of up to {history} nights ({span}); blue dot: tonight (red when flagged); shaded: the "
                "usual band — the median of the earlier nights ± 3 × the larger of their night-to-night spread "
                "(1.4826 × median absolute deviation) and tonight's sampling noise, at least ± 1 point.</p>")
-    return verdict + "<div class=grid>" + "".join(panels) + "</div>" + explain
+    return verdict + _sensitivity_note(counts["scored"], len(counts["per_class"])) + (
+        "<div class=grid>" + "".join(panels) + "</div>" + explain)
+
+
+def smallest_flagged_shift(share: float, tonight_count: int) -> float:
+    """The least change of a class's share the flag can see tonight, for a class whose share is steady from night to
+    night: the band's reach from tonight's sampling noise alone (band)."""
+    return max(3 * float(np.sqrt(share * (1 - share) / max(tonight_count, 1))), 0.01)
+
+
+def _sensitivity_note(scored: int, classes: int) -> str:
+    """Says, when tonight is too small for the flag to see a moderate shift, the smallest one it could flag."""
+    share = 1 / max(classes, 1)
+    shift = smallest_flagged_shift(share, scored)
+    if shift <= SENSITIVE_SHIFT:
+        return ""
+    return (f"<p class=note><b>Tonight's {scored:,} images are too few to flag a small shift:</b> a class at "
+            f"{share:.0%} of the images is flagged only if it moves by more than {shift:.1%} (points), however steady "
+            f"it was. About {int(np.ceil(9 * share * (1 - share) / SENSITIVE_SHIFT ** 2)):,} images a night bring that "
+            f"to {SENSITIVE_SHIFT:.0%}.</p>")
 
 
 def _confidence_section(manifest: dict, nights: list, labels: np.ndarray, confidence: np.ndarray,
@@ -210,20 +234,23 @@ def _failures_section(folder: str, manifest: dict) -> str:
     counts = manifest["counts"]
     if not counts["failed"]:
         return "<p class=ok>No input failed.</p>"
-    rows = partitions.read_table(FileSystems.join(folder, errors.FOLDER), ["key", "stage", "error_type"])
+    columns = ("key", "stage", "error_type", "error_message")
+    rows = partitions.read_table(FileSystems.join(folder, errors.FOLDER), list(columns))
     examples = {}
-    for key, stage, error_type in zip(*(rows.column(name).to_pylist() for name in ("key", "stage", "error_type"))):
-        found = examples.setdefault((stage, error_type), [0, []])
+    for key, stage, error_type, message in sorted(zip(*(rows.column(name).to_pylist() for name in columns))):
+        found = examples.setdefault((stage, error_type), [0, [], message])
         found[0] += 1
         if len(found[1]) < EXAMPLES:
             found[1].append(key)
     ordered = sorted(examples.items(), key=lambda item: -item[1][0])
-    table = [(stage, error_type, f"{amount:,}") for (stage, error_type), (amount, _) in ordered]
-    shown = ["".join(page.key_text(key, "example") for key in sorted(keys)) for _, (_, keys) in ordered]
+    table = [(stage, error_type, f"{amount:,}") for (stage, error_type), (amount, _, _) in ordered]
+    shown = [f"<div class=message>{page.esc(display.shortened(display.visible(message), 300))}</div>"
+             + "".join(page.key_text(key, "example") for key in keys) for _, (_, keys, message) in ordered]
     by_stage = ", ".join(f"{amount:,} at {stage}" for stage, amount in sorted(counts["failed_by_stage"].items()))
-    return (f"<p>{counts['failed']:,} inputs failed ({by_stage}); every one is a row in errors/ with its reason.</p>"
-            + page.table(["stage", "type", "count", f"examples (up to {EXAMPLES})"], table, numeric={2},
-                                html_column=shown))
+    return (f"<p class=bad>{counts['failed']:,} inputs failed ({by_stage}); every one is a row in errors/ with its "
+            "reason.</p>"
+            + page.table(["stage", "type", "count", f"message (of the first) and examples (up to {EXAMPLES})"],
+                         table, numeric={2}, html_column=shown))
 
 
 def main(argv=None) -> int:
