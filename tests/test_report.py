@@ -132,6 +132,10 @@ def test_a_first_small_night_says_there_is_no_history_and_what_it_cannot_see(shi
     assert shift > 0.1  # a few dozen images: only a large shift can be seen
     assert (f"Tonight's {scored:,} images are too few to flag a small shift:</b> a class at 10% of the images is "
             f"flagged only if it moves by more than {shift:.1%}") in html.unescape(page)
+    # Rebuilt by the command, nothing but its one line reaches the console (no library's warnings).
+    rebuilt = subprocess.run([sys.executable, "-m", "pipeline.report", os.path.join(output, f"dt={TONIGHT}"), "--to",
+                              str(tmp_path / "again.html")], capture_output=True, text=True, timeout=120)
+    assert (rebuilt.returncode, rebuilt.stderr, rebuilt.stdout) == (0, "", f"wrote {tmp_path / 'again.html'}\n")
 
 
 def test_usual_band_follows_the_history_and_tonights_noise():

@@ -15,13 +15,17 @@ one percentage point. Flags need at least MIN_NIGHTS earlier nights with scores.
 import datetime
 import sys
 
-import numpy as np
-from apache_beam.io.filesystems import FileSystems
+from pipeline import console  # first: it quiets Beam before Beam is imported
 
-from model import card_spec, display
-from pipeline import options
-from pipeline.outputs import errors, partitions, scores_output
-from pipeline.report import page, pictures, sheet
+console.quiet_beam_logging()
+
+import numpy as np  # noqa: E402
+from apache_beam.io.filesystems import FileSystems  # noqa: E402
+
+from model import card_spec, display  # noqa: E402
+from pipeline import options  # noqa: E402
+from pipeline.outputs import errors, partitions, scores_output  # noqa: E402
+from pipeline.report import page, pictures, sheet  # noqa: E402
 
 REPORT = "report.html"  # in a partition, written before _SUCCESS
 DEFAULT_HISTORY, DEFAULT_IMAGES = options.REPORT_HISTORY, options.REPORT_IMAGES

@@ -1,0 +1,74 @@
+"""Tests the README's lines that read every night as one table, run as written with the real clients: pyarrow's
+dataset, DuckDB and PySpark (a local Spark on loopback), on two real nights the scorer published."""
+
+import os
+import re
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import score
+from tests.helpers import REPO_ROOT, SAMPLE_INPUTS
+
+NIGHTS = {"2026-11-21": os.path.join(SAMPLE_INPUTS, "images"), "2026-11-22": os.path.join(SAMPLE_INPUTS, "images",
+                                                                                          "fashion")}
+
+
+def _readme_blocks() -> list:
+    """The python blocks of the README's "Every night as one table" paragraph, as written."""
+    text = open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8").read()
+    part = text[text.index("**Every night as one table**"):]
+    part = part[:part.index("\n\n", part.index("```python\nscores = spark"))]
+    return re.findall(r"```python\n(.*?)```", part, re.S)
+
+
+@pytest.fixture(scope="module")
+def nights(shipped_model, tmp_path_factory) -> str:
+    output = str(tmp_path_factory.mktemp("nights") / "scores")
+    for night, folder in NIGHTS.items():
+        code = score.run(["--input", folder, "--output", output, "--model", shipped_model, "--run_date", night,
+                          "--progress_seconds", "0", "--max_error_rate", "0.5"])
+        assert code == score.EXIT_OK
+    return output
+
+
+def _expected(output: str, table: str) -> dict:
+    """{date: rows} of each night's table, read one partition at a time."""
+    return {night: pq.read_table(os.path.join(output, f"dt={night}", table)).num_rows for night in NIGHTS}
+
+
+def test_pyarrow_and_duckdb_read_every_night_as_one_table_with_the_date(nights):
+    block = _readme_blocks()[0]
+    assert 'OUT = "out/scores"' in block
+    found = {}
+    exec(block.replace('OUT = "out/scores"', f"OUT = {nights!r}"), found)
+    scores, errors = found["scores"], found["errors"]
+    expected = _expected(nights, "scores")
+    assert scores.num_rows == sum(expected.values()) and errors.num_rows == sum(_expected(nights, "errors").values())
+    dates = scores.column("dt").to_pylist()
+    assert {night: dates.count(night) for night in NIGHTS} == expected
+    assert errors.num_rows == 2 and set(errors.column("dt").to_pylist()) == {"2026-11-21"}
+    assert scores.schema.names[-1] == "dt" and len(scores.column("probabilities")[0]) == 10
+    counted = {}
+    for night, _, n in found["per_night"]:
+        counted[night.isoformat()] = counted.get(night.isoformat(), 0) + n
+    assert counted == expected
+
+
+def test_pyspark_reads_every_night_as_one_table_with_the_date(nights, monkeypatch):
+    if shutil.which("java") is None:
+        pytest.skip("PySpark needs Java: apt-get install -y default-jre-headless (CI installs it)")
+    from pyspark.sql import SparkSession
+
+    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")  # loopback only
+    spark = (SparkSession.builder.master("local[1]").appName("all-nights").config("spark.ui.enabled", "false")
+             .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1").getOrCreate())
+    try:
+        found = {"spark": spark, "OUT": nights}
+        exec(_readme_blocks()[1], found)
+        rows = found["scores"].groupBy("dt").count().collect()
+        assert {str(row["dt"]): row["count"] for row in rows} == _expected(nights, "scores")
+        assert "probabilities" in found["scores"].columns
+    finally:
+        spark.stop()
