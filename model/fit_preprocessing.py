@@ -6,7 +6,8 @@ Opening, the format allow-list, the caps and the typed errors are those of every
 sources are never converted at full resolution: a JPEG decodes straight to a fraction of its size (libjpeg's DCT
 scaling) while it stays at least DRAFT_MARGIN times the size it is finally resized to, and any image is box-reduced
 by an integer factor while it stays at least REDUCE_MARGIN times that size; the last step is one antialiased resize
-(bench/fit_recipe.py measures what this costs against converting at full resolution; the README has its numbers).
+(bench/fit_recipe.py measures what this costs against converting at full resolution; docs/own-model.md has its
+numbers).
 """
 
 import functools

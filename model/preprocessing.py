@@ -21,7 +21,7 @@ DEFAULT_MAX_PIXELS = 40_000_000
 
 # Photos are trimmed and fitted at about this size (longest edge), not at full resolution: a 1200x1600 JPEG decodes
 # at 1/8 scale in 1 ms instead of 8 ms, and trimming 200 rows costs a 64th of 1600. Measured on 1,000 such catalogue
-# photos: the same accuracy as full resolution, mean difference 3.8 grey levels (README, "Preprocessing").
+# photos: the same accuracy as full resolution, mean difference 3.8 grey levels (docs/own-model.md, "Preprocessing").
 REDUCED_EDGE = 160
 # ...unless the trimmed item would then be smaller than this on its longest edge (a small item in a big frame): such a
 # photo is converted again at a finer scale, so the final fit to 28 pixels always shrinks the item at least twofold.

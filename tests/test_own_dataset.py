@@ -17,7 +17,7 @@ _PER_CLASS = 4
 
 
 def _folder_name(label: int) -> str:
-    """Even classes by name ('/' written '-'), odd ones by index: both ways the README documents."""
+    """Even classes by name ('/' written '-'), odd ones by index: both ways docs/training.md documents."""
     return CLASS_NAMES[label].replace("/", "-") if label % 2 == 0 else str(label)
 
 
