@@ -50,4 +50,7 @@ def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, vers
         counts.block_counts, config.low_confidence, spec.class_names, count_matched=not config.inputs)]
     if not config.inputs:  # Record keys come from a feature, so several records may carry the same one.
         pairs.append(scored | "CountDuplicateKeys" >> counts.CountDuplicateKeys())
-    _ = pairs | "AllCounts" >> beam.Flatten() | "WriteCounts" >> counts.WriteCounts(folder)
+    _ = (pairs
+         | "AllCounts" >> beam.Flatten()
+         | "RunnerCounters" >> beam.Map(counts.counted)
+         | "WriteCounts" >> counts.WriteCounts(folder))

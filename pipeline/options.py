@@ -69,8 +69,9 @@ _NUMBERS = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fashion-score",
-        description="Score images with the Fashion-MNIST classifier on Apache Beam; writes Parquet, errors and a "
-                    "manifest. Flags not listed here (--runner, --direct_num_workers, ...) go to Beam.")
+        description="Score images with a Keras classifier and its model card (by default the shipped Fashion-MNIST "
+                    "model) on Apache Beam; writes Parquet scores, errors, a manifest and a report. Flags not listed "
+                    "here (--runner, --direct_num_workers, ...) go to Beam.")
     inputs = parser.add_argument_group("input (exactly one kind)")
     inputs.add_argument("--input", nargs="+", action="extend", default=[], metavar="GLOB_OR_DIR",
                         help="image files: globs or folders (recursive) on any Beam filesystem; "

@@ -1,17 +1,14 @@
-"""Tests the README as a newcomer uses it: short enough to read at once, its quick start run as written (score a
-folder, read one night and every night back, open the report), and every other command it shows given flags its
-command accepts."""
+"""Tests the README as a newcomer uses it: short enough to read at once, and its quick start run as written (score a
+folder, read one night and every night back, open the report). tests/test_docs.py checks its other commands."""
 
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
 
-import pytest
-
 from tests.helpers import REPO_ROOT, SAMPLE_INPUTS
+from tests.test_docs import commands
 
 README = open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8").read()
 PYTHON = ".venv/bin/python"
@@ -22,14 +19,7 @@ def _blocks(language: str) -> list:
 
 
 def _commands() -> list:
-    """Each shell command the README shows, continuation lines joined and comments dropped, as argv."""
-    commands = []
-    for block in _blocks("sh"):
-        for command in block.replace("\\\n", " ").splitlines():
-            argv = shlex.split(command, comments=True)
-            if argv:
-                commands.append(argv)
-    return commands
+    return commands("README.md")
 
 
 def test_the_readme_is_a_front_door():
@@ -55,39 +45,6 @@ def test_the_quick_start_runs_as_written(tmp_path, monkeypatch):
     assert found["scores"].column("dt").to_pylist() == ["2026-11-22"] * 55 and found["errors"].num_rows == 2
     opened = [argv for argv in _commands() if argv[0] == "xdg-open"][0]
     assert os.path.isfile(opened[1])
-
-
-def _parse(argv: list) -> None:
-    """Runs the command's own flag parsing (nothing else): argparse exits on a flag it does not know."""
-    module, flags = argv[2], argv[3:]
-    if module == "pipeline.score":
-        from pipeline import options
-
-        _, beam_args = options.parse(flags)
-        assert options.unknown_beam_flags(beam_args) == [], argv
-    elif module == "model.train":
-        from model import train
-
-        train.parse_args(flags)
-    elif module == "model.card":
-        from model import card
-
-        card.parse_args(flags)
-    else:
-        pytest.fail(f"the README shows {module}; teach this test its flags")
-
-
-def test_every_command_the_readme_shows_is_one_its_program_accepts():
-    commands = _commands()
-    assert {argv[0] for argv in commands} <= {"make", PYTHON, "python", "xdg-open"}
-    for argv in commands:
-        if argv[0] == "make":
-            targets = subprocess.run(["make", "-n", *argv[1:]], cwd=REPO_ROOT, capture_output=True, text=True)
-            assert targets.returncode == 0, targets.stderr
-        elif argv[0] in (PYTHON, "python"):
-            _parse(argv)
-    # The training and carding commands run for real in the tests of their own (tests/test_own_classes.py trains
-    # with exactly the README's flags).
 
 
 def test_the_readme_trains_your_own_classes_with_the_flags_the_test_trains_with():

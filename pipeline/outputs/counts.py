@@ -10,8 +10,12 @@ import json
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 
 COUNTS_FILE = "_counts.json"
+# The runner's counters (Beam Metrics) are named as the counts, under this namespace; RunInference's own metrics
+# (num_inferences, inference_batch_latency_micro_secs, load_model_latency_milli_secs, ...) share it.
+NAMESPACE = "fashion_scorer"
 
 # Counters: matched = scored + failed + skipped.
 MATCHED, SKIPPED, SCORED, FAILED, DUPLICATE_KEYS = "matched", "skipped", "scored", "failed", "duplicate_keys"
@@ -55,6 +59,15 @@ def block_counts(block, low_confidence: float, class_names: tuple, count_matched
     for row in block.errors:
         yield member(FAILED_BY_STAGE, row["stage"]), 1
         yield member(FAILED_BY_TYPE, row["error_type"]), 1
+
+
+def counted(pair: tuple) -> tuple:
+    """Adds a (name, amount) pair to the runner's counter of that name and passes it on. The runner's UI (Dataflow,
+    Flink, Spark) shows the counters while the job runs; they are the very pairs the counts file sums, so they end
+    equal to the manifest's counts."""
+    name, amount = pair
+    Metrics.counter(NAMESPACE, name).inc(int(amount))
+    return pair
 
 
 class CountDuplicateKeys(beam.PTransform):

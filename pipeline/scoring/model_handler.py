@@ -11,9 +11,10 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
 from pipeline import timeline
+from pipeline.outputs import counts
+from pipeline.outputs.errors import error_row
 from pipeline.report import sheet
 from pipeline.scoring.blocks import Block
-from pipeline.outputs.errors import error_row
 from pipeline.scoring.served_model import ServedModel, load_served_model, thread_settings
 
 
@@ -56,7 +57,7 @@ class KerasModelHandler(ModelHandler):
         return sum(block.pixels.nbytes for block in batch)
 
     def get_metrics_namespace(self) -> str:
-        return "fashion_scorer"
+        return counts.NAMESPACE
 
 
 def score_block(block: Block, predict, num_classes: int) -> ScoredBlock:

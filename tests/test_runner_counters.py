@@ -1,0 +1,43 @@
+"""Tests the counters a runner's console shows while a job runs (Beam Metrics, namespace fashion_scorer): read from
+the pipeline result on the local runner, they equal the counts the manifest is made from, and RunInference's own
+model-call latency sits beside them."""
+
+import json
+import os
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+
+from model import model_files
+from pipeline import graph, options, score
+from pipeline.outputs import counts
+from tests.helpers import SAMPLE_INPUTS
+
+
+def _run_graph(argv, folder: str):
+    """The scoring graph on the local runner, as pipeline.score builds it; returns the finished pipeline's result."""
+    config, beam_args = options.parse(argv)
+    loaded = model_files.load(config.model)
+    pipeline = beam.Pipeline(options=score.pipeline_options(beam_args))
+    graph.build(pipeline, config, loaded.card, loaded.version, folder)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result
+
+
+def test_the_runners_counters_equal_the_counts_of_the_manifest(tmp_path):
+    folder = str(tmp_path / "staging")
+    os.makedirs(folder)
+    result = _run_graph(["--input", os.path.join(SAMPLE_INPUTS, "images"), "--output", str(tmp_path / "out"),
+                         "--progress_seconds", "0"], folder)
+    with open(os.path.join(folder, counts.COUNTS_FILE), encoding="utf-8") as stream:
+        written = json.load(stream)  # what counts.read completes into the manifest's counts
+    queried = result.metrics().query(MetricsFilter().with_namespace(counts.NAMESPACE))
+    counters = {entry.key.metric.name: entry.committed for entry in queried["counters"]}
+    assert written["scored"] == 55 and written["failed"] == 2 and written["failed_by_type/truncated"] == 1
+    assert {name: counters[name] for name in written} == written
+    # RunInference's own, in the same namespace, count blocks (one model call each): 57 files make one.
+    assert counters["num_inferences"] == 1
+    latency = {entry.key.metric.name: entry.committed for entry in queried["distributions"]}
+    assert latency["inference_batch_latency_micro_secs"].count >= 1
+    assert latency["inference_batch_latency_micro_secs"].min > 0
