@@ -38,7 +38,7 @@ def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, vers
                                            config.compression, config.max_file_bytes)
     spec = card_spec.spec_from_card(card)
     handler = KerasModelHandler(config.model, spec.num_classes, config.share_model, config.model_threads,
-                                config.model_copies)
+                                config.model_copies, config.require_gpu)
     scored = matched.units | "Score" >> ScoreImages(handler, read, spec, config.max_pixels, config.decode_threads,
                                                    config.progress_seconds, config.reads_in_flight)
     _ = scored | "WriteScores" >> scores_output.WriteScores(folder, card, version)

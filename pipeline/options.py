@@ -40,6 +40,7 @@ class ScoreConfig:
     files_per_chunk: int = 256
     progress_seconds: float = 10.0
     share_model: bool = False
+    require_gpu: bool = False
     model_copies: int = 0
     model_threads: int = 0
     decode_threads: int = 0
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "on any Beam filesystem (default: the shipped model)")
     parser.add_argument("--share_model", action="store_true",
                         help="one model copy per machine, served to all its worker processes (large models)")
+    parser.add_argument("--require_gpu", action="store_true",
+                        help="a worker that sees no GPU refuses to score (exit 2, one line) instead of scoring on CPU")
     parser.add_argument("--verbose", action="store_true",
                         help="also show TensorFlow's start-up lines (hidden by default)")
     for name, kind, text in _NUMBERS:

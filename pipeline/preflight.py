@@ -170,11 +170,13 @@ def _read(uri: str) -> bytes:
         raise model_files.ModelFileError(f"{what} {uri} cannot be read ({error})") from error
 
 
-def load_model_here(uri: str, threads: int) -> None:
+def load_model_here(uri: str, threads: int, require_gpu: bool = False) -> None:
     """Loads and checks the model fully (weights against the card's content hash) in this process, for a run whose
     worker is this process: a mistake is then caught before any work, at no cost, since the worker takes this load."""
     try:
-        served_model.preload(uri, threads)
+        served_model.preload(uri, threads, require_gpu)
+    except served_model.NoGPUError as error:
+        raise PreflightError(str(error)) from error
     except model_files.ModelFileError as error:
         raise PreflightError(f"{error}; {MODEL_HINT}") from error
 

@@ -110,7 +110,7 @@ def _checked(config: options.ScoreConfig, beam_args: list) -> tuple:
     model = preflight.check(config)
     config = worker_threads(config, beam_options)
     if _worker_is_this_process(beam_options):
-        preflight.load_model_here(config.model, config.model_threads)
+        preflight.load_model_here(config.model, config.model_threads, config.require_gpu)
     timeline.mark("checks done")
     return config, beam_options, model
 

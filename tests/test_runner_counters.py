@@ -2,6 +2,7 @@
 the pipeline result on the local runner, they equal the counts the manifest is made from, and RunInference's own
 model-call latency sits beside them."""
 
+import glob
 import json
 import os
 
@@ -11,6 +12,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from model import model_files
 from pipeline import graph, options, score
 from pipeline.outputs import counts
+from tests import helpers
 from tests.helpers import SAMPLE_INPUTS
 
 
@@ -41,3 +43,22 @@ def test_the_runners_counters_equal_the_counts_of_the_manifest(tmp_path):
     latency = {entry.key.metric.name: entry.committed for entry in queried["distributions"]}
     assert latency["inference_batch_latency_micro_secs"].count >= 1
     assert latency["inference_batch_latency_micro_secs"].min > 0
+
+
+def test_a_run_says_which_device_scored_and_require_gpu_refuses_a_worker_without_one(tmp_path, capsys):
+    from model import devices
+
+    device = devices.scoring_device()
+    output = str(tmp_path / "out")
+    argv = ["--input", os.path.join(SAMPLE_INPUTS, "images"), "--output", output, "--progress_seconds", "0"]
+    assert score.run(argv) == score.EXIT_OK
+    manifest = json.load(open(os.path.join(helpers.partition(output), "manifest.json")))
+    assert manifest["counts"]["scored_on"] == {device: manifest["counts"]["scored"]}
+    assert f"img/s) on {device}\n" in capsys.readouterr().out
+    code = score.run(argv + ["--require_gpu", "--output", str(tmp_path / "gpu-only")])
+    if device == "CPU":
+        assert code == score.EXIT_USAGE and not glob.glob(str(tmp_path / "gpu-only" / "dt=*"))
+        err = capsys.readouterr().err
+        assert err.startswith("error: --require_gpu: this worker sees no GPU") and err.count("\n") == 1
+    else:  # a machine with a GPU scores on it
+        assert code == score.EXIT_OK

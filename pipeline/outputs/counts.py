@@ -22,6 +22,7 @@ MATCHED, SKIPPED, SCORED, FAILED, DUPLICATE_KEYS = "matched", "skipped", "scored
 # Groups, each counted by member.
 CLASS, LOW_CONFIDENCE = "class", "low_confidence"
 FAILED_BY_STAGE, FAILED_BY_TYPE, SKIPPED_BY_REASON = "failed_by_stage", "failed_by_type", "skipped_by_reason"
+SCORED_ON = "scored_on"  # by device: CPU, GPU:0 NAME
 
 
 def member(group: str, name: str) -> str:
@@ -51,6 +52,8 @@ def block_counts(block, low_confidence: float, class_names: tuple, count_matched
     if count_matched:
         yield MATCHED, len(block.keys) + len(block.errors)
     yield SCORED, len(block.keys)
+    if block.keys and block.device:
+        yield member(SCORED_ON, block.device), len(block.keys)
     for label, amount in zip(*np.unique(index, return_counts=True)):
         yield member(CLASS, class_names[label]), int(amount)
     for label, amount in zip(*np.unique(index[~confident], return_counts=True)):
@@ -151,7 +154,7 @@ def complete(counts: dict, class_names: tuple) -> dict:
     done["per_class"] = {name: counts.get(CLASS, {}).get(name, 0) for name in class_names}
     done["low_confidence_per_class"] = {name: counts.get(LOW_CONFIDENCE, {}).get(name, 0) for name in class_names}
     done["low_confidence"] = sum(done["low_confidence_per_class"].values())
-    for group in (FAILED_BY_STAGE, FAILED_BY_TYPE, SKIPPED_BY_REASON):
+    for group in (FAILED_BY_STAGE, FAILED_BY_TYPE, SKIPPED_BY_REASON, SCORED_ON):
         done[group] = counts.get(group, {})
     done[DUPLICATE_KEYS] = counts.get(DUPLICATE_KEYS, 0)
     return done

@@ -109,7 +109,12 @@ def summary(manifest: dict) -> str:
     counts = manifest["counts"]
     skipped = f", {counts['skipped']:,} skipped" if counts["skipped"] else ""
     lines = [f"scored {counts['scored']:,} of {counts['matched']:,} inputs, {counts['failed']:,} failed{skipped} "
-             f"in {manifest['seconds']:.1f} s ({manifest['images_per_second']:,.0f} img/s)"]
+             f"in {manifest['seconds']:.1f} s ({manifest['images_per_second']:,.0f} img/s)"
+             + "".join(f" on {device}" if len(counts.get("scored_on", {})) == 1 else ""
+                       for device in counts.get("scored_on", {}))]
+    if len(counts.get("scored_on", {})) > 1:
+        lines.append("  scored on " + ", ".join(f"{device}: {amount:,}"
+                                               for device, amount in sorted(counts["scored_on"].items())))
     names = list(counts["per_class"])  # the model's classes, in its card's order
     width = max(len(visible(name)) for name in names)
     for name in names:

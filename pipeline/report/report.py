@@ -114,6 +114,9 @@ def _run_section(manifest: dict) -> str:
     facts = [("inputs", ", ".join(inputs)), ("model", f"{manifest['model']['version']} ({manifest['model']['path']})"),
              ("runner", manifest["runner"]["name"]), ("started", manifest["started_at"]),
              ("finished", manifest["finished_at"]), ("skip already scored", "yes" if manifest["skip_scored"] else "no")]
+    if counts.get("scored_on"):
+        facts.append(("scored on", ", ".join(f"{device} ({amount:,})"
+                                             for device, amount in sorted(counts["scored_on"].items()))))
     if counts["skipped_by_reason"]:
         facts.append(("skipped", ", ".join(f"{amount:,} {reason}"
                                            for reason, amount in sorted(counts["skipped_by_reason"].items()))))

@@ -27,13 +27,14 @@ class ScoredBlock:
     errors: list  # the block's read and decode errors, then the records the model failed on
     # The block's contact-sheet candidates (pipeline.report.sheet).
     sheet: list = dataclasses.field(default_factory=list)
+    device: str = ""  # where the model scored it: CPU, or GPU:0 and the GPU's name
 
 
 class KerasModelHandler(ModelHandler):
     """Takes Blocks, one per RunInference batch (a block is already a model call's worth); returns ScoredBlocks."""
 
     def __init__(self, model_uri: str, num_classes: int, share_across_processes: bool = False, threads: int = 0,
-                 copies: int = 0):
+                 copies: int = 0, require_gpu: bool = False):
         # TensorFlow reads its thread counts once, at start-up: Beam sets these in the worker before load_model.
         env_vars = thread_settings(threads)
         # large_model / model_copies are Beam's switches for one model per machine, served to its worker processes.
@@ -41,13 +42,16 @@ class KerasModelHandler(ModelHandler):
                          model_copies=copies or None, env_vars=env_vars)
         self.model_uri = model_uri
         self.num_classes = num_classes
+        self.require_gpu = require_gpu
         self._predicted = False  # per worker process: each unpickles its own handler
 
     def load_model(self) -> ServedModel:
-        return load_served_model(self.model_uri)
+        return load_served_model(self.model_uri, self.require_gpu)
 
     def run_inference(self, batch: Sequence[Block], model: ServedModel, inference_args: Optional[dict] = None) -> list:
-        scored = [score_block(block, model.predict_rows, self.num_classes) for block in batch]
+        device = model.device()
+        scored = [dataclasses.replace(score_block(block, model.predict_rows, self.num_classes), device=device)
+                  for block in batch]
         if not self._predicted:
             self._predicted = True
             timeline.mark("first block scored")

@@ -10,18 +10,27 @@ import numpy as np
 
 from model import model_files, quiet
 from model.data import file_sha256
-from model import known_answers, recipes
+from model import devices, known_answers, recipes
 from model.forward import predict_fixed_rows, served_forward
 from pipeline import timeline
+
+
+class NoGPUError(model_files.ModelFileError):
+    """--require_gpu, and this worker sees no GPU."""
 
 
 class ServedModel:
     """What load_model returns: the Keras model behind one method, so that Beam can also serve it from another
     process (--share_model), where callers hold a proxy that forwards method calls but not attribute access."""
 
-    def __init__(self, loaded: model_files.LoadedModel):
+    def __init__(self, loaded: model_files.LoadedModel, require_gpu: bool = False):
         self.loaded = loaded
         spec = loaded.spec
+        self._device = devices.scoring_device()
+        if require_gpu and not self._device.startswith("GPU"):
+            raise NoGPUError("--require_gpu: this worker sees no GPU (TensorFlow lists none: check "
+                                             "the worker's accelerator, its NVIDIA driver and a CUDA build of "
+                                             "TensorFlow; or leave out --require_gpu to score on CPU)")
         self._rows = spec.model_call_rows
         self._call_block = served_forward(loaded.model, spec)
         try:  # before this worker reads any input: it must preprocess and score as where the card was written
@@ -32,6 +41,10 @@ class ServedModel:
 
     def predict_rows(self, pixels: np.ndarray) -> np.ndarray:
         return predict_fixed_rows(self._call_block, pixels, self._rows)
+
+    def device(self) -> str:
+        """Where this model scores: 'CPU' or 'GPU:0 NAME' (a method, so a proxy of a shared model forwards it)."""
+        return self._device
 
 
 # Models loaded before the pipeline ran, by the process that is also its worker (see preflight.load_model_here).
@@ -44,17 +57,17 @@ def thread_settings(threads: int) -> dict:
     return {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1"} if threads else {}
 
 
-def preload(model_uri: str, threads: int = 0) -> None:
+def preload(model_uri: str, threads: int = 0, require_gpu: bool = False) -> None:
     """Loads and checks the model now (the known-answer check included), for the worker of this process to take
     (raises ModelFileError)."""
     os.environ.update(thread_settings(threads))
     timeline.mark("model loading")
     with quiet.quiet_tensorflow_start_up():
-        _preloaded[model_uri] = ServedModel(model_files.load(localize(model_uri)))
+        _preloaded[model_uri] = ServedModel(model_files.load(localize(model_uri)), require_gpu)
     timeline.mark("model loaded")
 
 
-def load_served_model(model_uri: str) -> ServedModel:
+def load_served_model(model_uri: str, require_gpu: bool = False) -> ServedModel:
     """Copies the model to local disk if needed, then loads and checks it (safe mode), or takes the one preloaded.
 
     Loading happens in the worker's own thread, before any input is read: measured here, loading in a background
@@ -65,7 +78,7 @@ def load_served_model(model_uri: str) -> ServedModel:
     if served is None:
         timeline.mark("model loading")
         with quiet.quiet_tensorflow_start_up():
-            served = ServedModel(model_files.load(localize(model_uri)))
+            served = ServedModel(model_files.load(localize(model_uri)), require_gpu)
         timeline.mark("model loaded")
     return served
 
