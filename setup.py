@@ -3,7 +3,17 @@
 Workers on a cluster get the code through `--setup_file ./setup.py`, so the model files ride along as package data.
 """
 
+import os
+
 from setuptools import setup
+
+# Which TensorFlow a worker gets: the CPU build by default; FASHION_SCORER_TENSORFLOW=gpu installs the CUDA build,
+# whose and-cuda extra brings the CUDA and cuDNN libraries TensorFlow was built against (Linux x86_64; the NVIDIA
+# driver comes from the machine). Both are the same TensorFlow release.
+TENSORFLOW = {"cpu": "tensorflow-cpu>=2.21,<2.22", "gpu": "tensorflow[and-cuda]>=2.21,<2.22"}
+DEVICE = os.environ.get("FASHION_SCORER_TENSORFLOW", "cpu")
+if DEVICE not in TENSORFLOW:
+    raise SystemExit(f"FASHION_SCORER_TENSORFLOW={DEVICE!r}: use cpu (the default) or gpu")
 
 setup(
     name="fashion-scorer",
@@ -19,7 +29,7 @@ setup(
         # 3.14 ran code while loading hostile models (safe-mode bypasses CVE-2025-1550, CVE-2025-8747, CVE-2025-9906,
         # CVE-2026-0897, CVE-2026-1462) and unpacked archive members outside their folder; TensorFlow 2.21 is the
         # release these Keras versions are tested with.
-        "tensorflow-cpu>=2.21,<2.22",
+        TENSORFLOW[DEVICE],
         "keras>=3.14.0,<4",
         "apache-beam>=2.77,<2.78",
         "numpy>=1.26,<3",

@@ -34,6 +34,16 @@ def seconds(text: str) -> float:
     return value
 
 
+def yes_no(text: str) -> bool:
+    """true/false, yes/no, 1/0 (any case) -> bool."""
+    value = text.strip().lower()
+    if value in ("true", "yes", "1"):
+        return True
+    if value in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
 def help_texts(doc: str) -> dict:
     """ArgumentParser's description and epilog from a CLI module's docstring: its first paragraph, and the rest (the
     examples) as written."""

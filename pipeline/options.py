@@ -5,7 +5,7 @@ import dataclasses
 import datetime
 
 from model import preprocessing
-from model.cli_types import count_or_auto, positive_int, probability, seconds
+from model.cli_types import count_or_auto, positive_int, probability, seconds, yes_no
 from model.model_files import DEFAULT_MODEL_PATH
 from model.reading import DEFAULT_MAX_FILE_BYTES
 from model.vocabulary import RECORD_KEY_FILENAME, RECORD_KEY_IMAGE, RECORD_KEY_RAW_PIXELS
@@ -47,6 +47,10 @@ class ScoreConfig:
     reads_in_flight: int = READS_IN_FLIGHT
     verbose: bool = False
 
+
+# A switch: `--skip_scored` alone turns it on, and `--skip_scored=true|false` says either way, as a Dataflow Flex
+# Template passes every parameter (deploy/dataflow/metadata.json).
+SWITCH = {"nargs": "?", "const": True, "default": False, "type": yes_no}
 
 # The numeric flags: (name, type, help); each defaults to the ScoreConfig field of its name.
 _NUMBERS = (
@@ -92,19 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
                              "report.html, _SUCCESS)")
     parser.add_argument("--run_date", type=_date, default=datetime.date.today().isoformat(),
                         help="the partition this run writes, YYYY-MM-DD (default: today); a rerun replaces it whole")
-    parser.add_argument("--skip_scored", action="store_true",
+    parser.add_argument("--skip_scored", **SWITCH,
                         help="skip image files (same path, size and modification time) that this model version "
                              "scored in earlier complete partitions")
-    parser.add_argument("--refuse_outside_links", action="store_true",
+    parser.add_argument("--refuse_outside_links", **SWITCH,
                         help="a link to a file outside every local input is an error row (`link outside the "
                              "inputs`), never read; by default links to files are followed wherever they point")
     parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help="a .keras file with its .json card beside it, "
                         "on any Beam filesystem (default: the shipped model)")
-    parser.add_argument("--share_model", action="store_true",
+    parser.add_argument("--share_model", **SWITCH,
                         help="one model copy per machine, served to all its worker processes (large models)")
-    parser.add_argument("--require_gpu", action="store_true",
+    parser.add_argument("--require_gpu", **SWITCH,
                         help="a worker that sees no GPU refuses to score (exit 2, one line) instead of scoring on CPU")
-    parser.add_argument("--verbose", action="store_true",
+    parser.add_argument("--verbose", **SWITCH,
                         help="also show TensorFlow's start-up lines (hidden by default)")
     for name, kind, text in _NUMBERS:
         parser.add_argument(f"--{name}", type=kind, default=getattr(ScoreConfig, name), help=text)
