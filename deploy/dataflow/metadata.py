@@ -21,7 +21,9 @@ def metadata() -> dict:
         if not action.option_strings or action.dest == "help":
             continue
         name = action.option_strings[0].lstrip("-")
-        default = "" if action.default in (None, [], ()) else f" (default: {action.default})"
+        # A default that is a path of this checkout (the shipped model's) would differ on every machine.
+        shown = action.default not in (None, [], ()) and not os.path.isabs(str(action.default))
+        default = f" (default: {action.default})" if shown else ""
         parameters.append({"name": name, "label": name.replace("_", " "),
                            "helpText": " ".join((action.help or "").split()) + default,
                            "isOptional": name not in REQUIRED})
