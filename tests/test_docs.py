@@ -86,3 +86,12 @@ def test_every_command_a_page_shows_is_one_its_program_accepts(page):
 def test_every_python_block_a_page_shows_compiles(page):
     for index, block in enumerate(_blocks(page, "python")):
         compile(block, f"{page}, python block {index + 1}", "exec")
+
+
+def test_the_scorers_flags_are_all_in_its_documentation():
+    from pipeline import options
+
+    text = open(os.path.join(REPO_ROOT, "docs", "scoring.md"), encoding="utf-8").read()
+    for action in options.build_parser()._actions:
+        if action.option_strings and action.dest != "help":
+            assert f"`{action.option_strings[0]}" in text, action.option_strings[0]
