@@ -62,3 +62,22 @@ def test_a_run_says_which_device_scored_and_require_gpu_refuses_a_worker_without
         assert err.startswith("error: --require_gpu: this worker sees no GPU") and err.count("\n") == 1
     else:  # a machine with a GPU scores on it
         assert code == score.EXIT_OK
+
+
+def test_the_progress_lines_end_at_the_counts_the_counters_hold(test_split, tmp_path, capsys):
+    """Two blocks of real images: a progress line after each, the last one at the run's scored + failed of matched."""
+    import re
+
+    from tests import samples
+
+    folder = str(tmp_path / "images")
+    samples.write_pngs(test_split.images[:1500], folder, [f"{index:04d}.png" for index in range(1500)])
+    (tmp_path / "images" / "broken.png").write_bytes(b"not a picture")
+    output = str(tmp_path / "out")
+    assert score.run(["--input", folder, "--output", output, "--progress_seconds", "0.000001"]) == score.EXIT_OK
+    lines = re.findall(r"progress: ([\d,]+) of ([\d,]+) inputs done", capsys.readouterr().err)
+    assert len(lines) == 2
+    done, of = (int(value.replace(",", "")) for value in lines[-1])
+    manifest_counts = json.load(open(os.path.join(helpers.partition(output), "manifest.json")))["counts"]
+    assert (done, of) == (manifest_counts["scored"] + manifest_counts["failed"], manifest_counts["matched"]) == (
+        1501, 1501)
