@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from model import data, model_files, own_images, quiet, reading
+from model import data, forward, model_files, own_images, quiet, reading
 from model.cli_types import help_texts
 from model.display import visible
 
@@ -56,8 +56,6 @@ def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bi
 def card_metrics(model, spec, test_data: list) -> dict:
     """What a model card says of a model's quality on labelled sets, scored as the scorer serves the model: loss,
     accuracy, calibration error, examples and accuracy per class."""
-    from model import forward
-
     test_set = data.concatenate(test_data)
     scores = metrics(test_set.labels, forward.served_predict(model, spec)(test_set.images), spec.class_names)
     return {"loss": round(scores["loss"], 6), "accuracy": round(scores["accuracy"], 6), "ece": round(scores["ece"], 6),
@@ -69,8 +67,6 @@ def evaluate(loaded: model_files.LoadedModel, model_path: str, test_data: list, 
              history_path: str = None) -> dict:
     """Scores the labelled sets together as the scorer serves the model, writes metrics.json (saying what the sets
     were) and the figures into output_dir, returns the metrics."""
-    from model import forward
-
     spec = loaded.spec
     test_set = data.concatenate(test_data)
     probabilities = forward.served_predict(loaded.model, spec)(test_set.images)

@@ -14,7 +14,6 @@ from model.folding import fold_batch_norms
 # probabilities never depend on how the runner happened to batch it with others: oneDNN may pick other kernels for
 # other batch shapes. For 28x28 grey that is 1,024 rows, which scored 8% faster than 256 on one core here (10,100
 # against 9,300 img/s) and no slower on two; bigger inputs get fewer rows (card_spec.MODEL_CALL_VALUES).
-MODEL_CALL_ROWS = FASHION_MNIST.model_call_rows
 
 
 def compiled_forward(model, spec: ModelSpec = FASHION_MNIST):

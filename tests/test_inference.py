@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from model import model_files
 from model.card_spec import FASHION_MNIST
-from model.forward import MODEL_CALL_ROWS, compiled_forward
+from model.forward import compiled_forward
 from model.vocabulary import CLASS_NAMES
 from pipeline.outputs import counts, scores_output
 from pipeline.scoring.model_handler import KerasModelHandler, predict_isolating_failures
@@ -22,6 +22,8 @@ from tests import samples
 from tests.helpers import local_pipeline
 
 POISON = 255  # a pixel value in the top-left corner that the fake model below refuses
+
+MODEL_CALL_ROWS = FASHION_MNIST.model_call_rows
 
 
 class _ModelThatFailsOnPoison:

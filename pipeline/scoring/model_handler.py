@@ -44,14 +44,15 @@ class KerasModelHandler(ModelHandler):
         self.num_classes = num_classes
         self.require_gpu = require_gpu
         self._predicted = False  # per worker process: each unpickles its own handler
+        self._device = None  # asked of the model once: a shared model (--share_model) answers across processes
 
     def load_model(self) -> ServedModel:
         return load_served_model(self.model_uri, self.require_gpu)
 
     def run_inference(self, batch: Sequence[Block], model: ServedModel, inference_args: Optional[dict] = None) -> list:
-        device = model.device()
-        scored = [dataclasses.replace(score_block(block, model.predict_rows, self.num_classes), device=device)
-                  for block in batch]
+        if self._device is None:
+            self._device = model.device()
+        scored = [score_block(block, model.predict_rows, self.num_classes, self._device) for block in batch]
         if not self._predicted:
             self._predicted = True
             timeline.mark("first block scored")
@@ -64,17 +65,18 @@ class KerasModelHandler(ModelHandler):
         return counts.NAMESPACE
 
 
-def score_block(block: Block, predict, num_classes: int) -> ScoredBlock:
-    """Scores a block's pixels with predict (N rows -> (N, num_classes)); a record the model fails on fails alone."""
+def score_block(block: Block, predict, num_classes: int, device: str = "") -> ScoredBlock:
+    """Scores a block's pixels with predict (N rows -> (N, num_classes)) on `device` (as the model says where it
+    scores); a record the model fails on fails alone."""
     if not block.keys:
-        return ScoredBlock([], np.zeros((0, num_classes), np.float32), list(block.errors))
+        return ScoredBlock([], np.zeros((0, num_classes), np.float32), list(block.errors), device=device)
     probabilities, failed_rows = predict_isolating_failures(predict, block.pixels, num_classes)
     good = [row for row in range(len(block.keys)) if row not in failed_rows]
     failures = [error_row(block.keys[row], "predict", type(error).__name__, str(error))
                 for row, error in sorted(failed_rows.items())]
     candidates = sheet.candidates(block.keys, block.sources, block.pixels, probabilities, skip=failed_rows)
     return ScoredBlock([block.keys[row] for row in good], probabilities[good], list(block.errors) + failures,
-                       candidates)
+                       candidates, device)
 
 
 def predict_isolating_failures(predict, pixels: np.ndarray, num_classes: int, offset: int = 0):

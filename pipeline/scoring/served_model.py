@@ -8,9 +8,8 @@ import tempfile
 
 import numpy as np
 
-from model import model_files, quiet
+from model import devices, known_answers, model_files, quiet, recipes
 from model.data import file_sha256
-from model import devices, known_answers, recipes
 from model.forward import predict_fixed_rows, served_forward
 from pipeline import timeline
 
@@ -28,9 +27,9 @@ class ServedModel:
         spec = loaded.spec
         self._device = devices.scoring_device()
         if require_gpu and not self._device.startswith("GPU"):
-            raise NoGPUError("--require_gpu: this worker sees no GPU (TensorFlow lists none: check "
-                                             "the worker's accelerator, its NVIDIA driver and a CUDA build of "
-                                             "TensorFlow; or leave out --require_gpu to score on CPU)")
+            raise NoGPUError("--require_gpu: this worker sees no GPU (TensorFlow lists none: check the worker's "
+                             "accelerator, its NVIDIA driver and a CUDA build of TensorFlow; or leave out "
+                             "--require_gpu to score on CPU)")
         self._rows = spec.model_call_rows
         self._call_block = served_forward(loaded.model, spec)
         try:  # before this worker reads any input: it must preprocess and score as where the card was written
