@@ -147,6 +147,14 @@ def test_own_classes_refusals_are_one_line_exit_2(tmp_path, small_data_dir, caps
         (["--no-fashion-mnist", "--train-dir", str(tmp_path / "few"), "--classes", "circle,square,circle"],
          "error: class name 'circle' is given more than once"),
     ]
+    # A folder name is a class name shown in every row, terminal and page: one with hidden characters is refused, and
+    # the line shows them as escapes.
+    hostile = tmp_path / "hostile"
+    samples.write_shapes(str(hostile), 1, seed=5)
+    os.rename(hostile / "circle", hostile / "circle\x1b[2J\u202egnp.exe")
+    cases.append((["--no-fashion-mnist", "--train-dir", str(hostile)],
+                  "error: class name 'circle\\x1b[2J\\u202egnp.exe' must be 1-200 characters, none hidden (no "
+                  "control, format or separator characters) and no space at either end"))
     for flags, line in cases:
         assert train.main(_tiny_run(tmp_path, *flags)) == 2
         err = capsys.readouterr().err
