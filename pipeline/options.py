@@ -94,8 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True,
                         help="root folder; the run writes OUTPUT/dt=RUN_DATE/ (scores/, errors/, manifest.json, "
                              "report.html, _SUCCESS)")
-    parser.add_argument("--run_date", type=_date, default=datetime.date.today().isoformat(),
-                        help="the partition this run writes, YYYY-MM-DD (default: today); a rerun replaces it whole")
+    # The default is resolved when the flags are parsed, never when the parser is built: the parser's text (--help,
+    # the Flex Template's metadata) is the same on every day.
+    parser.add_argument("--run_date", type=_date, default=None,
+                        help="the partition this run writes, YYYY-MM-DD (default: today, by this machine's clock "
+                             "in its time zone); a rerun replaces it whole")
     parser.add_argument("--skip_scored", **SWITCH,
                         help="skip image files (same path, size and modification time) that this model version "
                              "scored in earlier complete partitions")
@@ -135,8 +138,9 @@ def answer_help(parser: argparse.ArgumentParser, argv) -> None:
         raise SystemExit(0)
 
 
-def parse(argv) -> tuple:
-    """Returns (ScoreConfig, the arguments left for Beam). Flag mistakes exit with status 2 and a message."""
+def parse(argv, today=datetime.date.today) -> tuple:
+    """Returns (ScoreConfig, the arguments left for Beam). Flag mistakes exit with status 2 and a message. `today`
+    gives the date a run without --run_date writes."""
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     if bool(args.input) == bool(args.input_tfrecords):
@@ -150,7 +154,8 @@ def parse(argv) -> tuple:
         parser.error(f"unrecognised arguments: {' '.join(unknown)} (neither the scorer's nor Beam's; see --help)")
     fields = {f.name for f in dataclasses.fields(ScoreConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
-    config = ScoreConfig(**{**values, "inputs": tuple(args.input), "input_tfrecords": tuple(args.input_tfrecords)})
+    config = ScoreConfig(**{**values, "run_date": args.run_date or today().isoformat(), "inputs": tuple(args.input),
+                            "input_tfrecords": tuple(args.input_tfrecords)})
     return config, beam_args
 
 
