@@ -4,6 +4,7 @@ TensorFlow's C++ start-up lines are held back by model.quiet, as in every comman
 
 import logging
 import os
+import warnings
 
 from model.quiet import VERBOSE_ENV
 
@@ -16,6 +17,11 @@ _NOISE = ("apitools not found", "Resource module is not available")
 _RETRY_LOGGER = "apache_beam.utils.retry"
 _FAILURE_ECHOES = ("apache_beam.runners.common", "apache_beam.runners.worker.sdk_worker",
                    "apache_beam.runners.portability.local_job_service")
+
+
+# Google's client libraries, which Beam imports for gs://, warn on import once the calendar passes a date they carry
+# for this Python version (its end of life): the same command would print more lines on a later day.
+_DATED_WARNINGS = r"google\.api_core\._python_version_support"
 
 
 class _KnownNoise(logging.Filter):
@@ -44,6 +50,7 @@ class _FailureEcho(logging.Filter):
 
 def quiet_beam_logging() -> None:
     """Installs the filters (idempotent). Call it before importing Beam: the first warning comes with the import."""
+    warnings.filterwarnings("ignore", category=FutureWarning, module=_DATED_WARNINGS)
     root = logging.getLogger()
     if not any(isinstance(f, _KnownNoise) for f in root.filters):
         root.addFilter(_KnownNoise())
