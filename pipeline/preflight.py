@@ -8,6 +8,7 @@ import os
 from apache_beam.io.filesystems import FileSystems
 
 from model import card_spec, model_files
+from pipeline import store_endpoints
 from pipeline.reading import globs, listing
 from pipeline.scoring import served_model
 
@@ -48,39 +49,12 @@ def named_paths(config) -> list:
     return [*config.inputs, *config.input_tfrecords, config.model, config.output]
 
 
-def store_endpoints(paths: list) -> list:
-    """[(what names it, address)] of the store servers that `paths` use and the run names: --s3_endpoint_url for
-    s3://, STORAGE_EMULATOR_HOST for a GCS-compatible server behind gs:// (AWS and Google themselves are not named)."""
-    from apache_beam.options.pipeline_options import PipelineOptions, S3Options
-
-    schemes = {FileSystems.get_scheme(path) for path in paths if path}
-    found = []
-    if "s3" in schemes:
-        found.append(("--s3_endpoint_url",
-                      (FileSystems._pipeline_options or PipelineOptions([])).view_as(S3Options).s3_endpoint_url))
-    if "gs" in schemes:
-        found.append(("STORAGE_EMULATOR_HOST", os.environ.get("STORAGE_EMULATOR_HOST")))
-    return [(named, endpoint) for named, endpoint in found if endpoint]
-
-
 def check_store_endpoints(paths: list, timeout: float = 5.0) -> None:
-    """Raises PreflightError when a store server the run names (store_endpoints) does not answer: Beam would retry
-    every call to it with growing pauses, for minutes, before failing."""
-    for named, endpoint in store_endpoints(paths):
-        _check_answers(endpoint, named, timeout)
-
-
-def _check_answers(endpoint: str, named: str, timeout: float) -> None:
-    import socket
-    import urllib.parse
-
-    parsed = urllib.parse.urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
+    """Raises PreflightError when a store server that `paths` go to cannot be reached (store_endpoints.check)."""
     try:
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
-    except (OSError, TypeError, ValueError) as error:
-        raise PreflightError(f"{named} {endpoint} does not answer ({error}); check the store's address and that it "
-                             "is running") from None
+        store_endpoints.check(paths, timeout=timeout)
+    except store_endpoints.StoreUnreachable as error:
+        raise PreflightError(str(error)) from None
 
 
 def check_input(flag: str, text: str) -> None:

@@ -2,13 +2,13 @@
 with one line that says so, instead of after the many minutes Beam's retries would wait on it (they pause 5 s, then
 10 s, ... up to 320 s, for every call).
 
-Only servers the run names can be watched: --s3_endpoint_url, and STORAGE_EMULATOR_HOST for a GCS-compatible one.
+The servers watched are those preflight checked (store_endpoints): the ones the run names, or AWS's and Google's.
 """
 
 import signal
 import threading
 
-from pipeline import preflight
+from pipeline import preflight, store_endpoints
 
 
 class StoreGone(Exception):
@@ -30,7 +30,7 @@ class StoreWatch:
         self._thread = None
 
     def __enter__(self) -> "StoreWatch":
-        if preflight.store_endpoints(self.paths):
+        if store_endpoints.endpoints(self.paths):
             self._main = threading.main_thread().ident
             self._thread = threading.Thread(target=self._watch, name="store-watch", daemon=True)
             self._thread.start()

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
 
 from model import card_spec, display  # noqa: E402
-from pipeline import options  # noqa: E402
+from pipeline import options, store_endpoints  # noqa: E402
 from pipeline.outputs import errors, partitions, scores_output  # noqa: E402
 from pipeline.report import page, pictures, sheet  # noqa: E402
 
@@ -269,6 +269,11 @@ def main(argv=None) -> int:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     FileSystems.set_options(PipelineOptions(beam_args))
+    try:
+        store_endpoints.check([args.partition, args.to])
+    except store_endpoints.StoreUnreachable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     partition = args.partition.rstrip("/")
     name = partition.rsplit("/", 1)[-1]
     try:
