@@ -38,6 +38,7 @@ def _expected(output: str, table: str) -> dict:
     return {night: pq.read_table(os.path.join(output, f"dt={night}", table)).num_rows for night in NIGHTS}
 
 
+@pytest.mark.clock  # not PySpark's test: a JVM under faketime spins in its sleeps (see tests/clock/sitecustomize.py)
 def test_pyarrow_and_duckdb_read_every_night_as_one_table_with_the_date(nights):
     block = _readme_blocks()[0]
     assert 'OUT = "out/scores"' in block

@@ -8,6 +8,8 @@ import pytest
 
 from tests.helpers import REPO_ROOT
 
+pytestmark = pytest.mark.clock  # also run with the clock moved to another day and zone: make test-clock
+
 COMMANDS = ("model.train", "model.evaluate", "model.predict", "model.weights_text", "model.card", "pipeline.score",
             "pipeline.report")
 _PROBE = """

@@ -6,9 +6,13 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from pipeline import progress, score
 from tests import samples
 from tests.helpers import REPO_ROOT, SAMPLE_INPUTS
+
+pytestmark = pytest.mark.clock  # also run with the clock moved to another day and zone: make test-clock
 
 TENSORFLOW_LINES = ("oneDNN custom operations", "absl::InitializeLog", "cpu_feature_guard")
 

@@ -14,6 +14,8 @@ import pytest
 
 from tests.helpers import REPO_ROOT
 
+pytestmark = pytest.mark.clock  # also run with the clock moved to another day and zone: make test-clock
+
 PAGES = ["README.md"] + sorted(os.path.relpath(path, REPO_ROOT) for path in glob.glob(os.path.join(REPO_ROOT,
                                                                                                     "docs", "*.md")))
 # Programs documented for machines this one is not (a Docker daemon; a browser's opener): named, not run.

@@ -8,10 +8,13 @@ import random
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline.outputs import fingerprints
 from pipeline.reading import matching
 from pipeline.outputs.errors import ERRORS_SCHEMA
+
+pytestmark = pytest.mark.clock  # also run with the clock moved to another day and zone: make test-clock
 
 
 def _reference(partitions: dict, run_date: str, version: str) -> set:

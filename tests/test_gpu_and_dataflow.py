@@ -14,6 +14,8 @@ import pytest
 from pipeline import options
 from tests.helpers import REPO_ROOT
 
+pytestmark = pytest.mark.clock  # also run with the clock moved to another day and zone: make test-clock
+
 DATAFLOW = os.path.join(REPO_ROOT, "deploy", "dataflow")
 
 
@@ -57,6 +59,25 @@ def test_the_gpu_image_installs_the_project_for_the_gpu_with_the_tested_pins():
     for copied in re.findall(r"^COPY (.+) \S+$", text, re.M):
         for path in copied.split():
             assert os.path.exists(os.path.join(REPO_ROOT, path)), path
+
+
+def test_the_flex_templates_metadata_is_the_same_from_another_checkout_machine_and_zone(tmp_path):
+    """Written from a copy of the checkout at another path, in another time zone, with other temporary and home
+    folders and CPU affinity, metadata.json comes out byte for byte as committed."""
+    elsewhere = tmp_path / "another checkout"
+    for package in ("model", "pipeline"):
+        shutil.copytree(os.path.join(REPO_ROOT, package), elsewhere / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(DATAFLOW, elsewhere / "deploy" / "dataflow", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "tmp").mkdir()
+    environment = dict(os.environ, TZ="Asia/Kathmandu", TMPDIR=str(tmp_path / "tmp"), HOME=str(tmp_path),
+                       HOSTNAME="another-host", USER="someone-else", LANG="C.UTF-8")
+    command = [sys.executable, os.path.join("deploy", "dataflow", "metadata.py")]
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", "0", *command]
+    written = subprocess.run(command, cwd=elsewhere, env=environment, capture_output=True, text=True, check=True)
+    with open(os.path.join(DATAFLOW, "metadata.json"), encoding="utf-8") as stream:
+        assert written.stdout == stream.read()
 
 
 def test_the_flex_templates_parameters_are_the_scorers_flags():

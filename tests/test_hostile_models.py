@@ -23,6 +23,8 @@ from pipeline.scoring import served_model
 from tests import samples
 from tests.helpers import REPO_ROOT, SAMPLE_INPUTS
 
+pytestmark = pytest.mark.clock  # also run with the clock moved to another day and zone: make test-clock
+
 _CLIS = ("model.predict", "model.evaluate", "pipeline.score")
 # TensorFlow's C++ start-up log lines (absl's format), which the model CLIs let through as TensorFlow writes them: not
 # the CLI's own output. The scorer holds them back itself.

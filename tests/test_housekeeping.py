@@ -12,6 +12,8 @@ from pipeline import score
 from pipeline.outputs import housekeeping
 from tests.helpers import REPO_ROOT, SAMPLE_INPUTS
 
+pytestmark = pytest.mark.clock  # also run with the clock moved to another day and zone: make test-clock
+
 
 def _partition(out, date, run_id):
     folder = out / f"dt={date}"

@@ -14,6 +14,8 @@ from pipeline import score
 from tests import samples
 from tests.helpers import REPO_ROOT, SAMPLE_INPUTS, read_rows
 
+pytestmark = pytest.mark.clock  # also run with the clock moved to another day and zone: make test-clock
+
 BROKEN = os.path.join(SAMPLE_INPUTS, "images", "broken")
 
 
@@ -188,3 +190,21 @@ def test_bad_run_date_is_a_usage_error(capsys):
         score.run(["--input", "x", "--output", "y", "--run_date", "2026-13-01"])
     assert stop.value.code == score.EXIT_USAGE
     assert "is not a date like 2026-11-22" in capsys.readouterr().err
+
+
+def test_the_default_run_date_is_taken_when_the_run_starts_and_no_text_holds_a_date():
+    """--run_date defaults to the day the clock says when the flags are parsed (injected here); the parser's text
+    (--help, the Flex Template's metadata) says "today" in words, so it reads the same on every day."""
+    import datetime
+    import re
+
+    from pipeline import options
+
+    leap_day = datetime.date(2028, 2, 29)
+    config, _ = options.parse(["--input", "a", "--output", "b"], today=lambda: leap_day)
+    assert config.run_date == "2028-02-29"
+    config, _ = options.parse(["--input", "a", "--output", "b", "--run_date", "2026-11-22"], today=lambda: leap_day)
+    assert config.run_date == "2026-11-22"
+    text = options.build_parser().format_help()
+    assert "default: today, by this machine's clock in its time zone" in " ".join(text.split())
+    assert not re.search(r"\d{4}-\d{2}-\d{2}", text), "a date in the scorer's help text"

@@ -7,8 +7,12 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO_ROOT, SAMPLE_INPUTS
 from tests.test_docs import commands
+
+pytestmark = pytest.mark.clock  # also run with the clock moved to another day and zone: make test-clock
 
 README = open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8").read()
 PYTHON = ".venv/bin/python"

@@ -21,6 +21,8 @@ from pipeline.outputs import partitions
 from tests import samples
 from tests.helpers import SAMPLE_INPUTS
 
+pytestmark = pytest.mark.clock  # also run with the clock moved to another day and zone: make test-clock
+
 BROKEN = os.path.join(SAMPLE_INPUTS, "images", "broken")
 TONIGHT = "2026-11-15"
 

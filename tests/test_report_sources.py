@@ -23,6 +23,8 @@ from pipeline.report import report
 from tests import samples
 from tests.helpers import partition
 
+pytestmark = pytest.mark.clock  # also run with the clock moved to another day and zone: make test-clock
+
 DATE = "2026-11-20"
 
 

@@ -14,6 +14,8 @@ from model import data, model_files
 from pipeline import options, score
 from tests.helpers import REPO_ROOT, SAMPLE_INPUTS, partition, read_rows
 
+pytestmark = pytest.mark.clock  # also run with the clock moved to another day and zone: make test-clock
+
 
 def _fails(capsys, argv, code, message):
     try:
