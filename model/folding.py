@@ -11,7 +11,10 @@ import numpy as np
 
 # Largest difference in any probability allowed between the folded and the original model on the probe batch.
 TOLERANCE = 1e-4
-_PROBE_ROWS = 64
+# The probe runs both models eagerly, op by op. A few rows find a wrong fold as surely as many (every row goes through
+# every layer), and at 224x224x3 many cost dearly: EfficientNetB0 folded in 13.4 s with a peak of 7.4 GB on 64 rows,
+# in 2.3 s and 1.9 GB on 4 (its unfolded model alone peaks at 1.9 GB; folded, it scores 10-15% faster).
+_PROBE_ROWS = 4
 
 
 def fold_batch_norms(model):

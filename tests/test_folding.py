@@ -76,3 +76,19 @@ def test_every_architecture_with_augmentation_folds_for_serving(test_split):
         np.testing.assert_allclose(folded.predict(test_split.images[:256], verbose=0),
                                    model.predict(test_split.images[:256], verbose=0), rtol=0, atol=folding.TOLERANCE)
         assert "BatchNormalization" not in _layer_types(folded)
+
+
+def test_a_wrong_fold_is_caught_by_the_few_rows_probe_and_the_model_served_as_it_is(monkeypatch):
+    """The probe is a few rows (folding._PROBE_ROWS), cheap at 224x224: a fold whose weights are off by 1% in one
+    channel is still found, and the original model served."""
+    model = _model_with(False, False)
+    right = folding._folded_weights
+
+    def off_by_one_percent(producer, norm):
+        kernel, bias = right(producer, norm)
+        kernel[..., 0] *= 1.01
+        return [kernel, bias]
+
+    monkeypatch.setattr(folding, "_folded_weights", off_by_one_percent)
+    assert folding._PROBE_ROWS <= 8
+    assert folding.fold_batch_norms(model) is model
