@@ -1,5 +1,6 @@
-"""Measures scoring on a GPU against the CPU of the same machine: the forward pass of the shipped model and of a
-224x224x3 colour model, the pipeline's steady rate end to end, and what bounds it (decoding or the model).
+"""Measures scoring on a GPU against the CPU of the same machine: the forward pass of the shipped model, of a small
+224x224x3 colour model and of the backbones bench/backbones.py cards (MobileNetV3Small, EfficientNetB0, ResNet50),
+the pipeline's steady rate end to end, and what bounds it (decoding or the model).
 
     python bench/gpu.py [--sizes 2000 6000] [--repeat 3] [--cache /tmp/gpu-bench]
 
@@ -16,6 +17,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.benchmark import ONE_WORKER, pipeline, print_table, ratio, run_interleaved, summarise  # noqa: E402
+from bench.backbones import SIZES as BACKBONES, backbone  # noqa: E402
 from bench.own_model import SHAPES, own_model, photos  # noqa: E402
 from model import devices, forward, model_files, recipes  # noqa: E402
 
@@ -54,7 +56,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     gpus = devices.gpus()
     print(f"{os.cpu_count()} cores; GPUs TensorFlow sees: {', '.join(gpus) or 'none (CPU figures only)'}")
-    models = {"shipped 28x28x1": model_files.DEFAULT_MODEL_PATH, "224x224x3": own_model(SHAPES["224"], args.cache)}
+    models = {"shipped 28x28x1": model_files.DEFAULT_MODEL_PATH, "224x224x3": own_model(SHAPES["224"], args.cache),
+              **{name: backbone(name, args.cache) for name in BACKBONES}}  # keras.applications at 224x224x3
     targets = ["/CPU:0"] + (["/GPU:0"] if gpus else [])
     for name, path in models.items():
         rates = {target: forward_rates(path, target) for target in targets}

@@ -24,6 +24,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from bench import tfdata_baseline  # noqa: E402
 from bench.benchmark import ONE_WORKER, pipeline, print_table, ratio, run_interleaved, summarise  # noqa: E402
 from bench.datasets import cached, partition, tinted_jpeg  # noqa: E402
 from bench.peer_output import write_scores  # noqa: E402
@@ -106,11 +107,7 @@ def tfdata_worker(folder: str, output: str, model_path: str, antialias: str = "p
         return tf.image.resize_with_pad(image, height, width, antialias=antialias == "antialiased") * scale + shift
 
     paths = sorted(glob.glob(os.path.join(folder, "*.jpg")))
-    dataset = (tf.data.Dataset.from_tensor_slices(paths)
-               .map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-               .batch(spec.model_call_rows)
-               .prefetch(2))
-    outputs = np.concatenate([np.asarray(loaded.model.predict_on_batch(batch)) for batch in dataset])
+    outputs = tfdata_baseline.predict(paths, convert, spec.model_call_rows, loaded.model)
     probabilities = tf.nn.softmax(outputs).numpy() if spec.outputs == "logits" else outputs
     write_scores(paths, probabilities, output, spec.class_names)
 

@@ -32,11 +32,13 @@ class ServedModel:
                              "--require_gpu to score on CPU)")
         self._rows = spec.model_call_rows
         self._call_block = served_forward(loaded.model, spec)
+        timeline.mark("batch norms folded")
         try:  # before this worker reads any input: it must preprocess and score as where the card was written
             known_answers.check(loaded.card.get("known_answers"), lambda data: recipes.to_model_input(spec, data),
                                 self.predict_rows)
         except known_answers.KnownAnswerError as error:
             raise model_files.ModelFileError(str(error)) from None
+        timeline.mark("forward pass traced, known answers checked")  # the first call of the compiled forward pass
 
     def predict_rows(self, pixels: np.ndarray) -> np.ndarray:
         return predict_fixed_rows(self._call_block, pixels, self._rows)
@@ -62,7 +64,7 @@ def preload(model_uri: str, threads: int = 0, require_gpu: bool = False) -> None
     os.environ.update(thread_settings(threads))
     timeline.mark("model loading")
     with quiet.quiet_tensorflow_start_up():
-        _preloaded[model_uri] = ServedModel(model_files.load(localize(model_uri)), require_gpu)
+        _preloaded[model_uri] = ServedModel(_read_model(model_uri), require_gpu)
     timeline.mark("model loaded")
 
 
@@ -77,9 +79,15 @@ def load_served_model(model_uri: str, require_gpu: bool = False) -> ServedModel:
     if served is None:
         timeline.mark("model loading")
         with quiet.quiet_tensorflow_start_up():
-            served = ServedModel(model_files.load(localize(model_uri)), require_gpu)
+            served = ServedModel(_read_model(model_uri), require_gpu)
         timeline.mark("model loaded")
     return served
+
+
+def _read_model(model_uri: str) -> model_files.LoadedModel:
+    loaded = model_files.load(localize(model_uri))
+    timeline.mark("model file read (Keras imported, safe-mode load, content hash)")
+    return loaded
 
 
 def localize(model_uri: str) -> str:
