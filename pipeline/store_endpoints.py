@@ -37,7 +37,7 @@ def endpoints(paths: list, pipeline_options=None) -> list:
     schemes = {FileSystems.get_scheme(path) for path in paths if path}
     found = []
     if "s3" in schemes:
-        found.append(_s3_endpoint(pipeline_options or FileSystems._pipeline_options))
+        found += _s3_endpoint(pipeline_options or FileSystems._pipeline_options)
     if "gs" in schemes:
         emulator = os.environ.get("STORAGE_EMULATOR_HOST")
         if emulator:
@@ -53,18 +53,26 @@ OWN_SERVER = "check the store's address and that it is running"
 NETWORK = "check this machine's network and proxy"
 
 
-def _s3_endpoint(pipeline_options) -> Endpoint:
-    """The address Beam's S3 client talks to: boto3 resolves it from the same options Beam gives it."""
-    import boto3
+def _s3_endpoint(pipeline_options) -> list:
+    """[the address Beam's S3 client talks to]: boto3 resolves it from the same options Beam gives it. [] without
+    boto3 (Beam's S3 filesystem then says what to install when the input is listed)."""
     from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 
     s3 = (pipeline_options or PipelineOptions([])).view_as(S3Options)
     if s3.s3_endpoint_url:
-        return Endpoint(s3.s3_endpoint_url, f"--s3_endpoint_url {s3.s3_endpoint_url}", OWN_SERVER)
-    address = boto3.session.Session().client("s3", region_name=s3.s3_region_name,
-                                             use_ssl=not s3.s3_disable_ssl).meta.endpoint_url
-    return Endpoint(address, f"AWS S3 at {address} (where s3:// paths go)",
-                    f"{NETWORK}, or name an S3-compatible server with --s3_endpoint_url")
+        return [Endpoint(s3.s3_endpoint_url, f"--s3_endpoint_url {s3.s3_endpoint_url}", OWN_SERVER)]
+    try:
+        import boto3
+    except ImportError:
+        return []
+    try:
+        address = boto3.session.Session().client("s3", region_name=s3.s3_region_name,
+                                                 use_ssl=not s3.s3_disable_ssl).meta.endpoint_url
+    except Exception as error:  # noqa: BLE001 - botocore's own words say what is wrong (a region it cannot use, ...)
+        raise StoreUnreachable(f"s3:// cannot be reached with these options ({error}); check --s3_region_name and "
+                               "the AWS_* settings, or name a server with --s3_endpoint_url") from None
+    return [Endpoint(address, f"AWS S3 at {address} (where s3:// paths go)",
+                     f"{NETWORK}, or name an S3-compatible server with --s3_endpoint_url")]
 
 
 def check(paths: list, pipeline_options=None, timeout: float = 5.0) -> None:

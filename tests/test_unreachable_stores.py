@@ -118,3 +118,11 @@ def test_the_report_of_an_unreachable_store_is_exit_2(tmp_path, capsys):
     code = report.main(["s3://shop/scores/dt=2026-11-22", "--s3_endpoint_url", "http://s3.example.invalid:8333"])
     err = capsys.readouterr().err
     assert code == 2 and "--s3_endpoint_url http://s3.example.invalid:8333 does not answer" in err
+
+
+def test_s3_options_boto3_cannot_use_are_exit_2_in_one_line(tmp_path, capsys):
+    code = score.run(["--input", "s3://shop/x/*", "--output", str(tmp_path / "out"), "--s3_region_name",
+                      "no region!"])
+    err = capsys.readouterr().err
+    assert code == score.EXIT_USAGE and len(err.strip().splitlines()) == 1, err
+    assert "s3:// cannot be reached with these options" in err and "--s3_region_name" in err
