@@ -15,6 +15,9 @@ import urllib.request
 
 # Where google-cloud-storage sends gs:// calls unless STORAGE_EMULATOR_HOST (or its API_ENDPOINT_OVERRIDE) says.
 GOOGLE_STORAGE = "https://storage.googleapis.com"
+# What a message tells the user to do: about a server the run names, and about AWS's or Google's own.
+OWN_SERVER = "check the store's address and that it is running"
+NETWORK = "check this machine's network and proxy"
 
 
 class StoreUnreachable(ValueError):
@@ -47,10 +50,6 @@ def endpoints(paths: list, pipeline_options=None) -> list:
             found.append(Endpoint(address, f"Google Cloud Storage at {address} (where gs:// paths go)",
                                   f"{NETWORK}, or set STORAGE_EMULATOR_HOST for a GCS-compatible server"))
     return found
-
-
-OWN_SERVER = "check the store's address and that it is running"
-NETWORK = "check this machine's network and proxy"
 
 
 def _s3_endpoint(pipeline_options) -> list:
