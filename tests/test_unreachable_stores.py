@@ -19,14 +19,18 @@ from tests.portable_servers import free_port
 pytestmark = pytest.mark.clock  # also run with the clock moved to another day and zone: make test-clock
 
 STORE_VARIABLES = ("STORAGE_EMULATOR_HOST", "API_ENDPOINT_OVERRIDE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-                   "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+                   "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
+                   "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
 
 
 @pytest.fixture(autouse=True)
-def no_store_settings(monkeypatch):
-    """The tests set the store's address themselves; nothing of the machine's own settings reaches them."""
+def no_store_settings(monkeypatch, tmp_path):
+    """The tests set the store's address themselves; nothing of the machine's own settings reaches them (its
+    environment, nor a region in ~/.aws/config)."""
     for name in STORE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.setenv(name, str(tmp_path / "no-aws-file"))
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -102,7 +106,7 @@ def test_an_unreachable_store_is_exit_2_in_one_line_within_seconds(scheme, flag,
 
 def test_the_cli_says_one_line_and_no_traceback(tmp_path):
     """As a user runs it, on a machine that cannot reach Google: the real command, its own process."""
-    environment = {name: value for name, value in os.environ.items() if name not in STORE_VARIABLES}
+    environment = {name: value for name, value in os.environ.items() if name not in STORE_VARIABLES}  # as the fixture
     environment["API_ENDPOINT_OVERRIDE"] = "https://storage.example.invalid"
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "pipeline.score", "--input", "gs://no-such-bucket/x/*", "--output",
