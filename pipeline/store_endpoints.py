@@ -76,7 +76,12 @@ def _s3_endpoint(pipeline_options) -> list:
 
 def check(paths: list, pipeline_options=None, timeout: float = 5.0) -> None:
     """Raises StoreUnreachable when a store server that `paths` go to cannot be reached within `timeout` seconds."""
-    for endpoint in endpoints(paths, pipeline_options):
+    check_each(endpoints(paths, pipeline_options), timeout)
+
+
+def check_each(found: list, timeout: float) -> None:
+    """Raises StoreUnreachable for the first of the Endpoints `found` that cannot be reached within `timeout`."""
+    for endpoint in found:
         why = reach(endpoint.address, timeout)
         if why:
             raise StoreUnreachable(f"{endpoint.named} does not answer: {why}; {endpoint.advice}")

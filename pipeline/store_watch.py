@@ -8,7 +8,7 @@ The servers watched are those preflight checked (store_endpoints): the ones the 
 import signal
 import threading
 
-from pipeline import preflight, store_endpoints
+from pipeline import store_endpoints
 
 
 class StoreGone(Exception):
@@ -30,7 +30,8 @@ class StoreWatch:
         self._thread = None
 
     def __enter__(self) -> "StoreWatch":
-        if store_endpoints.endpoints(self.paths):
+        self._endpoints = store_endpoints.endpoints(self.paths)  # resolved once: the watch only connects
+        if self._endpoints:
             self._main = threading.main_thread().ident
             self._thread = threading.Thread(target=self._watch, name="store-watch", daemon=True)
             self._thread.start()
@@ -40,9 +41,9 @@ class StoreWatch:
         missed = 0
         while not self._stop.wait(self.every):
             try:
-                preflight.check_store_endpoints(self.paths, timeout=2.0)
+                store_endpoints.check_each(self._endpoints, timeout=2.0)
                 missed = 0
-            except preflight.PreflightError as error:
+            except store_endpoints.StoreUnreachable as error:
                 missed += 1
                 if missed >= self.misses:
                     self.gone = str(error)
