@@ -4,10 +4,11 @@
 
 Opening, the format allow-list, the caps and the typed errors are those of every recipe (model.preprocessing). Big
 sources are never converted at full resolution: a JPEG decodes straight to a fraction of its size (libjpeg's DCT
-scaling) while it stays at least DRAFT_MARGIN times the size it is finally resized to, and any image is box-reduced
+scaling) while it stays at least DRAFT_MARGINS[version] times the size it is finally resized to, and any image is box-reduced
 by an integer factor while it stays at least REDUCE_MARGIN times that size; the last step is one antialiased resize
 (bench/fit_recipe.py measures what this costs against converting at full resolution; docs/own-model.md has its
-numbers).
+numbers). Version 2 lets the reduced JPEG decode come down to the size it is resized to (version 1 kept 1.5 times
+it); cards keep the version they were written with, and version 1 is still served as it was.
 """
 
 import functools
@@ -18,16 +19,19 @@ from PIL import Image
 from model import preprocessing
 
 NAME = "fit"
-VERSION = 1
+VERSION = 2  # the version new cards are written with
+VERSIONS = (1, 2)  # the versions this code runs
 RESIZE_POLICIES = ("pad", "crop", "stretch")  # fit inside and pad; fill and centre-crop; scale each axis alone
 DEFAULT_PARAMETERS = {"resize": "pad", "fill": [0, 0, 0]}  # black, as tf.image.resize_with_pad pads
 # A reduced source keeps at least this many pixels per output pixel on each axis, so the final antialiased resize
 # still averages over real detail.
 REDUCE_MARGIN = 2
-# A JPEG's reduced decode keeps at least this many: libjpeg's scaled inverse DCT filters better than a box, and the
-# antialiased resize after it costs most of a big input's conversion (at 224x224 from 800 px photos, 2.7 ms a photo
-# against 4.2 ms with a margin of 2, within 8 levels of full resolution: bench/fit_recipe.py).
-DRAFT_MARGIN = 1.5
+# A JPEG's reduced decode keeps at least this many, by version: libjpeg's scaled inverse DCT filters better than a
+# box, and the decode and the antialiased resize after it are most of a big input's conversion. Version 1 kept 1.5
+# (at 224x224 from 800 px photos, 2.7 ms a photo against 4.2 ms with a margin of 2); version 2 keeps 1.0, so a
+# 450-900 px photo made 224 px decodes at half size (bench/fit_recipe.py --versions 1 2 measures both against full
+# resolution; docs/own-model.md has the figures).
+DRAFT_MARGINS = {1: 1.5, 2: 1.0}
 RESAMPLE = Image.Resampling.BILINEAR  # antialiased when shrinking: Pillow widens the filter with the scale
 
 
@@ -46,8 +50,10 @@ def checked_parameters(parameters: dict) -> dict:
 
 
 def to_model_input(data: bytes, input_shape: tuple, parameters: dict,
-                   max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS, full_resolution: bool = False) -> np.ndarray:
-    """Bytes of any allowed image -> uint8 [H, W] (C = 1) or [H, W, 3] (C = 3) for a model of `input_shape`.
+                   max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS, full_resolution: bool = False,
+                   version: int = VERSION) -> np.ndarray:
+    """Bytes of any allowed image -> uint8 [H, W] (C = 1) or [H, W, 3] (C = 3) for a model of `input_shape`, by the
+    recipe's `version`.
 
     Raises only ImageDecodeError subclasses for bad input, ImageTooLargeError above max_pixels. `full_resolution`
     decodes and resizes at the source's full size instead (what bench/fit_recipe.py compares the recipe with).
@@ -58,7 +64,7 @@ def to_model_input(data: bytes, input_shape: tuple, parameters: dict,
     image = preprocessing.opened(data, max_pixels)
     source = preprocessing.upright_size(image)
     needed = _needed_size(source, (width, height), parameters["resize"])
-    preprocessing.load_reduced(image, 1 if full_resolution else _factor(source, needed, DRAFT_MARGIN))
+    preprocessing.load_reduced(image, 1 if full_resolution else _factor(source, needed, DRAFT_MARGINS[version]))
     try:
         image = preprocessing.upright(image)
         image = _on_fill(image, fill).convert(mode)
@@ -75,17 +81,17 @@ def to_model_input(data: bytes, input_shape: tuple, parameters: dict,
 
 
 def to_model_inputs(payloads: list, input_shape: tuple, parameters: dict,
-                    max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS, map_function=map) -> list:
+                    max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS, map_function=map, version: int = VERSION) -> list:
     """Many inputs -> for each, what to_model_input returns for it or the Exception it raised (`map_function`: a
     thread pool's map uses more cores, as Pillow decodes and resizes without Python's lock)."""
     convert = functools.partial(_model_input_or_error, input_shape=input_shape, parameters=parameters,
-                                max_pixels=max_pixels)
+                                max_pixels=max_pixels, version=version)
     return list(map_function(convert, payloads))
 
 
-def _model_input_or_error(data: bytes, input_shape: tuple, parameters: dict, max_pixels: int):
+def _model_input_or_error(data: bytes, input_shape: tuple, parameters: dict, max_pixels: int, version: int):
     try:
-        return to_model_input(data, input_shape, parameters, max_pixels)
+        return to_model_input(data, input_shape, parameters, max_pixels, version=version)
     except Exception as error:  # Returned, not raised: one odd input must not cost its neighbours their results.
         return error
 

@@ -8,7 +8,7 @@ from model.card_spec import ModelSpec
 
 FMNIST_CATALOGUE = "fmnist-catalogue"
 # {name: versions this code runs}. fmnist-catalogue v1 models are scored by v2 (vocabulary's compatibility note).
-RECIPES = {FMNIST_CATALOGUE: (1, 2), fit_preprocessing.NAME: (fit_preprocessing.VERSION,)}
+RECIPES = {FMNIST_CATALOGUE: (1, 2), fit_preprocessing.NAME: fit_preprocessing.VERSIONS}
 
 
 def check(spec: ModelSpec) -> None:
@@ -31,7 +31,8 @@ def to_model_input(spec: ModelSpec, data: bytes, max_pixels: int = preprocessing
     """One image's bytes -> uint8 pixels of spec.pixel_shape, by the card's recipe (ImageDecodeError if it cannot)."""
     if spec.preprocessing == FMNIST_CATALOGUE:
         return preprocessing.to_model_input(data, max_pixels)
-    return fit_preprocessing.to_model_input(data, spec.input_shape, _parameters(spec.parameters), max_pixels)
+    return fit_preprocessing.to_model_input(data, spec.input_shape, _parameters(spec.parameters), max_pixels,
+                                            version=spec.preprocessing_version)
 
 
 def to_model_inputs(spec: ModelSpec, payloads: list, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS,
@@ -40,7 +41,7 @@ def to_model_inputs(spec: ModelSpec, payloads: list, max_pixels: int = preproces
     if spec.preprocessing == FMNIST_CATALOGUE:
         return preprocessing.to_model_inputs(payloads, max_pixels, map_function)
     return fit_preprocessing.to_model_inputs(payloads, spec.input_shape, _parameters(spec.parameters), max_pixels,
-                                             map_function)
+                                             map_function, version=spec.preprocessing_version)
 
 
 _parsed = {}

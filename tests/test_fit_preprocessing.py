@@ -63,14 +63,36 @@ def test_exif_orientation_and_transparency_are_honoured():
     assert (filled == [0, 128, 0]).all()
 
 
-def test_reduced_scale_conversion_stays_close_to_full_resolution(test_split):
+@pytest.mark.parametrize("version", fit_preprocessing.VERSIONS)
+def test_reduced_scale_conversion_stays_close_to_full_resolution(test_split, version):
     parameters = _parameters("pad")
     for index in range(12):
         photo = samples.large_catalogue_photo(test_split.images[index], index, tint=(0.8, 0.5, 0.3))
         data = _encoded(photo, "JPEG", quality=90)
-        fast = fit_preprocessing.to_model_input(data, (64, 64, 3), parameters).astype(np.int16)
+        fast = fit_preprocessing.to_model_input(data, (64, 64, 3), parameters, version=version).astype(np.int16)
         full = fit_preprocessing.to_model_input(data, (64, 64, 3), parameters, full_resolution=True).astype(np.int16)
         assert np.abs(fast - full).mean() < 2.0
+
+
+def test_each_version_decodes_as_it_always_did_and_cards_keep_theirs(test_split):
+    """Version 2 decodes a photo between 1 and 1.5 times the input's size at half scale, version 1 at full scale; a
+    card's version picks which, so a v1 model keeps the pixels its known answers were made with."""
+    from model import card_spec, recipes
+
+    photo = samples.catalogue_photo(test_split.images[5], 5, tint=(0.3, 0.6, 0.9)).resize((600, 500))
+    data = _encoded(photo, "JPEG", quality=92)  # shorter side 500: 2.2 times 224, under 1.5 x 2 = 3
+    parameters = _parameters("crop")
+    full = fit_preprocessing.to_model_input(data, (224, 224, 3), parameters, full_resolution=True)
+    first = fit_preprocessing.to_model_input(data, (224, 224, 3), parameters, version=1)
+    second = fit_preprocessing.to_model_input(data, (224, 224, 3), parameters, version=2)
+    assert np.array_equal(first, full)  # v1 kept 1.5 times the size: 500 < 1.5 x 2 x 224, so no reduced decode
+    assert not np.array_equal(second, full)  # v2 decoded at 250 x 300
+    assert np.abs(second.astype(np.int16) - full).mean() < 1.0
+    for version, expected in ((1, first), (2, second)):
+        spec = card_spec.ModelSpec(class_names=("a", "b"), input_shape=(224, 224, 3), preprocessing="fit",
+                                   preprocessing_version=version, parameters=card_spec.parameters_text(parameters))
+        assert np.array_equal(recipes.to_model_input(spec, data), expected)
+        assert np.array_equal(recipes.to_model_inputs(spec, [data])[0], expected)
 
 
 def test_bad_parameters_and_bad_inputs_are_refused_with_reasons():

@@ -46,7 +46,7 @@ def test_own_classes_train_and_the_card_says_what_the_model_learnt(trained, shap
     card = model_files.load(trained).card
     assert card["card_format"] == card_spec.CARD_FORMAT and card["class_names"] == list(samples.SHAPES)
     assert card["input_shape"] == [48, 48, 3] and card["input_range"] == "uint8" and card["outputs"] == "probabilities"
-    assert card["preprocessing"] == {"name": "fit", "version": 1, "parameters": {"resize": "pad", "fill": [0, 0, 0]}}
+    assert card["preprocessing"] == {"name": "fit", "version": 2, "parameters": {"resize": "pad", "fill": [0, 0, 0]}}
     assert card["test_metrics"]["accuracy"] >= 0.9 and card["test_metrics"]["examples"] == 90
     assert set(card["test_metrics"]["per_class_accuracy"]) == set(samples.SHAPES)
     assert [part["per_class"] for part in card["training_data"]] == [dict.fromkeys(samples.SHAPES, 300)]

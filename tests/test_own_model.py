@@ -90,7 +90,7 @@ def test_the_card_says_what_was_declared_and_what_the_model_is(carded_model):
     assert written["card_format"] == card_spec.CARD_FORMAT and written["class_names"] == list(CLASSES)
     assert written["input_shape"] == list(INPUT_SHAPE) and written["input_range"] == "unit"
     assert written["outputs"] == "logits" and written["version"] == "2.1.0"
-    assert written["preprocessing"] == {"name": "fit", "version": 1,
+    assert written["preprocessing"] == {"name": "fit", "version": 2,
                                         "parameters": {"resize": "pad", "fill": [255, 255, 255]}}
     assert written["content_sha256"] == model_files.content_sha256(model)
     assert written["forward_cost"]["rows_per_call"] == 1024 and written["forward_cost"]["images_per_second"] > 0
