@@ -3,7 +3,7 @@ speed does not depend on the weights) against the tf.data script a team would wr
 real photographic content.
 
     python bench/backbones.py [--models MobileNetV3Small EfficientNetB0 ResNet50] [--repeat 2]
-                              [--cache /tmp/backbone-bench]
+                              [--cache /tmp/backbone-bench] [--onnx]
 
 Photos: matplotlib's bundled photograph (grace_hopper.jpg, a real photo), cut into distinct photos by seeded crops
 (55-100% of each side), flips, brightness and colour changes, resized so the longest edge is 400-1000 px, JPEG
@@ -15,6 +15,12 @@ resize the shorter side to 224 -> central crop -> batch(the card's rows per mode
 predict_on_batch -> one Parquet file. Fresh processes, interleaved, median of --repeat, at two sizes per model so
 that the steady rate and the fixed cost come apart; peak RSS is the whole process tree's. One more pipeline run per
 model prints its start-up phases (pipeline.timeline).
+
+With --onnx, each backbone is also exported to ONNX by Keras itself (model.export(format="onnx"), through tf2onnx)
+and carded the same way, and scored by the pipeline beside the script a user would write for an ONNX model
+(`--onnx-worker FOLDER OUTPUT MODEL`: Pillow decodes each photo in a thread pool, shorter side to 224 with an
+antialiased bilinear resize, central crop, batches of 64 -> onnxruntime's session.run -> Parquet) and beside the same
+backbone served by TensorFlow in the pipeline.
 """
 
 import argparse
@@ -32,7 +38,8 @@ from bench.benchmark import (ONE_WORKER, measure, pipeline, print_table, ratio, 
                              summarise)
 from bench.datasets import cached, partition  # noqa: E402
 from bench.peer_output import write_scores  # noqa: E402
-from model import card_spec, model_files  # noqa: E402
+from model.cards import card_spec  # noqa: E402
+from model.runtimes import model_files  # noqa: E402
 
 CLASSES = ("a", "b", "c", "d", "e")
 SIZES = {"MobileNetV3Small": (400, 2000), "EfficientNetB0": (400, 2000), "ResNet50": (150, 450)}
@@ -76,6 +83,57 @@ def backbone(name: str, cache: str) -> str:
                         "fit", "--resize", "crop", "--input-range", "uint8", "--version", "1.0.0"], check=True,
                        stdout=subprocess.DEVNULL)
     return os.path.join(cached(os.path.join(cache, f"model-{name}"), build), f"{name}.keras")
+
+
+def onnx_backbone(name: str, cache: str) -> str:
+    """The backbone of backbone(name), exported to ONNX by Keras (tf2onnx) and carded the same way."""
+    def build(folder):
+        import subprocess
+
+        import keras
+
+        keras.utils.set_random_seed(7)
+        model = getattr(keras.applications, name)(weights=None, input_shape=(224, 224, 3), classes=len(CLASSES))
+        model.predict(np.zeros((1, 224, 224, 3), np.float32), verbose=0)  # Keras exports only a model that has run
+        path = os.path.join(folder, f"{name}.onnx")
+        model.export(path, format="onnx")
+        subprocess.run([sys.executable, "-m", "model.card", path, "--classes", ",".join(CLASSES), "--preprocessing",
+                        "fit", "--resize", "crop", "--input-range", "uint8", "--version", "1.0.0"], check=True,
+                       stdout=subprocess.DEVNULL)
+    return os.path.join(cached(os.path.join(cache, f"onnx-{name}"), build), f"{name}.onnx")
+
+
+def onnx_worker(folder: str, output: str, model_path: str) -> None:
+    """The script a user would write for an ONNX model: Pillow in a thread pool (shorter side to 224, antialiased
+    bilinear, central crop), batches of 64, onnxruntime's session.run, one Parquet file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import onnxruntime
+    from PIL import Image
+
+    side, rows = 224, 64
+
+    def convert(path):
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            scale = side / min(image.size)
+            size = (max(side, round(image.width * scale)), max(side, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.BILINEAR)
+            left, top = (size[0] - side) // 2, (size[1] - side) // 2
+            return np.asarray(image.crop((left, top, left + side, top + side)), dtype=np.float32)
+
+    session = onnxruntime.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    paths = sorted(glob.glob(os.path.join(folder, "*.jpg")))
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        pixels = pool.map(convert, paths)
+        batches = []
+        while True:
+            batch = [picture for _, picture in zip(range(rows), pixels)]
+            if not batch:
+                break
+            batches.append(session.run(None, {name: np.stack(batch)})[0])
+    write_scores(paths, np.concatenate(batches), output, CLASSES)
 
 
 def tfdata_worker(folder: str, output: str, model_path: str, resize: str = "bilinear") -> None:
@@ -132,14 +190,28 @@ def section(name: str, args) -> dict:
         "tf.data, bilinear": lambda n: script + [folders[n], f"{out}/tfdata-{n}.parquet", model, "bilinear"],
         "tf.data, antialiased": lambda n: script + [folders[n], f"{out}/tfdata-aa-{n}.parquet", model, "antialiased"],
     }
+    if args.onnx:
+        onnx_model = onnx_backbone(name, args.cache)
+        ways["pipeline, ONNX model"] = lambda n: pipeline(["--input", folders[n]], f"{out}/pipeline-onnx-{n}",
+                                                         "--model", onnx_model, *ONE_WORKER)
+        ways["ONNX script (Pillow, onnxruntime)"] = lambda n: [sys.executable, os.path.abspath(__file__),
+                                                              "--onnx-worker", folders[n],
+                                                              f"{out}/onnx-script-{n}.parquet", onnx_model]
     found = summarise(run_interleaved(ways, (small, large), args.repeat))
     print_table(f"{name} 224x224x3, JPEG photos 400-1000 px ({small:,} and {large:,}, median of {args.repeat})",
                 found, unit="photo")
     ours = "pipeline, 1 worker"
-    for peer in list(ways)[1:]:
+    for peer in list(ways)[1:3]:
         print(f"  pipeline against {peer}: steady {ratio(found, ours, peer, 'steady'):.2f}x, fixed "
               f"{ratio(found, ours, peer, 'fixed'):.2f}x ({found[ours]['fixed']:.1f} s against "
               f"{found[peer]['fixed']:.1f} s), peak RSS at {large:,} {ratio(found, ours, peer, 'rss', large):.2f}x")
+    if args.onnx:
+        onnx_way, script = "pipeline, ONNX model", "ONNX script (Pillow, onnxruntime)"
+        for way, peer, what in ((onnx_way, script, "pipeline's ONNX model against the ONNX script"),
+                                (onnx_way, ours, "in the pipeline, onnxruntime against TensorFlow")):
+            print(f"  {what}: steady {ratio(found, way, peer, 'steady'):.2f}x, fixed "
+                  f"{ratio(found, way, peer, 'fixed'):.2f}x ({found[way]['fixed']:.1f} s against "
+                  f"{found[peer]['fixed']:.1f} s), peak RSS at {large:,} {ratio(found, way, peer, 'rss', large):.2f}x")
     import pyarrow.parquet as pq
 
     rows = pq.read_table(os.path.join(partition(f"{out}/pipeline-{large}"), "scores")).num_rows
@@ -154,6 +226,8 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes", type=int, nargs=2, metavar=("N1", "N2"), help="photos (default: per model)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per way and size, interleaved; median reported")
     parser.add_argument("--cache", default="/tmp/backbone-bench", help="where photos and models are made once")
+    parser.add_argument("--onnx", action="store_true", help="also the backbone exported to ONNX: the pipeline and the "
+                                                           "script a user would write for it")
     args = parser.parse_args(argv)
     print(f"{os.cpu_count()} cores; keras.applications backbones carded by model.card; every run a fresh process")
     for name in args.models:
@@ -163,5 +237,7 @@ def main(argv=None) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--tfdata-worker"]:
         tfdata_worker(*sys.argv[2:6])
+    elif sys.argv[1:2] == ["--onnx-worker"]:
+        onnx_worker(*sys.argv[2:5])
     else:
         main()

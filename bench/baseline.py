@@ -15,7 +15,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.peer_output import write_scores  # noqa: E402
-from model import model_files  # noqa: E402
+from model.runtimes import model_files  # noqa: E402
 
 
 def main(folder: str, output: str, model_path: str = model_files.DEFAULT_MODEL_PATH) -> None:

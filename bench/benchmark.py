@@ -204,7 +204,7 @@ def photos(args) -> dict:
                 ours: datasets.accuracy(os.path.join(datasets.partition(f"{out}/photos-{large}"), "scores"))}
     print(f"  accuracy on the {large:,} photos: pipeline {accuracy[ours]:.3f}, naive script {accuracy[naive]:.3f}")
     per_core = datasets.conversion_rate(folders[small])
-    print(f"  model.preprocessing.to_model_input on one core: {per_core:,.0f} photos/s "
+    print(f"  model.recipes.preprocessing.to_model_input on one core: {per_core:,.0f} photos/s "
           f"({1000 / per_core:.2f} ms a photo)")
     per_core_pipeline = found[one_core]["steady"]
     print(f"  capacity: {per_core_pipeline:,.0f} photos per core-second through the whole pipeline (steady rate of "
@@ -261,7 +261,9 @@ def conversion(args) -> None:
 
     import numpy as np
 
-    from model import data, model_files, preprocessing
+    from model.recipes import preprocessing
+    from model.runtimes import model_files
+    from model.training import data
 
     from tests import samples
 
@@ -316,7 +318,7 @@ def scale(args) -> None:
     """A million files and a long history (`--only scale`; not in the default sections: ~10 minutes)."""
     import json
 
-    from model import model_files
+    from model.runtimes import model_files
     from pipeline.reading import listing
 
     count, nights, new, year = args.scale_files, args.scale_nights, args.scale_new, args.scale_year_nights

@@ -9,9 +9,9 @@ import time
 
 import numpy as np
 
-from model import data
+from model.training import data
 
-from model.card_spec import FASHION_MNIST, class_index
+from model.cards.card_spec import FASHION_MNIST, class_index
 from tests import samples
 
 TEST_IMAGES = 10_000
@@ -92,8 +92,8 @@ def partition(output: str) -> str:
 
 
 def conversion_rate(folder: str, count: int = 200) -> float:
-    """Photos per second that model.preprocessing.to_model_input converts on one core (bytes already in memory)."""
-    from model.preprocessing import to_model_input
+    """Photos per second that model.recipes.preprocessing.to_model_input converts on one core (bytes in memory)."""
+    from model.recipes.preprocessing import to_model_input
 
     payloads = [open(path, "rb").read() for path in sorted(glob.glob(os.path.join(folder, "*.jpg")))[:count]]
     to_model_input(payloads[0])

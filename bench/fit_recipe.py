@@ -19,7 +19,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import datasets  # noqa: E402
-from model import data, fit_preprocessing  # noqa: E402
+from model.recipes import fit_preprocessing  # noqa: E402
+from model.training import data  # noqa: E402
 
 
 def photos(count: int, longest_edge: int) -> list:

@@ -19,7 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.benchmark import ONE_WORKER, pipeline, print_table, ratio, run_interleaved, summarise  # noqa: E402
 from bench.backbones import SIZES as BACKBONES, backbone  # noqa: E402
 from bench.own_model import SHAPES, own_model, photos  # noqa: E402
-from model import devices, forward, model_files, recipes  # noqa: E402
+from model import recipes  # noqa: E402
+from model.runtimes import devices, forward, model_files  # noqa: E402
 
 
 def forward_rates(model_path: str, device: str, calls: int = 20) -> float:

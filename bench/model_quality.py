@@ -18,9 +18,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from model import data, evaluate, model_files  # noqa: E402
-from model.forward import forward_cost  # noqa: E402
-from model.preprocessing import to_model_input  # noqa: E402
+from model import evaluate  # noqa: E402
+from model.recipes.preprocessing import to_model_input  # noqa: E402
+from model.runtimes import model_files  # noqa: E402
+from model.runtimes.forward import forward_cost  # noqa: E402
+from model.training import data  # noqa: E402
 from model.vocabulary import CLASS_NAMES  # noqa: E402
 from tests import samples  # noqa: E402
 

@@ -28,7 +28,10 @@ from bench import tfdata_baseline  # noqa: E402
 from bench.benchmark import ONE_WORKER, pipeline, print_table, ratio, run_interleaved, summarise  # noqa: E402
 from bench.datasets import cached, partition, tinted_jpeg  # noqa: E402
 from bench.peer_output import write_scores  # noqa: E402
-from model import card_spec, data, fit_preprocessing, model_files  # noqa: E402
+from model.cards import card_spec  # noqa: E402
+from model.recipes import fit_preprocessing  # noqa: E402
+from model.runtimes import model_files  # noqa: E402
+from model.training import data  # noqa: E402
 from tests import samples  # noqa: E402
 
 CLASSES = ("top", "trouser-or-dress", "shoe", "bag")

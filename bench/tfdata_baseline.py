@@ -15,7 +15,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.peer_output import write_scores  # noqa: E402
-from model import model_files  # noqa: E402
+from model.runtimes import model_files  # noqa: E402
 
 
 def predict(paths: list, convert, rows: int, model) -> np.ndarray:

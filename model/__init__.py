@@ -1,4 +1,6 @@
-"""Training side of the product: data, shared preprocessing, architectures, training and model files.
+"""Training side of the product and the model's contracts, by concern: cards/ (the model card and its checks),
+recipes/ (the preprocessing every card names), runtimes/ (Keras and ONNX behind one interface), training/ (data,
+architectures, checkpoints, figures); the commands (card, train, evaluate, predict, weights_text) at the top.
 
 Nothing in this package imports Apache Beam; the scoring pipeline imports this package, never the reverse.
 """

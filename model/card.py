@@ -1,11 +1,17 @@
-"""Writes the model card beside a .keras file that any Keras 3 code saved, so the scorer can score it as it is.
+"""Writes the model card beside a .keras file that any Keras 3 code saved, or a .onnx file that any framework exported
+(PyTorch, JAX, scikit-learn, Keras), so the scorer can score it as it is.
 
     python -m model.card my_model.keras --classes shirt,shoe,bag --preprocessing fit --resize pad \\
         --input-range unit --outputs logits --version 1.0.0 --eval-dir held_out_photos
+    python -m model.card resnet.onnx --classes classes.txt --resize crop --input-range unit \\
+        --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --outputs logits
 
-The model is loaded in Keras's safe mode (a Lambda layer or a custom layer Keras does not know is refused, since
-loading it would run the file's code); its input must be one fixed H x W x C image (C = 1 or 3) and its output N
-values, one per class named. The card records what was declared, the content hash of the architecture and weights,
+A Keras model is loaded in Keras's safe mode (a Lambda layer or a custom layer Keras does not know is refused, since
+loading it would run the file's code); an ONNX model passes model.runtimes.onnx_checks first (external data only
+from its own folder, standard operators only). Its input must be one fixed H x W x C image (C = 1 or 3; an ONNX
+model's may be [batch, C, H, W], read from its shape, or as --layout says) and its output N values, one per class
+named. The model's input is the recipe's uint8 pixels scaled to --input-range, then (x - mean) / std per channel
+when --mean and --std are given. The card records what was declared, the content hash of the architecture and weights,
 what a 1,024-row (or smaller, for big inputs) model call costs here and, with --eval-dir or --eval-list, the model's
 accuracy on those labelled pictures (per class too), measured as the scorer serves it.
 """
@@ -14,8 +20,12 @@ import argparse
 import os
 import sys
 
-from model import card_flags, card_spec, fit_preprocessing, known_answers, own_images, quiet, recipes
+from model import recipes
+from model.cards import card_flags, card_spec
 from model.cli_types import help_texts, positive_int
+from model.recipes import fit_preprocessing
+from model.runtimes import onnx_checks, quiet
+from model.training import own_images
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -26,7 +36,7 @@ class CardError(ValueError):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m model.card", **help_texts(__doc__))
-    parser.add_argument("model", help="a .keras file saved by Keras 3 (model.save('name.keras'))")
+    parser.add_argument("model", help="a .keras file saved by Keras 3 (model.save('name.keras')), or a .onnx file")
     parser.add_argument("--preprocessing", default=fit_preprocessing.NAME, choices=[fit_preprocessing.NAME],
                         help="the recipe that turns image bytes into the model's input (default: %(default)s)")
     card_flags.add_arguments(parser)
@@ -34,6 +44,15 @@ def parse_args(argv):
     parser.add_argument("--input-range", default="uint8", choices=card_spec.INPUT_RANGES,
                         help="what the model takes: uint8 = 0-255 (it scales inside), unit = [0, 1], symmetric = "
                              "[-1, 1] (default: %(default)s)")
+    parser.add_argument("--mean", type=card_flags.channel_values, default=None, metavar="R,G,B",
+                        help="subtracted per channel after scaling to --input-range, e.g. 0.485,0.456,0.406 "
+                             "(ImageNet's, with --input-range unit); one value for a grey model; give --std with it")
+    parser.add_argument("--std", type=card_flags.channel_values, default=None, metavar="R,G,B",
+                        help="divided by per channel after --mean, e.g. 0.229,0.224,0.225")
+    parser.add_argument("--layout", default=None, choices=card_spec.LAYOUTS,
+                        help="where an ONNX model's input has its channels: nchw = [batch, C, H, W], nhwc = "
+                             "[batch, H, W, C]; read from the model's input shape when that says (a Keras model "
+                             "takes nhwc)")
     parser.add_argument("--outputs", default="probabilities", choices=card_spec.OUTPUTS,
                         help="what the model gives: probabilities, or logits the scorer turns into probabilities "
                              "with a softmax (default: %(default)s)")
@@ -62,33 +81,53 @@ def input_shape_of(model) -> tuple:
 
 
 def make_card(model, spec: card_spec.ModelSpec, version: str, repeat: int, test_data: list = ()) -> dict:
-    """The card's fields for a loaded model and what was declared about it, with its metrics on test_data (labelled
-    sets) when given; raises CardError if they disagree."""
-    import keras
-    import tensorflow as tf
+    """The card's fields for a loaded model (Keras, or onnx_model.OnnxModel) and what was declared about it, with its
+    metrics on test_data (labelled sets) when given; raises CardError if they disagree."""
+    from model import evaluate
+    from model.cards import model_checks
+    from model.runtimes import forward, model_files
+    from model.training import data
 
-    from model import data, evaluate, forward, model_checks, model_files
-
-    outputs = tuple(model.outputs[0].shape[1:]) if len(model.outputs) == 1 else None
-    if outputs != (spec.num_classes,):
-        raise CardError(f"the model gives {outputs if outputs else f'{len(model.outputs)} outputs'} per image, "
+    width = model_files.output_width(model)
+    if width != spec.num_classes:
+        raise CardError(f"the model gives {width if width else 'not one output of'} values per image, "
                         f"but --classes names {spec.num_classes}: name one class per output, in output order")
     forwards = forward.served_forward(model, spec)
     given = forwards(forward.probe_block(spec))
     if spec.outputs == "probabilities" and not _look_like_probabilities(given):
         raise CardError("the model's outputs are not probabilities (rows do not sum to 1, or values fall outside "
                         "[0, 1]); if it ends without a softmax, pass --outputs logits")
-    card = {**card_spec.card_fields(spec), "version": version, "content_sha256": model_files.content_sha256(model),
-            "parameter_count": int(model.count_params()), "tensorflow_version": tf.__version__,
-            "keras_version": keras.__version__, "provenance": "carded by model.card from a Keras model saved elsewhere",
+    card = {**card_spec.card_fields(spec), "version": version, **model_files.described(model),
+            "provenance": f"carded by model.card from a{'n ONNX' if spec.runtime == 'onnx' else ' Keras'} model saved "
+                          "elsewhere",
             "test_metrics": evaluate.card_metrics(model, spec, test_data) if test_data else None,
-            "known_answers": known_answers.for_model(model, spec),
+            "known_answers": forward.known_answers(model, spec),
             "forward_cost": {"images_per_second": round(forward.forward_cost({"model": model}, repeat, spec=spec)[
                 "model"]), "rows_per_call": spec.model_call_rows, "cpus": len(os.sched_getaffinity(0))}}
     if test_data:
         card["test_data"] = [data.describe(part, spec.class_names) for part in test_data]
     model_checks.validate_card(card, "the new card")
     return card
+
+
+def _is_onnx(path: str) -> bool:
+    return path.endswith(onnx_checks.EXTENSION)
+
+
+def _model_and_input(args) -> tuple:
+    """(the model, its input (H, W, C), its layout) for the file named: an ONNX model checked (its session made
+    later), a Keras model loaded in safe mode."""
+    from model.runtimes import model_files, onnx_model
+
+    if _is_onnx(args.model):
+        checked = onnx_checks.check_file(args.model)
+        input_shape, layout = onnx_checks.image_geometry(checked, args.layout)
+        return onnx_model.OnnxModel(checked, args.model), input_shape, layout
+    if args.layout not in (None, "nhwc"):
+        raise CardError("a Keras model takes its input as nhwc ([batch, H, W, C]); leave out --layout")
+    with quiet.quiet_tensorflow_start_up():
+        model = model_files.load_keras_file(args.model)
+    return model, input_shape_of(model), "nhwc"
 
 
 def _look_like_probabilities(values) -> bool:
@@ -102,21 +141,29 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.verbose:
         os.environ[quiet.VERBOSE_ENV] = "1"
-    from model import model_checks, model_files
+    from model.cards import model_checks
     from model.display import visible
+    from model.runtimes import model_files
 
     try:
         card_path = model_files.card_path_for(args.model)
         if os.path.lexists(card_path) and not args.force:
             raise CardError(f"{card_path} already exists; pass --force to replace it")
         parameters = card_flags.fit_parameters(args)
-        with quiet.quiet_tensorflow_start_up():
-            model = model_files.load_keras_file(args.model)
-        spec = card_spec.ModelSpec(class_names=card_flags.class_names(args.classes), input_shape=input_shape_of(model),
+        model, input_shape, layout = _model_and_input(args)
+        model_checks.check_normalisation(args.mean, args.std, input_shape[2], "--mean and --std")
+        spec = card_spec.ModelSpec(class_names=card_flags.class_names(args.classes), input_shape=input_shape,
                                    input_range=args.input_range, outputs=args.outputs,
                                    preprocessing=args.preprocessing, preprocessing_version=fit_preprocessing.VERSION,
-                                   parameters=card_spec.parameters_text(parameters))
+                                   parameters=card_spec.parameters_text(parameters),
+                                   runtime="onnx" if _is_onnx(args.model) else "keras", layout=layout,
+                                   mean=tuple(args.mean or ()), std=tuple(args.std or ()))
         recipes.check(spec)
+        if spec.runtime == "onnx":
+            problems = onnx_checks.mismatches(model.checked, spec)
+            if problems:
+                raise CardError("; ".join(problems))
+            model.session  # noqa: B018 - onnxruntime's refusal, in one line, before any picture is read
         test_data = own_images.load_sources("test", "", False, args.eval_folders, args.eval_lists,
                                             spec=spec) if args.eval_folders or args.eval_lists else []
         own_images.report_skipped(test_data)
@@ -125,7 +172,8 @@ def main(argv=None) -> int:
         print(f"error: {visible(str(error))}", file=sys.stderr)
         return EXIT_USAGE
     model_files.write_json_atomically(card_path, card)
-    print(f"wrote {card_path}: {spec.num_classes} classes, input {'x'.join(map(str, spec.input_shape))} "
+    print(f"wrote {card_path}: {spec.runtime} model, {spec.num_classes} classes, input "
+          f"{'x'.join(map(str, spec.input_shape))} "
           f"({spec.input_range}), {spec.outputs}, {spec.recipe} {parameters['resize']}; "
           f"{card['forward_cost']['images_per_second']:,} img/s in {spec.model_call_rows}-row calls"
           + (f"; accuracy {card['test_metrics']['accuracy']:.4f} on {card['test_metrics']['examples']} held-out "

@@ -12,9 +12,11 @@ import sys
 
 import numpy as np
 
-from model import data, forward, model_files, own_images, quiet, reading
+from model import reading
 from model.cli_types import help_texts
 from model.display import visible
+from model.runtimes import forward, model_files, quiet
+from model.training import data, own_images
 
 
 def metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: tuple) -> dict:
@@ -91,7 +93,7 @@ def across_classes(labels: np.ndarray, count: int) -> np.ndarray:
 
 
 def _draw_figures(test_set, probabilities, result, output_dir, history_path, class_names) -> None:
-    from model import plots
+    from model.training import plots
 
     plots.confusion_matrix(result["confusion_matrix"], os.path.join(output_dir, "confusion_matrix.png"), class_names)
     shown = across_classes(test_set.labels, plots.GRID_IMAGES)

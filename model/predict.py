@@ -12,9 +12,11 @@ import sys
 
 import numpy as np
 
-from model import forward, model_files, own_images, preprocessing, quiet
 from model.cli_types import help_texts, positive_int
 from model.display import visible
+from model.recipes import preprocessing
+from model.runtimes import forward, model_files, quiet
+from model.training import own_images
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 

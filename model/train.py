@@ -20,10 +20,13 @@ import sys
 
 import numpy as np
 
-from model import card_flags, card_spec, data, fit_preprocessing, model_checks, model_files, own_images, quiet
+from model.cards import card_flags, card_spec, model_checks
 from model.cli_types import help_texts, positive_int
-from model.architecture_names import ARCHITECTURES, AUGMENTATIONS, DEFAULT_ARCHITECTURE, HAS_DROPOUT
 from model.display import visible
+from model.recipes import fit_preprocessing
+from model.runtimes import model_files, quiet
+from model.training import data, own_images
+from model.training.architecture_names import ARCHITECTURES, AUGMENTATIONS, DEFAULT_ARCHITECTURE, HAS_DROPOUT
 
 # The forward cost in a card is measured against this architecture: the default model of card version 1.
 REFERENCE_ARCHITECTURE = "cnn"
@@ -178,7 +181,7 @@ def train(config: TrainConfig, training_data: list, run_dir: str, verbose="auto"
     best checkpoint and its validation accuracy."""
     import keras
 
-    from model import checkpoints
+    from model.training import checkpoints
 
     everything = data.concatenate(training_data)
     train_set, validation_set = split_train_validation(everything, config.validation_split, config.seed)
@@ -211,7 +214,7 @@ def _build(config: TrainConfig, train_examples: int):
     optimizer's state."""
     import keras
 
-    from model import architectures
+    from model.training import architectures
 
     steps_per_epoch = -(-train_examples // config.batch_size)
     model = architectures.build(config.architecture, augment=config.augment, seed=config.seed,
@@ -235,7 +238,8 @@ def export(run_dir: str, export_path: str, config: TrainConfig, training_data: l
            command: str, test_data: list = ()) -> dict:
     """Saves the run's best checkpoint with its model card: the data it learnt from and its metrics on test_data
     (the user's held-out images) or, without them and when it learnt Fashion-MNIST, on the dataset's test split."""
-    from model import calibration, checkpoints, evaluate
+    from model import evaluate
+    from model.training import calibration, checkpoints
 
     state = checkpoints.read_state(run_dir)
     # Loaded without its optimizer: the shipped file needs only what scoring needs, at a third of the size. Through
@@ -275,7 +279,8 @@ def measure_forward_cost(model, spec: card_spec.ModelSpec = card_spec.FASHION_MN
     """The model's cost per image as the scorer serves it, beside the version-1 default architecture's (`cnn`, freshly
     built for the same input and classes: the cost does not depend on the weights' values), timed interleaved in one
     process at export."""
-    from model import architectures, forward
+    from model.runtimes import forward
+    from model.training import architectures
 
     repeat, calls = 5, 5
     reference = architectures.build(REFERENCE_ARCHITECTURE, spec=spec)
@@ -328,7 +333,7 @@ def main(argv=None) -> int:
 def _write_curves(run_dir: str, state: dict) -> None:
     """Draws the training curves beside the history when matplotlib (the `figures` extra) is installed."""
     try:
-        from model import plots
+        from model.training import plots
     except ImportError:
         print("matplotlib is not installed; skipping training_curves.png (pip install '.[figures]')")
         return

@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 
-from model import model_files, quiet
 from model.cli_types import help_texts
 from model.display import visible
+from model.runtimes import model_files, quiet
 
 
 def write_weights(model, path: str) -> int:
@@ -34,6 +34,9 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="weights.txt")
     args = parser.parse_args(argv)
     try:
+        if args.model.endswith(".onnx"):
+            raise model_files.ModelFileError(f"{args.model}: weights are written as text from a .keras model "
+                                             "(an ONNX model's are in its file; onnx.numpy_helper reads them)")
         with quiet.quiet_tensorflow_start_up():
             loaded = model_files.load(args.model)
     except model_files.ModelFileError as error:

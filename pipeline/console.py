@@ -1,12 +1,12 @@
 """Keeps the console to what the user needs: drops Beam's known noise, and its echoes of a failing step's traceback
 (the run prints one line saying what failed, and logs the traceback itself when the cause is not a known one).
-TensorFlow's C++ start-up lines are held back by model.quiet, as in every command of the project."""
+TensorFlow's C++ start-up lines are held back by model.runtimes.quiet, as in every command of the project."""
 
 import logging
 import os
 import warnings
 
-from model.quiet import VERBOSE_ENV
+from model.runtimes.quiet import VERBOSE_ENV
 
 # Warnings Beam 2.77 logs on every run here that say nothing about the user's job.
 _NOISE = ("apitools not found", "Resource module is not available")

@@ -8,7 +8,7 @@ contact sheet) and the run's counts, in one folder.
 
 import apache_beam as beam
 
-from model import card_spec
+from model.cards import card_spec
 
 from pipeline import options
 from pipeline.outputs import counts, errors, fingerprints, scores_output

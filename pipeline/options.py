@@ -4,10 +4,10 @@ import argparse
 import dataclasses
 import datetime
 
-from model import preprocessing
 from model.cli_types import count_or_auto, positive_int, probability, seconds, yes_no
-from model.model_files import DEFAULT_MODEL_PATH
 from model.reading import DEFAULT_MAX_FILE_BYTES
+from model.recipes import preprocessing
+from model.runtimes.model_files import DEFAULT_MODEL_PATH
 from model.vocabulary import RECORD_KEY_FILENAME, RECORD_KEY_IMAGE, RECORD_KEY_RAW_PIXELS
 
 # Defaults the readers share with the flags. They live here, not beside the readers, so that building the parser
@@ -105,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--refuse_outside_links", **SWITCH,
                         help="a link to a file outside every local input is an error row (`link outside the "
                              "inputs`), never read; by default links to files are followed wherever they point")
-    parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help="a .keras file with its .json card beside it, "
-                        "on any Beam filesystem (default: the shipped model)")
+    parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help="a .keras or .onnx file with its .json card beside "
+                        "it, on any Beam filesystem (default: the shipped model)")
     parser.add_argument("--share_model", **SWITCH,
                         help="one model copy per machine, served to all its worker processes (large models)")
     parser.add_argument("--require_gpu", **SWITCH,

@@ -7,7 +7,9 @@ import os
 
 from apache_beam.io.filesystems import FileSystems
 
-from model import card_spec, model_files
+from model.cards import card_spec
+from model.runtimes import model_files, onnx_checks
+from model.training.data import file_sha256
 from pipeline import store_endpoints
 from pipeline.reading import globs, listing
 from pipeline.scoring import served_model
@@ -114,16 +116,20 @@ def _bucket_missing(path: str) -> bool:
     return False
 
 
-MODEL_HINT = "pass --model with a .keras file that `python -m model.train` wrote (its .json card beside it)"
+MODEL_HINT = ("pass --model with a .keras file that `python -m model.train` wrote, or a model carded by "
+              "`python -m model.card` (its .json card beside it)")
 
 
 def check_model(uri: str) -> tuple:
     """Returns (card, sha256 of the model file) after checking, without TensorFlow, that the file is a whole Keras
-    archive of a model with the input its card declares, and that the card is a JSON object that fits this code."""
+    archive of a model with the input its card declares, and that the card is a JSON object that fits this code; an
+    ONNX model is checked whole (model.runtimes.onnx_checks), from the local copy a bucket's is cached as."""
     if FileSystems.get_scheme(uri) is None and os.path.isdir(uri):
         raise PreflightError(f"--model {uri} is a folder; {MODEL_HINT}")
     if not FileSystems.exists(uri):
         raise PreflightError(f"model file {uri} not found; {MODEL_HINT}")
+    if uri.endswith(onnx_checks.EXTENSION):
+        return _check_onnx_model(uri)
     try:
         data = _read(uri)
         model_files.check_archive(io.BytesIO(data), uri)
@@ -132,6 +138,16 @@ def check_model(uri: str) -> tuple:
     except model_files.ModelFileError as error:
         raise PreflightError(f"{error}; {MODEL_HINT}") from error
     return card, hashlib.sha256(data).hexdigest()
+
+
+def _check_onnx_model(uri: str) -> tuple:
+    try:
+        local = served_model.localize(uri)
+        card = model_files.read_card(local)
+        model_files.check_onnx(local, card)
+        return card, file_sha256(local)
+    except model_files.ModelFileError as error:
+        raise PreflightError(f"{error}; {MODEL_HINT}") from error
 
 
 def _read(uri: str) -> bytes:

@@ -25,7 +25,7 @@ import apache_beam as beam  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions  # noqa: E402
 
-from model import model_files  # noqa: E402
+from model.runtimes import model_files  # noqa: E402
 from pipeline import graph, options, preflight, progress, store_watch, timeline  # noqa: E402
 from pipeline.outputs import counts, housekeeping, partitions, publish  # noqa: E402
 

@@ -12,7 +12,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from model import data  # noqa: E402
+from model.training import data  # noqa: E402
 from model.vocabulary import CLASS_NAMES, NUM_CLASSES, RECORD_KEY_RAW_PIXELS  # noqa: E402
 from tests import samples  # noqa: E402
 

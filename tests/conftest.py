@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from model import data
-from model.data import DATASET_INSTALL_HINT, DEFAULT_DATA_DIR, IDX_FILES
+from model.training import data
+from model.training.data import DATASET_INSTALL_HINT, DEFAULT_DATA_DIR, IDX_FILES
 from tests.helpers import SHIPPED_MODEL, write_idx
 
 

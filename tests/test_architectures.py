@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from model import architectures
+from model.training import architectures
 from model.vocabulary import IMAGE_SHAPE
 
 
@@ -47,7 +47,7 @@ def test_dropout_rate_reaches_every_dropout_layer_and_the_mlp_refuses_one():
 
 def test_the_clis_names_are_the_architectures_built():
     """model.train offers the names without importing Keras; they must be exactly what architectures builds."""
-    from model import architecture_names
+    from model.training import architecture_names
 
     assert architecture_names.ARCHITECTURES == tuple(architectures.ARCHITECTURES)
     assert architecture_names.HAS_DROPOUT == architectures.HAS_DROPOUT
@@ -59,7 +59,7 @@ def test_the_clis_names_are_the_architectures_built():
 def test_every_architecture_builds_for_any_input_and_classes_and_stays_the_same_at_28x28():
     import dataclasses
 
-    from model.card_spec import FASHION_MNIST
+    from model.cards.card_spec import FASHION_MNIST
 
     shipped_layers = [layer.name for layer in architectures.build("cnn3-wide").layers]
     for shape in ((28, 28, 1), (48, 40, 3), (224, 224, 3)):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from model.card_spec import FASHION_MNIST
+from model.cards.card_spec import FASHION_MNIST
 from pipeline.scoring import blocks
 from pipeline.scoring.blocks import DecodeBlocks
 from tests import samples
@@ -60,7 +60,7 @@ def test_photos_decode_on_several_threads(test_split):
         samples.large_catalogue_photo(test_split.images[index], index).save(buffer, "JPEG", quality=90)
         return buffer.getvalue()
 
-    from model.preprocessing import to_model_input
+    from model.recipes.preprocessing import to_model_input
 
     records = [(f"photo-{i}", jpeg(i)) for i in range(6)]
     with local_pipeline() as pipeline:

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from model import calibration, evaluate, model_files
+from model import evaluate
+from model.runtimes import model_files
+from model.training import calibration
 
 
 def _overconfident(count=4000, seed=0):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import data, own_images
-from model.data import IDX_FILES
+from model.training import data, own_images
+from model.training.data import IDX_FILES
 from model.vocabulary import CLASS_NAMES, NUM_CLASSES
 from tests.helpers import write_idx
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import fit_preprocessing, preprocessing
+from model.recipes import fit_preprocessing, preprocessing
 from tests import samples
 
 WHITE = [255, 255, 255]
@@ -77,7 +77,8 @@ def test_reduced_scale_conversion_stays_close_to_full_resolution(test_split, ver
 def test_each_version_decodes_as_it_always_did_and_cards_keep_theirs(test_split):
     """Version 2 decodes a photo between 1 and 1.5 times the input's size at half scale, version 1 at full scale; a
     card's version picks which, so a v1 model keeps the pixels its known answers were made with."""
-    from model import card_spec, recipes
+    from model import recipes
+    from model.cards import card_spec
 
     photo = samples.catalogue_photo(test_split.images[5], 5, tint=(0.3, 0.6, 0.9)).resize((600, 500))
     data = _encoded(photo, "JPEG", quality=92)  # shorter side 500: 2.2 times 224, under 1.5 x 2 = 3

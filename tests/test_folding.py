@@ -4,7 +4,7 @@ shipped CNN and test images; models without anything to fold, or with nothing sa
 import keras
 import numpy as np
 
-from model import folding, model_files
+from model.runtimes import folding, model_files
 from model.vocabulary import IMAGE_SHAPE, NUM_CLASSES
 
 
@@ -65,7 +65,7 @@ def test_a_plain_pair_folds_with_its_moving_statistics(test_split):
 
 def test_every_architecture_with_augmentation_folds_for_serving(test_split):
     """Augmentation layers pass images through when serving, and batch normalisation still folds away."""
-    from model import architectures
+    from model.training import architectures
 
     for name in architectures.ARCHITECTURES:
         keras.utils.set_random_seed(1)

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 from apache_beam.io.localfilesystem import LocalFileSystem
 
-from model import model_files, own_images, predict
+from model import predict
+from model.runtimes import model_files
+from model.training import own_images
 from model.vocabulary import IMAGE_SHAPE, NUM_CLASSES
 from pipeline.scoring import served_model
 from tests import samples
@@ -106,7 +108,8 @@ def test_a_legacy_h5_model_is_refused_before_keras_reads_it(module, tiny_model_p
     shutil.copy(model_files.card_path_for(tiny_model_path), model_files.card_path_for(path))
     result = _run(module, *_cli_arguments(module, path, own_folder, tmp_path / "out"))
     # The model CLIs refuse it by name; the scorer's preflight finds first that it is no .keras archive.
-    reason = "is not a whole .keras archive" if module == "pipeline.score" else "only .keras model files are loaded"
+    reason = ("is not a whole .keras archive" if module == "pipeline.score"
+              else "only .keras and .onnx model files are loaded")
     _refused_in_one_line(result, "evil.h5", reason)
     assert not os.path.exists(marker)
 
@@ -119,7 +122,7 @@ def test_a_folder_is_no_model_whatever_its_name(tiny_model_path, tmp_path):
     shutil.copy(model_files.card_path_for(tiny_model_path), tmp_path / "saved.json")
     with pytest.raises(model_files.ModelFileError, match="only regular files are read .this is a folder."):
         model_files.load(str(saved_model))
-    with pytest.raises(model_files.ModelFileError, match="only .keras model files are loaded"):
+    with pytest.raises(model_files.ModelFileError, match="only .keras and .onnx model files are loaded"):
         model_files.load(str(tmp_path / "saved_model"))
 
 

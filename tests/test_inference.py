@@ -9,14 +9,14 @@ import pyarrow as pa
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from model import model_files
-from model.card_spec import FASHION_MNIST
-from model.forward import compiled_forward
+from model.cards.card_spec import FASHION_MNIST
+from model.runtimes import model_files
+from model.runtimes.forward import compiled_forward
 from model.vocabulary import CLASS_NAMES
 from pipeline.outputs import counts, scores_output
 from pipeline.scoring.model_handler import KerasModelHandler, predict_isolating_failures
 from pipeline.scoring.inference import ScoreImages
-from model.forward import predict_fixed_rows
+from model.runtimes.forward import predict_fixed_rows
 from pipeline.scoring.served_model import ServedModel
 from tests import samples
 from tests.helpers import local_pipeline

@@ -44,7 +44,7 @@ def test_predict_cli_answers_good_files_and_reports_broken_ones(tiny_model_path,
 
 
 def test_predict_cli_all_good_exits_zero_and_matches_the_model(tiny_model_path, test_split, tmp_path, capsys):
-    from model import model_files
+    from model.runtimes import model_files
 
     good = _write_examples(test_split, tmp_path, count=2)
     assert predict.main(good + ["--model", tiny_model_path, "--top", "1"]) == predict.EXIT_OK
@@ -62,7 +62,7 @@ def test_every_model_cli_refuses_a_legacy_h5_file_by_name(tiny_model_path, small
     """One loader for every command: a .h5 file is refused before Keras reads it, even with a valid card beside it."""
     import shutil
 
-    from model import model_files
+    from model.runtimes import model_files
 
     legacy = tmp_path / "legacy.h5"
     legacy.write_bytes(b"\x89HDF\r\n\x1a\n")
@@ -71,8 +71,8 @@ def test_every_model_cli_refuses_a_legacy_h5_file_by_name(tiny_model_path, small
                             (evaluate.main, ["--data-dir", small_data_dir, "--output-dir", str(tmp_path / "out")])):
         assert main([*arguments, "--model", str(legacy)]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"error: {legacy}: only .keras model files are loaded (not legacy .h5 files or SavedModel folders); pass a "
-        ".keras file that `python -m model.train` wrote"] * 3
+        f"error: {legacy}: only .keras and .onnx model files are loaded (not legacy .h5 files or SavedModel "
+        "folders); pass a .keras file that `python -m model.train` wrote, or a .onnx file with its card"] * 3
     assert not (tmp_path / "w.txt").exists() and not (tmp_path / "out").exists()
 
 
@@ -110,7 +110,7 @@ def test_metrics_on_known_predictions():
 
 
 def test_weights_text_lists_every_trainable_variable(tiny_model_path, tmp_path, capsys):
-    from model import model_files
+    from model.runtimes import model_files
 
     out = tmp_path / "weights.txt"
     assert weights_text.main(["--model", tiny_model_path, "--output", str(out)]) == 0

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from model import model_files
+from model.runtimes import model_files
 from model.vocabulary import CLASS_NAMES, IMAGE_SHAPE, PREPROCESSING_VERSION
 
 

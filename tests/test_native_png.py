@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from model.native_png import native_pixels
-from model.preprocessing import to_model_input, to_model_inputs
+from model.recipes.native_png import native_pixels
+from model.recipes.preprocessing import to_model_input, to_model_inputs
 from tests import samples
 
 

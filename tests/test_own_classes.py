@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import card_spec, evaluate, forward, model_files, own_images, predict, train, weights_text
+from model import evaluate, predict, train, weights_text
+from model.cards import card_spec
+from model.runtimes import forward, model_files
+from model.training import own_images
 from pipeline import score
 from tests import samples
 from tests.helpers import partition, read_rows

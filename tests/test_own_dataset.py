@@ -7,7 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from model import data, evaluate, model_files, own_images, preprocessing, train
+from model import evaluate, train
+from model.recipes import preprocessing
+from model.runtimes import model_files
+from model.training import data, own_images
 
 from model.vocabulary import CLASS_NAMES, NUM_CLASSES
 from tests import samples

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import card, card_spec, model_files, recipes
+from model import card, recipes
+from model.cards import card_spec
+from model.runtimes import model_files
 from model.vocabulary import RECORD_KEY_RAW_PIXELS
 from pipeline import score
 from tests import samples
@@ -196,7 +198,7 @@ def test_model_card_refuses_what_does_not_fit_in_one_line_exit_2(tmp_path):
     _plain_keras_model(path)
     wrong_count = _card_command(tmp_path, path, "--classes", "a,b,c", "--outputs", "logits")
     assert wrong_count.returncode == 2 and wrong_count.stderr.count("\n") == 1
-    assert "gives (4,) per image, but --classes names 3" in wrong_count.stderr
+    assert "gives 4 values per image, but --classes names 3" in wrong_count.stderr
     not_probabilities = _card_command(tmp_path, path, "--classes", "a,b,c,d")
     assert not_probabilities.returncode == 2 and "pass --outputs logits" in not_probabilities.stderr
     repeated = _card_command(tmp_path, path, "--classes", "a,b,a,d", "--outputs", "logits")

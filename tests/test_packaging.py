@@ -84,7 +84,8 @@ def test_sdist_carries_code_model_and_console_scripts(tmp_path, shipped_model):
         members = {name[len(PREFIX):] for name in sdist.getnames() if name.startswith(PREFIX)}
         # Every module of the packages, as git lists them (a module left out of the sdist breaks an installed run).
         expected = {path for path in _source_files() if path.endswith(".py") and path.split("/")[0] in PACKAGES}
-        assert {"pipeline/score.py", "pipeline/graph.py", "model/train.py", "model/preprocessing.py"} <= expected
+        assert {"pipeline/score.py", "pipeline/graph.py", "model/train.py",
+                "model/recipes/preprocessing.py", "model/runtimes/onnx_checks.py"} <= expected
         assert sorted((expected | {"setup.py", "PKG-INFO", *ARTIFACTS}) - members) == []
         for artifact in ARTIFACTS:  # The copies in the sdist are the files themselves, not stale or empty ones.
             with open(os.path.join(source, artifact), "rb") as stream:

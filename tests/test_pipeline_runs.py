@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from model import model_files
+from model.runtimes import model_files
 
 from pipeline import score
 from pipeline import timeline

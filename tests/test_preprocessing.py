@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import preprocessing, vocabulary
+from model import vocabulary
+from model.recipes import preprocessing
 
-from model.preprocessing import (
-    ImageDecodeError,
-    ImageTooLargeError,
-    NotAnImageError,
-    TruncatedImageError,
-    UnsupportedImageError,
-    to_model_input,
-)
+from model.recipes.preprocessing import (
+                                         ImageDecodeError,
+                                         ImageTooLargeError,
+                                         NotAnImageError,
+                                         TruncatedImageError,
+                                         UnsupportedImageError,
+                                         to_model_input,
+                                         )
 from tests import samples
 
 WHITE = (255, 255, 255)

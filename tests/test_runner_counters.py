@@ -9,7 +9,7 @@ import os
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 
-from model import model_files
+from model.runtimes import model_files
 from pipeline import graph, options, score
 from pipeline.outputs import counts
 from tests import helpers
@@ -46,7 +46,7 @@ def test_the_runners_counters_equal_the_counts_of_the_manifest(tmp_path):
 
 
 def test_a_run_says_which_device_scored_and_require_gpu_refuses_a_worker_without_one(tmp_path, capsys):
-    from model import devices
+    from model.runtimes import devices
 
     device = devices.scoring_device()
     output = str(tmp_path / "out")

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from model import data, model_files
+from model.runtimes import model_files
+from model.training import data
 from pipeline import options, score
 from tests.helpers import REPO_ROOT, SAMPLE_INPUTS, partition, read_rows
 

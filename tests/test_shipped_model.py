@@ -5,7 +5,9 @@ import io
 import numpy as np
 import pytest
 
-from model import evaluate, model_files, preprocessing, train
+from model import evaluate, train
+from model.recipes import preprocessing
+from model.runtimes import model_files
 
 from model.vocabulary import CLASS_NAMES, IMAGE_SHAPE, PREPROCESSING_VERSION
 from tests import samples

@@ -9,8 +9,8 @@ import zlib
 import numpy as np
 import pytest
 
-from model import preprocessing
-from model.card_spec import FASHION_MNIST
+from model.cards.card_spec import FASHION_MNIST
+from model.recipes import preprocessing
 from model.vocabulary import RECORD_KEY_RAW_PIXELS
 from pipeline.reading import tfrecords
 from pipeline.scoring import blocks

@@ -13,7 +13,8 @@ import time
 import keras
 import pytest
 
-from model import checkpoints, data, train
+from model import train
+from model.training import checkpoints, data
 from model.vocabulary import CLASS_NAMES
 from tests.helpers import REPO_ROOT
 
@@ -152,7 +153,8 @@ def test_bad_flags_fail_fast(tmp_path, capsys):
 def test_smoothed_augmented_run_exports_a_calibrated_model(small_data_dir, tmp_path):
     import json
 
-    from model import evaluate, model_files
+    from model import evaluate
+    from model.runtimes import model_files
 
     export = str(tmp_path / "calibrated.keras")
     assert train.main(["--architecture", "mlp", "--epochs", "2", "--batch-size", "64", "--data-dir", small_data_dir,

@@ -10,7 +10,7 @@ import uuid
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
-from model import card_spec
+from model.cards import card_spec
 from model.display import visible
 from pipeline.outputs import fingerprints, partitions
 from pipeline.report import report

@@ -7,7 +7,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from model import card_spec
+from model.cards import card_spec
 from pipeline.outputs import partitions
 from pipeline.scoring.model_handler import ScoredBlock
 

@@ -16,7 +16,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from model import reading
-from model.card_spec import ModelSpec
+from model.cards.card_spec import ModelSpec
 from pipeline.reading import tfrecords
 from pipeline.report import page, sheet
 
@@ -113,7 +113,7 @@ def _model_input(payload, spec: ModelSpec) -> np.ndarray:
 def _thumbnail(payload: bytes):
     from PIL import Image, ImageOps
 
-    from model import preprocessing
+    from model.recipes import preprocessing
 
     with Image.open(io.BytesIO(payload), formats=preprocessing.ALLOWED_FORMATS) as opened:
         opened.draft("RGB", (2 * THUMBNAIL, 2 * THUMBNAIL))  # a JPEG decoded at reduced scale: enough for a thumbnail

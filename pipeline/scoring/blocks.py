@@ -16,8 +16,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.transforms.window import GlobalWindows
 
-from model import preprocessing, recipes
-from model.card_spec import ModelSpec
+from model import recipes
+from model.cards.card_spec import ModelSpec
+from model.recipes import preprocessing
 from pipeline import timeline
 from pipeline.outputs.errors import error_row
 from pipeline.reading import object_reads

@@ -4,7 +4,7 @@
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
-from model.card_spec import ModelSpec
+from model.cards.card_spec import ModelSpec
 from pipeline import progress
 from pipeline.reading import object_reads
 from pipeline.scoring.blocks import DecodeBlocks

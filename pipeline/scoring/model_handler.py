@@ -1,4 +1,4 @@
-"""Defines the RunInference model handler: loads the `.keras` model once per worker and scores whole blocks.
+"""Defines the RunInference model handler: loads the model (.keras or .onnx) once per worker, scores whole blocks.
 
 Beam's stock TFModelHandlerNumpy needs tensorflow_hub, cannot load a Keras 3 model, returns one tensor per record and
 fails a whole batch for one bad record; this handler does none of that.

@@ -1,4 +1,5 @@
-"""Defines the model as scoring uses it: loaded once (from any Beam filesystem), called on fixed-size blocks."""
+"""Defines the model as scoring uses it: loaded once (from any Beam filesystem), called on fixed-size blocks, whichever
+runtime serves it (model.runtimes)."""
 
 import hashlib
 import json
@@ -8,9 +9,10 @@ import tempfile
 
 import numpy as np
 
-from model import devices, known_answers, model_files, quiet, recipes
-from model.data import file_sha256
-from model.forward import predict_fixed_rows, served_forward
+from model import recipes
+from model.cards import card_spec, known_answers, model_checks
+from model.runtimes import forward, model_files, onnx_checks, quiet
+from model.training.data import file_sha256
 from pipeline import timeline
 
 
@@ -19,20 +21,21 @@ class NoGPUError(model_files.ModelFileError):
 
 
 class ServedModel:
-    """What load_model returns: the Keras model behind one method, so that Beam can also serve it from another
-    process (--share_model), where callers hold a proxy that forwards method calls but not attribute access."""
+    """What load_model returns: the model (Keras or ONNX) behind one method, so that Beam can also serve it from
+    another process (--share_model), where callers hold a proxy that forwards method calls but not attribute
+    access."""
 
     def __init__(self, loaded: model_files.LoadedModel, require_gpu: bool = False):
         self.loaded = loaded
         spec = loaded.spec
-        self._device = devices.scoring_device()
+        self._device = forward.device(loaded.model)
         if require_gpu and not self._device.startswith("GPU"):
             raise NoGPUError("--require_gpu: this worker sees no GPU (TensorFlow lists none: check the worker's "
                              "accelerator, its NVIDIA driver and a CUDA build of TensorFlow; or leave out "
                              "--require_gpu to score on CPU)")
         self._rows = spec.model_call_rows
-        self._call_block = served_forward(loaded.model, spec)
-        timeline.mark("batch norms folded")
+        self._call_block = forward.served_forward(loaded.model, spec)
+        timeline.mark("batch norms folded" if spec.runtime == "keras" else "forward pass ready")
         try:  # before this worker reads any input: it must preprocess and score as where the card was written
             known_answers.check(loaded.card.get("known_answers"), lambda data: recipes.to_model_input(spec, data),
                                 self.predict_rows)
@@ -41,21 +44,27 @@ class ServedModel:
         timeline.mark("forward pass traced, known answers checked")  # the first call of the compiled forward pass
 
     def predict_rows(self, pixels: np.ndarray) -> np.ndarray:
-        return predict_fixed_rows(self._call_block, pixels, self._rows)
+        return forward.predict_fixed_rows(self._call_block, pixels, self._rows)
 
     def device(self) -> str:
         """Where this model scores: 'CPU' or 'GPU:0 NAME' (a method, so a proxy of a shared model forwards it)."""
         return self._device
 
 
+MODEL_EXTENSIONS = tuple(card_spec.MODEL_EXTENSIONS.values())
 # Models loaded before the pipeline ran, by the process that is also its worker (see preflight.load_model_here).
 _preloaded = {}
 
 
 def thread_settings(threads: int) -> dict:
-    """The environment that gives TensorFlow `threads` threads for the model (0: its default). TensorFlow reads it once,
-    when it first runs an operation."""
+    """The environment that gives the model `threads` threads (0: its runtime's default). TensorFlow reads it once,
+    when it first runs an operation; an ONNX model's session is made with as many."""
     return {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1"} if threads else {}
+
+
+def _threads() -> int:
+    """The model's threads that thread_settings set in this process (0: the runtime's default)."""
+    return int(os.environ.get("TF_NUM_INTRAOP_THREADS") or 0)
 
 
 def preload(model_uri: str, threads: int = 0, require_gpu: bool = False) -> None:
@@ -85,15 +94,17 @@ def load_served_model(model_uri: str, require_gpu: bool = False) -> ServedModel:
 
 
 def _read_model(model_uri: str) -> model_files.LoadedModel:
-    loaded = model_files.load(localize(model_uri))
-    timeline.mark("model file read (Keras imported, safe-mode load, content hash)")
+    loaded = model_files.load(localize(model_uri), threads=_threads())
+    timeline.mark("model file read (Keras imported, safe-mode load, content hash)" if loaded.spec.runtime == "keras"
+                  else "model file read (ONNX checks, external data, content hash, onnxruntime session)")
     return loaded
 
 
 def localize(model_uri: str) -> str:
-    """Returns a local path for a model on any Beam filesystem, copying it (and its card) to local disk once, into this
-    user's private cache; a cached copy is used again only while its bytes are those copied."""
-    if os.path.lexists(model_uri) or not model_uri.endswith(".keras"):
+    """Returns a local path for a model on any Beam filesystem, copying it (and its card, and an ONNX model's external
+    data files) to local disk once, into this user's private cache; a cached copy is used again only while its bytes
+    are those copied."""
+    if os.path.lexists(model_uri) or not model_uri.endswith(MODEL_EXTENSIONS):
         return model_uri  # a local path, or no model file at all: model_files.load checks and refuses it
     from apache_beam.io.filesystems import FileSystems  # only remote models need Beam's filesystems
 
@@ -103,11 +114,18 @@ def localize(model_uri: str) -> str:
     folder = os.path.join(private_cache(), hashlib.sha256(identity.encode()).hexdigest()[:16])
     local_model = os.path.join(folder, os.path.basename(model_uri))
     copies = ((model_uri, local_model), (model_files.card_path_for(model_uri), model_files.card_path_for(local_model)))
-    if _cached_intact(local_model, [target for _, target in copies]):
+    if _cached_intact(local_model, [os.path.basename(target) for _, target in copies]):
         return local_model
     os.makedirs(folder, mode=0o700, exist_ok=True)
-    digests = {os.path.basename(target): _copy(FileSystems, source, target) for source, target in copies}
-    _write_atomically(_digests_path(local_model), json.dumps(digests).encode())  # last: it vouches for both copies
+    budget = [model_checks.MAX_MODEL_BYTES]  # what the copies may hold in all, as a local model may
+    digests = {os.path.basename(target): _copy(FileSystems, source, target, budget) for source, target in copies}
+    if model_uri.endswith(onnx_checks.EXTENSION):  # its external data, from the model's folder in the bucket
+        source_folder = model_uri.rsplit("/", 1)[0]
+        for location in onnx_checks.external_locations(local_model):
+            target = os.path.join(folder, *location.replace("\\", "/").split("/"))
+            os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+            digests[location] = _copy(FileSystems, f"{source_folder}/{location}", target, budget)
+    _write_atomically(_digests_path(local_model), json.dumps(digests).encode())  # last: it vouches for every copy
     return local_model
 
 
@@ -132,24 +150,37 @@ def _digests_path(local_model: str) -> str:
     return local_model + ".sha256.json"
 
 
-def _cached_intact(local_model: str, targets: list) -> bool:
-    """Whether every cached file still has the sha256 recorded when it was copied (a changed one is copied again)."""
+def _cached_intact(local_model: str, required: list) -> bool:
+    """Whether the `required` files and every other file recorded (an ONNX model's external data) still have the
+    sha256 recorded when they were copied (a changed one is copied again)."""
+    folder = os.path.dirname(local_model)
     try:
         with open(_digests_path(local_model), "rb") as stream:
             recorded = json.load(stream)
-        return all(recorded.get(os.path.basename(target)) == file_sha256(target) for target in targets)
-    except (OSError, ValueError, AttributeError):  # missing, torn or not a JSON object: copy again
+        return all(name in recorded for name in required) and all(
+            digest == file_sha256(os.path.join(folder, *name.split("/"))) for name, digest in recorded.items())
+    except (OSError, ValueError, AttributeError, TypeError):  # missing, torn or not a JSON object: copy again
         return False
 
 
-def _copy(file_systems, source: str, target: str) -> str:
-    """Copies one file through Beam's filesystems; returns the sha256 of the bytes written."""
+def _copy(file_systems, source: str, target: str, budget: list) -> str:
+    """Copies one file through Beam's filesystems, within what is left of budget[0] bytes (ModelFileError past it);
+    returns the sha256 of the bytes written."""
     digest = hashlib.sha256()
     partial = f"{target}.{os.getpid()}.partial"
-    with file_systems.open(source) as reader, open(partial, "wb") as writer:
-        for chunk in iter(lambda: reader.read(1 << 20), b""):
-            writer.write(chunk)
-            digest.update(chunk)
+    try:
+        with file_systems.open(source, compression_type="uncompressed") as reader, open(partial, "wb") as writer:
+            for chunk in iter(lambda: reader.read(1 << 20), b""):
+                budget[0] -= len(chunk)
+                if budget[0] < 0:
+                    raise model_checks.ModelFileError(f"{source}: refused, the model and its files hold more than "
+                                                      f"{model_checks.MAX_MODEL_BYTES:,} bytes")
+                writer.write(chunk)
+                digest.update(chunk)
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
     os.replace(partial, target)  # Atomic, so a concurrent worker never loads half a file.
     return digest.hexdigest()
 

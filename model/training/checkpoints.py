@@ -16,8 +16,8 @@ import time
 
 import keras
 
-from model.data import file_sha256
-from model.model_files import write_json_atomically
+from model.runtimes.model_files import write_json_atomically
+from model.training.data import file_sha256
 
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"

@@ -1,17 +1,18 @@
 """Defines the preprocessing recipes a model card may name, and the one call that runs a card's recipe: image bytes ->
-uint8 pixels of the spec's pixel_shape, for training and scoring alike."""
+uint8 pixels of the spec's pixel_shape, for training and scoring alike. A `spec` is a model.cards.card_spec.ModelSpec:
+a card names its recipe, so the cards sit above the recipes and this package imports none of them."""
 
 import json
 
-from model import fit_preprocessing, preprocessing, vocabulary
-from model.card_spec import ModelSpec
+from model import vocabulary
+from model.recipes import fit_preprocessing, preprocessing
 
 FMNIST_CATALOGUE = "fmnist-catalogue"
 # {name: versions this code runs}. fmnist-catalogue v1 models are scored by v2 (vocabulary's compatibility note).
 RECIPES = {FMNIST_CATALOGUE: (1, 2), fit_preprocessing.NAME: fit_preprocessing.VERSIONS}
 
 
-def check(spec: ModelSpec) -> None:
+def check(spec) -> None:
     """Raises ValueError unless this code runs the spec's recipe, with its parameters, for its input."""
     versions = RECIPES.get(spec.preprocessing)
     if versions is None:
@@ -27,7 +28,7 @@ def check(spec: ModelSpec) -> None:
         fit_preprocessing.checked_parameters(spec.recipe_parameters)
 
 
-def to_model_input(spec: ModelSpec, data: bytes, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS):
+def to_model_input(spec, data: bytes, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS):
     """One image's bytes -> uint8 pixels of spec.pixel_shape, by the card's recipe (ImageDecodeError if it cannot)."""
     if spec.preprocessing == FMNIST_CATALOGUE:
         return preprocessing.to_model_input(data, max_pixels)
@@ -35,7 +36,7 @@ def to_model_input(spec: ModelSpec, data: bytes, max_pixels: int = preprocessing
                                             version=spec.preprocessing_version)
 
 
-def to_model_inputs(spec: ModelSpec, payloads: list, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS,
+def to_model_inputs(spec, payloads: list, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS,
                     map_function=map) -> list:
     """Many images -> for each, what to_model_input returns for it or the Exception it raised."""
     if spec.preprocessing == FMNIST_CATALOGUE:

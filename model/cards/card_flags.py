@@ -5,7 +5,7 @@ import argparse
 import os
 import re
 
-from model import fit_preprocessing
+from model.recipes import fit_preprocessing
 
 # What --input-shape takes: HxWxC.
 _SHAPE = re.compile(r"(\d{1,4})x(\d{1,4})x([13])")
@@ -42,6 +42,20 @@ def fill_colour(text: str) -> list:
     if len(colour) != 3 or not all(0 <= value <= 255 for value in colour):
         raise argparse.ArgumentTypeError(f"{text!r} is not R,G,B: three whole numbers 0-255")
     return colour
+
+
+def channel_values(text: str) -> list:
+    """--mean and --std: one number per channel, separated by commas (1 for grey, 3 for RGB)."""
+    import math
+
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 3) or not all(math.isfinite(value) for value in values):
+        raise argparse.ArgumentTypeError(f"{text!r} is not one number per channel: R,G,B (e.g. 0.485,0.456,0.406) "
+                                         "or one number for grey")
+    return values
 
 
 def class_names(text: str) -> tuple:

@@ -1,9 +1,11 @@
 """Defines what a model card says about how to use its model, as one small typed value: the classes, the input's
-geometry and value range, the kind of output, and the preprocessing recipe with its parameters.
+geometry, value range and normalisation, the kind of output, the preprocessing recipe with its parameters, and the
+runtime that serves the model with the layout it takes its input in.
 
 Every module that needs a model's classes or input reads them from a ModelSpec made from the loaded card (the way
 Beam hands a ModelHandler down its graph), never from a constant. Format-1 cards, written before cards said any of
-this, are read as what they were: the Fashion-MNIST model, 28x28 grey, uint8 scaled inside the model, probabilities.
+this, are read as what they were: the Fashion-MNIST model, 28x28 grey, uint8 scaled inside the model, probabilities;
+format-2 cards, written before ONNX models, as Keras models taking [H, W, C] with no mean or std.
 """
 
 import dataclasses
@@ -12,10 +14,14 @@ import json
 from model import vocabulary
 
 # Card formats this code reads. 2 added class names of any model, [H, W, C], the input range, the output kind and a
-# preprocessing recipe with parameters.
-CARD_FORMAT = 2
+# preprocessing recipe with parameters; 3 the runtime (Keras or ONNX), the input's layout and a per-channel mean and
+# std.
+CARD_FORMAT = 3
 INPUT_RANGES = ("uint8", "unit", "symmetric")  # 0-255 as bytes (scaled inside the model), [0, 1], [-1, 1]
 OUTPUTS = ("probabilities", "logits")  # logits get a softmax
+RUNTIMES = ("keras", "onnx")  # what serves the model: a .keras file in Keras, a .onnx file in onnxruntime
+LAYOUTS = ("nhwc", "nchw")  # where the model's input has its channels: [batch, H, W, C] or [batch, C, H, W]
+MODEL_EXTENSIONS = {"keras": ".keras", "onnx": ".onnx"}
 # A model call's input stays within this many values (64 MiB as float32), so rows per call follow from the input
 # size: 1,024 rows at 28x28 grey or 64x64 colour, 64 rows at 224x224 colour.
 MODEL_CALL_VALUES = 1 << 24
@@ -33,6 +39,10 @@ class ModelSpec:
     preprocessing: str = "fmnist-catalogue"
     preprocessing_version: int = 2
     parameters: str = "{}"  # the recipe's parameters as sorted JSON: hashable, and the same text on every worker
+    runtime: str = "keras"
+    layout: str = "nhwc"
+    mean: tuple = ()  # per channel, subtracted after scaling to the input range; () for none
+    std: tuple = ()  # per channel, divided by after the mean; () for none
 
     @property
     def num_classes(self) -> int:
@@ -82,7 +92,9 @@ def spec_from_card(card: dict) -> ModelSpec:
     return ModelSpec(class_names=tuple(card["class_names"]), input_shape=tuple(card["input_shape"]),
                      input_range=card["input_range"], outputs=card["outputs"], preprocessing=recipe["name"],
                      preprocessing_version=recipe["version"],
-                     parameters=parameters_text(recipe.get("parameters", {})))
+                     parameters=parameters_text(recipe.get("parameters", {})),
+                     runtime=card.get("runtime", "keras"), layout=card.get("layout", "nhwc"),
+                     mean=tuple(card.get("mean") or ()), std=tuple(card.get("std") or ()))
 
 
 def class_index(name_or_index: str, class_names: tuple) -> int:
@@ -124,8 +136,10 @@ def spec_described(fields: dict) -> ModelSpec:
 
 
 def card_fields(spec: ModelSpec) -> dict:
-    """The fields a format-2 card holds for `spec` (the inverse of spec_from_card)."""
+    """The fields a card of this format holds for `spec` (the inverse of spec_from_card)."""
     return {"card_format": CARD_FORMAT, "class_names": list(spec.class_names), "input_shape": list(spec.input_shape),
-            "input_range": spec.input_range, "outputs": spec.outputs,
+            "input_range": spec.input_range, "mean": list(spec.mean) or None, "std": list(spec.std) or None,
+            "outputs": spec.outputs,
             "preprocessing": {"name": spec.preprocessing, "version": spec.preprocessing_version,
-                              "parameters": spec.recipe_parameters}}
+                              "parameters": spec.recipe_parameters},
+            "runtime": spec.runtime, "layout": spec.layout}

@@ -1,5 +1,6 @@
-"""Defines the model's forward pass as the scorer calls it (fixed-row blocks of uint8 pixels, scaled and turned into
-probabilities as the card says, in one compiled graph) and measures its cost, so a model card can say what a model
+"""Defines the model's forward pass as the scorer calls it, for either runtime (fixed-row blocks of uint8 pixels,
+scaled, normalised and turned into probabilities as the card says: one compiled TensorFlow graph for a Keras model,
+one onnxruntime session for an ONNX model), where it runs, and what it costs, so a model card can say what a model
 costs per image beside what it is worth."""
 
 import statistics
@@ -7,8 +8,9 @@ import time
 
 import numpy as np
 
-from model.card_spec import FASHION_MNIST, ModelSpec
-from model.folding import fold_batch_norms
+from model.cards.card_spec import FASHION_MNIST, ModelSpec
+from model.runtimes import onnx_model  # imports onnxruntime only when a session is made
+from model.runtimes.folding import fold_batch_norms
 
 # Every model call gets exactly a model's spec.model_call_rows rows (the last block padded), so a record's
 # probabilities never depend on how the runner happened to batch it with others: oneDNN may pick other kernels for
@@ -22,7 +24,7 @@ def compiled_forward(model, spec: ModelSpec = FASHION_MNIST):
 
     The same values as model.predict_on_batch (on the scaled input), to the bit, ~10% faster on 1,024 rows here:
     Keras wraps every predict_on_batch call in its data handling, a few milliseconds of Python a call. (The scorer
-    hands it the model with batch normalisation folded in, see model.folding.)
+    hands it the model with batch normalisation folded in, see model.runtimes.folding.)
     """
     import tensorflow as tf
 
@@ -36,6 +38,9 @@ def compiled_forward(model, spec: ModelSpec = FASHION_MNIST):
             inputs = tf.cast(inputs, tf.float32) / 255.0
         elif spec.input_range == "symmetric":
             inputs = tf.cast(inputs, tf.float32) / 127.5 - 1.0
+        if spec.mean:
+            inputs = (tf.cast(inputs, tf.float32) - tf.constant(spec.mean, tf.float32)) / tf.constant(spec.std,
+                                                                                                    tf.float32)
         if inputs.dtype != model_dtype:
             inputs = tf.cast(inputs, model_dtype)
         outputs = tf.cast(model(inputs, training=False), tf.float32)
@@ -50,8 +55,20 @@ def compiled_forward(model, spec: ModelSpec = FASHION_MNIST):
 
 
 def served_forward(model, spec: ModelSpec = FASHION_MNIST):
-    """The forward pass exactly as the scorer serves it: batch normalisation folded, then compiled."""
+    """The forward pass exactly as the scorer serves it, one fixed block of uint8 pixels -> numpy probabilities: for
+    a Keras model, batch normalisation folded, then compiled; for an ONNX model (onnx_model.OnnxModel), its session."""
+    if isinstance(model, onnx_model.OnnxModel):
+        return onnx_model.forward(model, spec)
     return compiled_forward(fold_batch_norms(model), spec)
+
+
+def device(model) -> str:
+    """Where `model` scores in this process: 'CPU', or the GPU ('GPU:0 NAME')."""
+    if isinstance(model, onnx_model.OnnxModel):
+        return model.device()
+    from model.runtimes import devices
+
+    return devices.scoring_device()
 
 
 def served_predict(model, spec: ModelSpec = FASHION_MNIST):
@@ -59,6 +76,16 @@ def served_predict(model, spec: ModelSpec = FASHION_MNIST):
     served forward pass over fixed-row blocks. Evaluating a model this way measures what scoring gives."""
     call_block = served_forward(model, spec)
     return lambda pixels: predict_fixed_rows(call_block, pixels, spec.model_call_rows)
+
+
+def known_answers(model, spec: ModelSpec) -> list:
+    """The card's known answers of a model (model.cards.known_answers), as the scorer serves it: the card's recipe,
+    then the served forward pass."""
+    from model import recipes
+    from model.cards import known_answers as references
+
+    return references.make_references(spec, lambda data: recipes.to_model_input(spec, data),
+                                      served_predict(model, spec))
 
 
 def probe_block(spec: ModelSpec = FASHION_MNIST) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Loads Fashion-MNIST from its IDX files (checked) as labelled uint8 arrays, and defines what a labelled set is and
-how it is described; a user's own labelled images are in model.own_images."""
+how it is described; a user's own labelled images are in model.training.own_images."""
 
 import gzip
 import hashlib

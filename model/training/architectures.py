@@ -7,7 +7,7 @@ import math
 import keras
 from keras import layers
 
-from model.card_spec import FASHION_MNIST
+from model.cards.card_spec import FASHION_MNIST
 
 # Inputs bigger than 28x28 get more conv blocks until what the dense head reads is at most this many values (at 28x28
 # no block is added: the head reads 1,600 values of the cnn, 1,024 of cnn3).

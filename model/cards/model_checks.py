@@ -5,7 +5,8 @@ import collections
 import json
 import re
 
-from model import card_spec, recipes
+from model import recipes
+from model.cards import card_spec
 from model.display import shortened, visible
 from model.vocabulary import CLASS_NAMES, COMPATIBLE_PREPROCESSING_VERSIONS, IMAGE_SHAPE, PREPROCESSING_VERSION
 
@@ -134,7 +135,7 @@ _OPTIONAL_FIELDS = {
 
 
 def _is_reference(reference) -> bool:
-    """One known answer (model.known_answers): small encoded image, the hash of its model input, probabilities."""
+    """One known answer (model.cards.known_answers): small encoded image, the hash of its model input, probabilities."""
     import base64
     import binascii
 
@@ -174,6 +175,27 @@ _FORMAT_2_FIELDS = {
 }
 
 
+
+def _is_channel_values(value, positive: bool = False) -> bool:
+    """A mean or std: null, or a list of 1 or 3 finite numbers (std above 0)."""
+    import math
+
+    return value is None or (isinstance(value, list) and len(value) in (1, 3)
+                             and all(type(v) in (int, float) and math.isfinite(v) and (v > 0 or not positive)
+                                     for v in value))
+
+
+# What a format-3 card adds: the runtime, the layout of the model's input, and a per-channel mean and std.
+_FORMAT_3_FIELDS = {
+    **_FORMAT_2_FIELDS,
+    "runtime": (lambda v: v in card_spec.RUNTIMES, f"one of {', '.join(card_spec.RUNTIMES)}"),
+    "layout": (lambda v: v in card_spec.LAYOUTS, f"one of {', '.join(card_spec.LAYOUTS)}"),
+    "mean": (_is_channel_values, "null or a list of 1 or 3 finite numbers, one per channel"),
+    "std": (lambda v: _is_channel_values(v, positive=True), "null or a list of 1 or 3 numbers above 0, one per "
+                                                             "channel"),
+}
+
+
 def _is_class_name(name) -> bool:
     """A class name is shown in terminals and pages and written in every row: any Unicode, but nothing hidden."""
     return isinstance(name, str) and 1 <= len(name) <= MAX_CLASS_NAME and visible(name) == name and name.strip() == name
@@ -201,14 +223,16 @@ def validate_card(card: dict, card_path: str) -> None:
     if _is_whole_number(form) and form > card_spec.CARD_FORMAT:
         raise ModelFileError(f"{where} has card_format {form}, newer than this code reads "
                              f"({card_spec.CARD_FORMAT}); update the scorer")
-    required = _FORMAT_2_FIELDS if form == card_spec.CARD_FORMAT else _REQUIRED_FIELDS
+    required = {2: _FORMAT_2_FIELDS, 3: _FORMAT_3_FIELDS}.get(form, _REQUIRED_FIELDS)
     missing = set(required) - set(card)
     if missing:
         raise ModelFileError(f"{where} lacks {', '.join(sorted(missing))}")
     for field, (fits, what) in (*required.items(), *_OPTIONAL_FIELDS.items()):
         if field in card and not fits(card[field]):
             raise ModelFileError(f"{where}: {field} must be {what}, not {_shown(card[field])}")
-    if form == card_spec.CARD_FORMAT:
+    if form in (2, 3):
+        if form == 3:
+            _check_format_3(card, where)
         try:
             recipes.check(card_spec.spec_from_card(card))
         except ValueError as error:
@@ -222,6 +246,26 @@ def validate_card(card: dict, card_path: str) -> None:
         raise ModelFileError(f"{where}: trained with preprocessing {_shown(card['preprocessing_version'])}, "
                              f"this code has {PREPROCESSING_VERSION!r} and also accepts "
                              f"{', '.join(repr(v) for v in COMPATIBLE_PREPROCESSING_VERSIONS[:-1])}")
+
+
+def _check_format_3(card: dict, where: str) -> None:
+    """What a format-3 card's fields must agree on: mean and std both or neither, one value per channel; a Keras model
+    takes [batch, H, W, C]."""
+    check_normalisation(card["mean"], card["std"], card["input_shape"][2], where)
+    if card["runtime"] == "keras" and card["layout"] != "nhwc":
+        raise ModelFileError(f"{where}: a Keras model takes its input as nhwc ([batch, H, W, C]), not "
+                             f"{_shown(card['layout'])}")
+
+
+def check_normalisation(mean, std, channels: int, where: str) -> None:
+    """Raises ModelFileError unless mean and std are both given (one value per channel) or neither."""
+    if (mean is None) != (std is None):
+        raise ModelFileError(f"{where}: give both a mean and a std, or neither")
+    if mean is not None and not len(mean) == len(std) == channels:
+        raise ModelFileError(f"{where}: the mean and std need one value per channel ({channels}), not "
+                             f"{len(mean)} and {len(std)}")
+    if std is not None and not all(value > 0 for value in std):
+        raise ModelFileError(f"{where}: every std must be above 0")
 
 
 def _shown(value) -> str:

@@ -8,7 +8,8 @@ import re
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from model import native_png, vocabulary
+from model import vocabulary
+from model.recipes import native_png
 
 # The raster formats images are opened as; nothing else is even identified. Pillow's EPS and PS plugins would hand the
 # file to Ghostscript (an external program) where it is installed. (Multi-picture JPEGs open as JPEG; PPM stands for
@@ -98,7 +99,7 @@ def to_model_inputs(payloads: list, max_pixels: int = DEFAULT_MAX_PIXELS, map_fu
     """Many inputs at once -> for each, what to_model_input returns for it or the Exception it raised.
 
     The results are those of to_model_input; only the work is shared out. 28x28 grey PNGs, which pass through
-    unchanged, are decoded together (model.native_png); the rest go through to_model_input mapped with
+    unchanged, are decoded together (model.recipes.native_png); the rest go through to_model_input mapped with
     `map_function` (a thread pool's map uses more cores: Pillow lets go of Python's lock while it decodes and resizes).
     """
     results = native_png.native_pixels(payloads)

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model import preprocessing, reading, recipes
-from model.card_spec import FASHION_MNIST, ModelSpec, class_index
-from model.data import DEFAULT_DATA_DIR, DatasetError, LabelledImages, load_split
+from model import reading, recipes
+from model.cards.card_spec import FASHION_MNIST, ModelSpec, class_index
 from model.display import shortened, visible
+from model.recipes import preprocessing
+from model.training.data import DEFAULT_DATA_DIR, DatasetError, LabelledImages, load_split
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,14 @@
 [H, W, 3] (RGB), upright, transparency on the fill colour, resized to the model's input by `pad`, `crop` or
 `stretch`.
 
-Opening, the format allow-list, the caps and the typed errors are those of every recipe (model.preprocessing). Big
-sources are never converted at full resolution: a JPEG decodes straight to a fraction of its size (libjpeg's DCT
-scaling) while it stays at least DRAFT_MARGINS[version] times the size it is finally resized to, and any image is box-reduced
-by an integer factor while it stays at least REDUCE_MARGIN times that size; the last step is one antialiased resize
-(bench/fit_recipe.py measures what this costs against converting at full resolution; docs/own-model.md has its
-numbers). Version 2 lets the reduced JPEG decode come down to the size it is resized to (version 1 kept 1.5 times
-it); cards keep the version they were written with, and version 1 is still served as it was.
+Opening, the format allow-list, the caps and the typed errors are those of every recipe
+(model.recipes.preprocessing). Big sources are never converted at full resolution: a JPEG decodes straight to a
+fraction of its size (libjpeg's DCT scaling) while it stays at least DRAFT_MARGINS[version] times the size it is
+finally resized to, and any image is box-reduced by an integer factor while it stays at least REDUCE_MARGIN times
+that size; the last step is one antialiased resize (bench/fit_recipe.py measures what this costs against converting
+at full resolution; docs/own-model.md has its numbers). Version 2 lets the reduced JPEG decode come down to the size
+it is resized to (version 1 kept 1.5 times it); cards keep the version they were written with, and version 1 is
+still served as it was.
 """
 
 import functools
@@ -16,7 +17,7 @@ import functools
 import numpy as np
 from PIL import Image
 
-from model import preprocessing
+from model.recipes import preprocessing
 
 NAME = "fit"
 VERSION = 2  # the version new cards are written with
@@ -81,7 +82,8 @@ def to_model_input(data: bytes, input_shape: tuple, parameters: dict,
 
 
 def to_model_inputs(payloads: list, input_shape: tuple, parameters: dict,
-                    max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS, map_function=map, version: int = VERSION) -> list:
+                    max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS, map_function=map,
+                    version: int = VERSION) -> list:
     """Many inputs -> for each, what to_model_input returns for it or the Exception it raised (`map_function`: a
     thread pool's map uses more cores, as Pillow decodes and resizes without Python's lock)."""
     convert = functools.partial(_model_input_or_error, input_shape=input_shape, parameters=parameters,

@@ -10,7 +10,7 @@ import io
 
 import numpy as np
 
-from model.card_spec import ModelSpec
+from model.cards.card_spec import ModelSpec
 
 # Largest difference in any probability from the card's that still counts as the same model: thread counts, CPU
 # instruction sets and oneDNN's kernels move probabilities by ~1e-6; a different model or input scaling moves them by
@@ -66,13 +66,6 @@ def make_references(spec: ModelSpec, preprocess, predict) -> list:
     return [{"what": name, "image_base64": base64.b64encode(data).decode("ascii"), "input_sha256": input_sha256(seen),
              "probabilities": [float(value) for value in row]}
             for (name, data), seen, row in zip(named, pixels, probabilities)]
-
-
-def for_model(model, spec: ModelSpec) -> list:
-    """The known answers of a Keras model, as the scorer serves it (folded, compiled, scaled as the card says)."""
-    from model import forward, recipes
-
-    return make_references(spec, lambda data: recipes.to_model_input(spec, data), forward.served_predict(model, spec))
 
 
 def check(references: list, preprocess, predict) -> None:

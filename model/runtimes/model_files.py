@@ -1,4 +1,5 @@
-"""Saves and loads a trained model as a `.keras` file with its model card (`.json`) beside it, and checks they agree."""
+"""Loads a model file with its model card (`.json`) beside it, whichever runtime serves it (a `.keras` file in Keras's
+safe mode, a `.onnx` file after onnx_checks), and checks they agree; saves a trained Keras model with its card."""
 
 import hashlib
 import io
@@ -9,20 +10,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model import card_spec, known_answers, reading
+from model import reading
+from model.cards import card_spec
+from model.cards.model_checks import (MAX_CARD_BYTES, MAX_MODEL_BYTES, ModelFileError, accepted_inputs, check_archive,
+                                      check_input, parse_card)
 from model.display import shortened, visible
-from model.model_checks import (MAX_CARD_BYTES, MAX_MODEL_BYTES, ModelFileError, accepted_inputs, check_archive,
-                                check_input, parse_card)
+from model.runtimes import forward, onnx_checks, onnx_model
 from model.vocabulary import CLASS_NAMES, IMAGE_SHAPE, PREPROCESSING_VERSION
 
 CARD_FORMAT = 1
-ARTIFACTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "artifacts")
+ARTIFACTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "artifacts")
 DEFAULT_MODEL_PATH = os.path.join(ARTIFACTS_DIR, "fashion_cnn.keras")
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A Keras model with its card; `version` names this exact model (card version + content hash)."""
+    """A model with its card: `model` is a Keras model or an onnx_model.OnnxModel (model.runtimes.forward serves
+    either); `version` names this exact model (card version + content hash)."""
 
     model: object
     card: dict
@@ -78,22 +82,56 @@ def save(model, path: str, card_fields: dict, spec: card_spec.ModelSpec = card_s
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "content_sha256": content_sha256(model),
-        "known_answers": known_answers.for_model(model, spec),
+        "known_answers": forward.known_answers(model, spec),
     }
     model.save(path)
     write_json_atomically(card_path_for(path), card)
     return card
 
 
-def load(path: str, compile: bool = False) -> LoadedModel:
-    """Loads a model (see load_keras_file) and checks that its card describes it; raises ModelFileError if not. The
-    file and its card are both checked before Keras is imported."""
+def load(path: str, compile: bool = False, threads: int = 0) -> LoadedModel:
+    """Loads a model (see load_keras_file; a .onnx file, see load_onnx) and checks that its card describes it; raises
+    ModelFileError if not. The file and its card are both checked before Keras or onnxruntime is imported."""
+    if str(path).endswith(onnx_checks.EXTENSION):
+        return load_onnx(path, threads)
     data = read_model_file(path)
     card = read_card(path)
     check_input(io.BytesIO(data), path, card_spec.spec_from_card(card))
     model = _keras_model(data, path, compile)
     check_agrees(model, card, path)
     return LoadedModel(model, card)
+
+
+def load_onnx(path: str, threads: int = 0) -> LoadedModel:
+    """Checks a .onnx file (onnx_checks) and its card against each other, then makes its onnxruntime session with
+    `threads` threads (0: onnxruntime's default), so a model onnxruntime cannot run is refused here too."""
+    card = read_card(path)
+    checked = check_onnx(path, card)
+    model = onnx_model.OnnxModel(checked, path, threads)
+    model.session  # noqa: B018 - made now: onnxruntime's refusal is a ModelFileError at load, not at the first input
+    return LoadedModel(model, card)
+
+
+def check_onnx(path: str, card: dict) -> onnx_checks.CheckedOnnx:
+    """The checked ONNX model at `path` (onnx_checks.check_file), refused unless `card` describes it."""
+    spec = card_spec.spec_from_card(card)
+    if spec.runtime != "onnx":
+        raise ModelFileError(f"{visible(path)}: its card describes a {spec.runtime} model, not an ONNX one; card it "
+                             "with `python -m model.card`")
+    checked = onnx_checks.check_file(path)
+    problems = []
+    try:
+        geometry, _ = onnx_checks.image_geometry(checked, spec.layout)
+        if geometry != spec.input_shape:
+            problems.append(f"input {list(geometry)} (H, W, C), the card says {list(spec.input_shape)}")
+    except ValueError as error:
+        problems.append(str(error))
+    problems += onnx_checks.mismatches(checked, spec)
+    if not problems and checked.content_sha256 != card["content_sha256"]:
+        problems.append("the model does not match the card's content_sha256 (the card belongs to another model)")
+    if problems:
+        raise ModelFileError(f"{visible(path)}: " + "; ".join(problems))
+    return checked
 
 
 def load_keras_file(path: str, compile: bool = False):
@@ -107,8 +145,9 @@ def read_model_file(path: str) -> bytes:
     load a legacy .h5 file or a SavedModel folder by other, less guarded code) and it is a regular file of at most
     MAX_MODEL_BYTES; then checked as an archive (check_archive). Raises ModelFileError."""
     if not str(path).endswith(".keras"):
-        raise ModelFileError(f"{visible(str(path))}: only .keras model files are loaded (not legacy .h5 files or "
-                             "SavedModel folders); pass a .keras file that `python -m model.train` wrote")
+        raise ModelFileError(f"{visible(str(path))}: only .keras and .onnx model files are loaded (not legacy .h5 "
+                             "files or SavedModel folders); pass a .keras file that `python -m model.train` wrote, "
+                             "or a .onnx file with its card")
     data = _read_local(path, MAX_MODEL_BYTES, "model file", "pass --model with the path of a trained .keras file")
     check_archive(io.BytesIO(data), path)
     return data
@@ -168,11 +207,34 @@ def _read_local(path: str, limit: int, what: str, when_missing: str) -> bytes:
         raise ModelFileError(f"{what} {visible(path)} cannot be read ({error.strerror or error})") from error
 
 
+def output_width(model):
+    """How many values the model gives per image (None unless one output of [batch, N])."""
+    if isinstance(model, onnx_model.OnnxModel):
+        return model.checked.output_width
+    shape = tuple(model.outputs[0].shape[1:]) if len(model.outputs) == 1 else ()
+    return shape[0] if len(shape) == 1 else None
+
+
+def described(model) -> dict:
+    """What a card records of the model itself: its content hash, size, and the runtime it was carded with."""
+    if isinstance(model, onnx_model.OnnxModel):
+        return {"content_sha256": model.checked.content_sha256, "parameter_count": model.checked.parameter_count,
+                "onnxruntime_version": onnx_model.runtime_version(), "onnx_opset": model.checked.opset,
+                "onnx_input_type": model.checked.input_type}
+    import keras
+    import tensorflow as tf
+
+    return {"content_sha256": content_sha256(model), "parameter_count": int(model.count_params()),
+            "tensorflow_version": tf.__version__, "keras_version": keras.__version__}
+
+
 def check_agrees(model, card: dict, path: str) -> None:
     """Raises ModelFileError when the model and its card disagree: its input, its outputs, its weights."""
     spec = card_spec.spec_from_card(card)
     problems = []
-    if len(model.inputs) != 1 or tuple(model.input_shape[1:]) not in accepted_inputs(spec):
+    if spec.runtime != "keras":
+        problems.append(f"its card describes a {spec.runtime} model")
+    elif len(model.inputs) != 1 or tuple(model.input_shape[1:]) not in accepted_inputs(spec):
         problems.append(f"input shape {model.input_shape[1:]}, the card says {list(spec.input_shape)}")
     if len(model.outputs) != 1 or tuple(model.output_shape[1:]) != (spec.num_classes,):
         problems.append(f"output shape {model.output_shape[1:]}, the card names {spec.num_classes} classes")
