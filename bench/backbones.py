@@ -97,10 +97,32 @@ def onnx_backbone(name: str, cache: str) -> str:
         model.predict(np.zeros((1, 224, 224, 3), np.float32), verbose=0)  # Keras exports only a model that has run
         path = os.path.join(folder, f"{name}.onnx")
         model.export(path, format="onnx")
+        _constants_as_initializers(path, model)
         subprocess.run([sys.executable, "-m", "model.card", path, "--classes", ",".join(CLASSES), "--preprocessing",
                         "fit", "--resize", "crop", "--input-range", "uint8", "--version", "1.0.0"], check=True,
                        stdout=subprocess.DEVNULL)
     return os.path.join(cached(os.path.join(cache, f"onnx-{name}"), build), f"{name}.onnx")
+
+
+def _constants_as_initializers(path: str, model) -> None:
+    """tf2onnx leaves a Normalization layer's mean and variance as graph inputs (EfficientNet's, here), which the
+    scorer refuses (one image input only): they become initializers holding the layer's own values."""
+    import keras
+    import onnx
+
+    proto = onnx.load(path)
+    extra = list(proto.graph.input[1:])
+    if not extra:
+        return
+    layer = next(layer for layer in model.layers if type(layer) is keras.layers.Normalization)
+    values = {"/Sub/": np.asarray(layer.mean), "/Sqrt/": np.asarray(layer.variance)}
+    for value in extra:
+        found = next(array for marker, array in values.items() if marker in value.name)
+        dims = [edge.dim_value for edge in value.type.tensor_type.shape.dim]
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(found.reshape(dims).astype(np.float32),
+                                                                    value.name))
+        proto.graph.input.remove(value)
+    onnx.save(proto, path)
 
 
 def onnx_worker(folder: str, output: str, model_path: str) -> None:

@@ -1,6 +1,7 @@
 """Measures scoring on a GPU against the CPU of the same machine: the forward pass of the shipped model, of a small
 224x224x3 colour model and of the backbones bench/backbones.py cards (MobileNetV3Small, EfficientNetB0, ResNet50),
-the pipeline's steady rate end to end, and what bounds it (decoding or the model).
+in TensorFlow and, exported to ONNX, in onnxruntime (its CUDA provider where onnxruntime-gpu is installed), the
+pipeline's steady rate end to end, and what bounds it (decoding or the model).
 
     python bench/gpu.py [--sizes 2000 6000] [--repeat 3] [--cache /tmp/gpu-bench]
 
@@ -17,7 +18,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.benchmark import ONE_WORKER, pipeline, print_table, ratio, run_interleaved, summarise  # noqa: E402
-from bench.backbones import SIZES as BACKBONES, backbone  # noqa: E402
+from bench.backbones import SIZES as BACKBONES, backbone, onnx_backbone  # noqa: E402
 from bench.own_model import SHAPES, own_model, photos  # noqa: E402
 from model import recipes  # noqa: E402
 from model.runtimes import devices, forward, model_files  # noqa: E402
@@ -27,15 +28,24 @@ def forward_rates(model_path: str, device: str, calls: int = 20) -> float:
     """Images a second of the served forward pass (fixed-row calls, as the scorer makes them) on `device`."""
     import tensorflow as tf
 
-    loaded = model_files.load(model_path)
     with tf.device(device):
-        call = forward.served_forward(loaded.model, loaded.spec)
-        block = forward.probe_block(loaded.spec)
+        return _served_rate(model_files.load(model_path), calls)
+
+
+def onnx_forward_rate(model_path: str, calls: int = 20) -> tuple:
+    """(images a second, where) of an ONNX model's served forward pass: on CUDA where onnxruntime has it."""
+    loaded = model_files.load(model_path)
+    return _served_rate(loaded, calls), forward.device(loaded.model)
+
+
+def _served_rate(loaded, calls: int) -> float:
+    call = forward.served_forward(loaded.model, loaded.spec)
+    block = forward.probe_block(loaded.spec)
+    call(block)  # traced, and its kernels chosen, before timing
+    started = time.perf_counter()
+    for _ in range(calls):
         call(block)
-        started = time.perf_counter()
-        for _ in range(calls):
-            call(block)
-        return calls * len(block) / (time.perf_counter() - started)
+    return calls * len(block) / (time.perf_counter() - started)
 
 
 def decode_rate(folder: str, model_path: str, count: int = 300) -> float:
@@ -65,6 +75,9 @@ def main(argv=None) -> None:
         shown = ", ".join(f"{target} {rate:,.0f} img/s" for target, rate in rates.items())
         speedup = f" (GPU {rates['/GPU:0'] / rates['/CPU:0']:.1f}x)" if gpus else ""
         print(f"forward pass, {name}: {shown}{speedup}", flush=True)
+    for name in BACKBONES:
+        rate, where = onnx_forward_rate(onnx_backbone(name, args.cache))
+        print(f"forward pass, {name} exported to ONNX, onnxruntime on {where}: {rate:,.0f} img/s", flush=True)
     folders = {size: photos(size, args.cache) for size in args.sizes}
     model = models["224x224x3"]
     print(f"fit recipe, one core: {decode_rate(folders[args.sizes[0]], model):,.0f} photos/s for 224x224x3")

@@ -33,6 +33,23 @@ def read_rows(folder: str) -> list:
     return sorted(pq.read_table(folder).to_pylist(), key=lambda row: row["key"])
 
 
+def scored_in_memory_and_on_two_workers(inputs: str, model: str, tmp_path) -> list:
+    """The scores rows of `model` on the folder `inputs`, scored by the real CLI once in memory and once on two worker
+    processes (small chunks, so both workers get some): asserted the same, with no errors; sorted by key."""
+    from pipeline import score
+
+    runs = {"memory": [], "two-workers": ["--direct_running_mode=multi_processing", "--direct_num_workers=2",
+                                          "--files_per_chunk", "5"]}
+    rows = {}
+    for name, extra in runs.items():
+        output = str(tmp_path / name)
+        assert score.run(["--input", inputs, "--output", output, "--model", model, *extra]) == 0
+        rows[name] = read_rows(os.path.join(partition(output), "scores"))
+        assert read_rows(os.path.join(partition(output), "errors")) == []
+    assert rows["memory"] == rows["two-workers"]
+    return rows["memory"]
+
+
 def partition(output: str) -> str:
     """The one date partition (dt=YYYY-MM-DD) a scoring run wrote under `output`."""
     found = glob.glob(os.path.join(str(output), "dt=*"))

@@ -19,10 +19,10 @@ pytestmark = pytest.mark.clock  # also run with the clock moved to another day a
 DATAFLOW = os.path.join(REPO_ROOT, "deploy", "dataflow")
 
 
-def _requirements(tmp_path, device: str = None) -> list:
+def _requirements(tmp_path, device: str = None, extra: str = None) -> list:
     """The install requirements setup.py declares, as pip resolves them from its metadata (egg_info)."""
     source = tmp_path / f"checkout-{device}"
-    source.mkdir()
+    source.mkdir(parents=True)
     for name in ("setup.py", "MANIFEST.in", "README.md", "constraints.txt"):
         shutil.copy(os.path.join(REPO_ROOT, name), source / name)
     for package in ("model", "pipeline"):
@@ -35,6 +35,8 @@ def _requirements(tmp_path, device: str = None) -> list:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     requires = (source / "fashion_scorer.egg-info" / "requires.txt").read_text()
+    if extra:
+        return re.search(rf"^\[{extra}\]\n(.*?)(?:\n\n|\Z)", requires, re.M | re.S).group(1).split()
     return requires.split("\n\n")[0].split()  # the install requirements, before the extras' sections
 
 
@@ -46,12 +48,17 @@ def test_the_default_install_gets_cpu_tensorflow_and_the_gpu_one_the_cuda_build(
     assert [r for r in cpu if not r.startswith("tensorflow")] == [r for r in gpu if not r.startswith("tensorflow")]
     pinned = re.search(r"^tensorflow[-_]cpu==(\S+)$", open(os.path.join(REPO_ROOT, "constraints.txt")).read(), re.M)
     assert pinned and pinned.group(1).startswith("2.21.")  # the tested pin is in both ranges' release
+    # ONNX models: onnxruntime on CPU workers, its GPU build beside TensorFlow's CUDA build
+    assert [r for r in _requirements(tmp_path / "cpu-onnx", extra="onnx") if r.startswith("onnxruntime")] == [
+        "onnxruntime<2,>=1.22"]
+    assert [r for r in _requirements(tmp_path / "gpu-onnx", "gpu", "onnx") if r.startswith("onnxruntime")] == [
+        "onnxruntime-gpu<2,>=1.22"]
 
 
 def test_the_gpu_image_installs_the_project_for_the_gpu_with_the_tested_pins():
     text = open(os.path.join(REPO_ROOT, "Dockerfile.gpu"), encoding="utf-8").read()
     assert re.search(r"^ENV FASHION_SCORER_TENSORFLOW=gpu$", text, re.M)
-    assert re.search(r"^RUN pip install --no-cache-dir -c constraints\.txt '\.\[gcp,aws\]'$", text, re.M)
+    assert re.search(r"^RUN pip install --no-cache-dir -c constraints\.txt '\.\[gcp,aws,onnx\]'$", text, re.M)
     base = re.search(r"^FROM apache/beam_python3\.11_sdk:(\S+)$", text, re.M)
     assert base and base.group(1) == re.search(r"^apache-beam==(\S+)$", open(os.path.join(REPO_ROOT,
                                                                                          "constraints.txt")).read(),

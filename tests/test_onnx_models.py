@@ -19,7 +19,7 @@ from model.runtimes import model_files
 from model.vocabulary import CLASS_NAMES, RECORD_KEY_RAW_PIXELS
 from pipeline import score
 from tests import onnx_models, samples
-from tests.helpers import REPO_ROOT, partition, read_rows
+from tests.helpers import REPO_ROOT, partition, read_rows, scored_in_memory_and_on_two_workers
 
 pytest.importorskip("onnxruntime", reason="the ONNX extra (pip install '.[onnx]'), which the test extra includes")
 
@@ -79,17 +79,7 @@ def test_the_card_records_the_runtime_layout_and_normalisation(colour_model):
 
 def test_an_onnx_model_scores_as_onnxruntime_does_in_memory_and_on_two_workers(colour_model, test_split, tmp_path):
     paths = _photos(test_split, str(tmp_path / "photos"))
-    runs = {"memory": [], "two-workers": ["--direct_running_mode=multi_processing", "--direct_num_workers=2",
-                                          "--files_per_chunk", "5"]}
-    rows = {}
-    for name, extra in runs.items():
-        output = str(tmp_path / name)
-        assert score.run(["--input", str(tmp_path / "photos"), "--output", output, "--model", colour_model,
-                          *extra]) == 0
-        rows[name] = read_rows(os.path.join(partition(output), "scores"))
-        assert read_rows(os.path.join(partition(output), "errors")) == []
-    assert rows["memory"] == rows["two-workers"]
-    scored = rows["memory"]
+    scored = scored_in_memory_and_on_two_workers(str(tmp_path / "photos"), colour_model, tmp_path)
     assert [row["key"] for row in scored] == sorted(paths)
     found = np.array([row["probabilities"] for row in scored])
     np.testing.assert_allclose(found, _expected_colour(colour_model, sorted(paths)), rtol=0, atol=1e-5)
@@ -117,6 +107,42 @@ def test_an_onnx_model_scores_tfrecords_of_encoded_images_and_raw_pixels(colour_
     for index, file_path in enumerate(paths):
         np.testing.assert_allclose(rows[os.path.basename(file_path)], expected[index], rtol=0, atol=1e-5)
         np.testing.assert_allclose(rows[f"raw-{index}"], expected[index], rtol=0, atol=1e-5)
+
+
+def test_a_shared_onnx_model_gives_the_same_rows(colour_model, test_split, tmp_path):
+    """--share_model serves one onnxruntime session from a separate process; callers reach it through a proxy."""
+    _photos(test_split, str(tmp_path / "photos"), count=8)
+    for name, extra in (("own", []), ("shared", ["--share_model"])):
+        assert score.run(["--input", str(tmp_path / "photos"), "--output", str(tmp_path / name), "--model",
+                          colour_model, *extra]) == 0
+    shared = read_rows(os.path.join(partition(tmp_path / "shared"), "scores"))
+    assert len(shared) == 8 and shared == read_rows(os.path.join(partition(tmp_path / "own"), "scores"))
+
+
+def test_the_model_commands_take_an_onnx_model(colour_model, test_split, tmp_path, capsys):
+    from model import evaluate, predict, weights_text
+
+    paths = _photos(test_split, str(tmp_path / "photos"), count=8)
+    assert predict.main([*paths, "--model", colour_model, "--top", "2"]) == predict.EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    expected = _expected_colour(colour_model, paths)
+    for line, path, row in zip(lines, paths, expected):
+        best = CLASSES[int(row.argmax())]
+        assert line.startswith(f"{path}: {best} {100 * row.max():.1f}%"), line
+    held_out = tmp_path / "held-out"
+    for index, path in enumerate(paths):
+        os.makedirs(held_out / CLASSES[index % 4], exist_ok=True)
+        shutil.copy(path, held_out / CLASSES[index % 4])
+    assert evaluate.main(["--no-fashion-mnist", "--eval-dir", str(held_out), "--model", colour_model,
+                          "--output-dir", str(tmp_path / "evaluation")]) == 0
+    measured = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    files = sorted(str(held_out / CLASSES[index % 4] / os.path.basename(path)) for index, path in enumerate(paths))
+    truth = np.array([CLASSES.index(os.path.basename(os.path.dirname(file))) for file in files])
+    predicted = _expected_colour(colour_model, files).argmax(axis=1)
+    assert measured["accuracy"] == pytest.approx(float(np.mean(predicted == truth)))
+    assert weights_text.main(["--model", colour_model, "--output", str(tmp_path / "w.txt")]) == 2
+    assert "weights are written as text from a .keras model" in capsys.readouterr().err
+    assert not (tmp_path / "w.txt").exists()
 
 
 def test_a_grey_nhwc_model_taking_uint8_scores_fashion_mnist_pngs(test_split, tmp_path):
@@ -174,6 +200,7 @@ def test_model_card_with_eval_dir_measures_an_onnx_model_on_labelled_pictures(co
         assert metrics["per_class_accuracy"][name] == round(float(np.mean(predicted[truth == number] == number)), 4)
 
 
+@pytest.mark.filterwarnings("ignore:In the future `np.object`:FutureWarning")  # Keras's tf2onnx patch asks numpy
 def test_a_keras_model_exported_to_onnx_by_keras_itself_scores_as_keras_predicts(test_split, tmp_path):
     import keras
 

@@ -20,7 +20,7 @@ from model.runtimes import model_files
 from model.vocabulary import RECORD_KEY_RAW_PIXELS
 from pipeline import score
 from tests import samples
-from tests.helpers import REPO_ROOT, partition, read_rows
+from tests.helpers import REPO_ROOT, partition, read_rows, scored_in_memory_and_on_two_workers
 
 CLASSES = ("lamp", "chair", "table", "vase")
 INPUT_SHAPE = (48, 40, 3)  # not square, so height and width cannot be swapped unnoticed
@@ -104,16 +104,7 @@ def test_an_own_model_scores_as_plain_keras_predicts_in_memory_and_on_two_worker
                                                                                     tmp_path):
     path, model = carded_model
     paths = _photos(test_split, str(tmp_path / "photos"))
-    runs = {"memory": [], "two-workers": ["--direct_running_mode=multi_processing", "--direct_num_workers=2",
-                                          "--files_per_chunk", "5"]}
-    rows = {}
-    for name, extra in runs.items():
-        output = str(tmp_path / name)
-        assert score.run(["--input", str(tmp_path / "photos"), "--output", output, "--model", path, *extra]) == 0
-        rows[name] = read_rows(os.path.join(partition(output), "scores"))
-        assert read_rows(os.path.join(partition(output), "errors")) == []
-    assert rows["memory"] == rows["two-workers"]
-    scored = rows["memory"]
+    scored = scored_in_memory_and_on_two_workers(str(tmp_path / "photos"), path, tmp_path)
     assert [row["key"] for row in scored] == sorted(paths)
     expected = _expected(model, model_files.load(path).spec, sorted(paths))
     found = np.array([row["probabilities"] for row in scored])

@@ -7,6 +7,7 @@ import re
 
 from model import recipes
 from model.cards import card_spec
+from model import reading
 from model.display import shortened, visible
 from model.vocabulary import CLASS_NAMES, COMPATIBLE_PREPROCESSING_VERSIONS, IMAGE_SHAPE, PREPROCESSING_VERSION
 
@@ -21,6 +22,20 @@ ARCHIVE_MEMBERS = ("metadata.json", "config.json", "model.weights.h5")
 
 class ModelFileError(ValueError):
     """A model file or its card is missing, unreadable, or they disagree."""
+
+
+def read_model_file_bytes(path: str, limit: int, what: str, when_missing: str = "", inside: tuple = None) -> bytes:
+    """A local model file's (or card's) bytes, read by model.reading's rules (regular files only, at most `limit`
+    bytes, and inside `inside` when given); ModelFileError naming `what` if it cannot be."""
+    try:
+        return reading.read_regular_file(path, limit, inside=inside)
+    except FileNotFoundError as error:
+        raise ModelFileError(f"{what} {visible(path)} not found" + (f"; {when_missing}" if when_missing else "")) \
+            from error
+    except reading.FileRefused as refused:
+        raise ModelFileError(f"{what} {visible(path)}: {refused}") from refused
+    except OSError as error:
+        raise ModelFileError(f"{what} {visible(path)} cannot be read ({error.strerror or error})") from error
 
 
 def parse_card(text: bytes, card_path: str) -> dict:

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model import reading
 from model.cards import card_spec
 from model.cards.model_checks import (MAX_CARD_BYTES, MAX_MODEL_BYTES, ModelFileError, accepted_inputs, check_archive,
-                                      check_input, parse_card)
+                                      check_input, parse_card, read_model_file_bytes)
 from model.display import shortened, visible
 from model.runtimes import forward, onnx_checks, onnx_model
 from model.vocabulary import CLASS_NAMES, IMAGE_SHAPE, PREPROCESSING_VERSION
@@ -196,15 +195,7 @@ def _read_local_card(card_path: str) -> bytes:
 
 
 def _read_local(path: str, limit: int, what: str, when_missing: str) -> bytes:
-    """A local file's bytes, read by model.reading's rules; ModelFileError naming `what` if it cannot be."""
-    try:
-        return reading.read_regular_file(path, limit)
-    except FileNotFoundError as error:
-        raise ModelFileError(f"{what} {visible(path)} not found; {when_missing}") from error
-    except reading.FileRefused as refused:
-        raise ModelFileError(f"{what} {visible(path)}: {refused}") from refused
-    except OSError as error:
-        raise ModelFileError(f"{what} {visible(path)} cannot be read ({error.strerror or error})") from error
+    return read_model_file_bytes(path, limit, what, when_missing)
 
 
 def output_width(model):

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 
 from model import reading
-from model.cards.model_checks import MAX_MODEL_BYTES, ModelFileError
+from model.cards.model_checks import MAX_MODEL_BYTES, ModelFileError, read_model_file_bytes
 from model.display import shortened, visible
 
 EXTENSION = ".onnx"
@@ -40,14 +40,15 @@ class CheckedOnnx:
     parameter_count: int  # values in the model's initializers
 
 
-def import_onnx(path: str):
-    """The onnx package, or ModelFileError saying what to install."""
+def import_onnx(path: str, package: str = "onnx"):
+    """The onnx package (or onnxruntime), or ModelFileError saying what to install to load the model at `path`."""
+    import importlib
+
     try:
-        import onnx
+        return importlib.import_module(package)
     except ImportError:
-        raise ModelFileError(f"{visible(path)} is an ONNX model, and this install has no onnx and onnxruntime: "
+        raise ModelFileError(f"{visible(path)} is an ONNX model, and this install has no {package}: "
                              f"{INSTALL_HINT}") from None
-    return onnx
 
 
 def check_file(path: str, max_bytes: int = MAX_MODEL_BYTES) -> CheckedOnnx:
@@ -97,14 +98,7 @@ def mismatches(checked: CheckedOnnx, spec) -> list:
 
 
 def _read(path: str, limit: int, what: str, inside) -> bytes:
-    try:
-        return reading.read_regular_file(path, limit, inside=inside)
-    except FileNotFoundError:
-        raise ModelFileError(f"{what} {visible(path)} not found") from None
-    except reading.FileRefused as refused:
-        raise ModelFileError(f"{what} {visible(path)}: {refused}") from None
-    except OSError as error:
-        raise ModelFileError(f"{what} {visible(path)} cannot be read ({error.strerror or error})") from None
+    return read_model_file_bytes(path, limit, what, "", inside)
 
 
 def _graphs(model):

@@ -29,15 +29,6 @@ class OnnxModel:
         return "GPU:0 (onnxruntime, CUDA)" if self.session.get_providers()[0] == PROVIDERS[0] else "CPU"
 
 
-def import_onnxruntime(path: str):
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ModelFileError(f"{visible(path)} is an ONNX model, and this install has no onnxruntime: "
-                             f"{onnx_checks.INSTALL_HINT}") from None
-    return onnxruntime
-
-
 def runtime_version() -> str:
     import onnxruntime
 
@@ -47,7 +38,7 @@ def runtime_version() -> str:
 def new_session(checked: onnx_checks.CheckedOnnx, path: str, threads: int = 0):
     """An onnxruntime session of the checked bytes (external data already inlined: it opens no file), with `threads`
     threads for the model (0: onnxruntime's default, one per core) and operators run one at a time."""
-    ort = import_onnxruntime(path)
+    ort = onnx_checks.import_onnx(path, "onnxruntime")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
