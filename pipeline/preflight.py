@@ -141,13 +141,14 @@ def check_model(uri: str) -> tuple:
 
 
 def _check_onnx_model(uri: str) -> tuple:
+    local = uri
     try:
         local = served_model.localize(uri)
         card = model_files.read_card(local)
         model_files.check_onnx(local, card)
         return card, file_sha256(local)
-    except model_files.ModelFileError as error:
-        raise PreflightError(f"{error}; {MODEL_HINT}") from error
+    except model_files.ModelFileError as error:  # named as the user named it, not as the cache holds it
+        raise PreflightError(f"{str(error).replace(local, uri)}; {MODEL_HINT}") from error
 
 
 def _read(uri: str) -> bytes:

@@ -163,6 +163,43 @@ def test_tfrecords_and_the_model_from_a_bucket(store, shipped_model, tmp_path):
         sorted((r["label"], tuple(r["probabilities"])) for r in local)
 
 
+def test_an_onnx_model_with_external_data_from_a_bucket(store, test_split, tmp_path):
+    """The model, its card and its external data file are copied from the bucket and score as the local files do; a
+    model in the bucket naming external data outside its folder is refused in one line before anything is copied
+    for it."""
+    pytest.importorskip("onnxruntime", reason="the ONNX extra, which the test extra includes")
+    from model import card
+    from tests import onnx_models
+
+    local = tmp_path / "model"
+    local.mkdir()
+    path = onnx_models.save(onnx_models.colour_nchw_logits(), str(local / "net.onnx"), external="net.weights")
+    assert card.main([path, "--classes", "lamp,chair,table,vase", "--resize", "crop", "--input-range", "unit",
+                      "--outputs", "logits", "--repeat", "1"]) == card.EXIT_OK
+    for name in ("net.onnx", "net.weights", "net.json"):
+        store.put(BUCKET, f"onnx/{name}", (local / name).read_bytes())
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(6):
+        samples.catalogue_photo(test_split.images[index], index).save(photos / f"{index}.png")
+    assert _run(store, "--input", str(photos), "--output", str(tmp_path / "remote"), "--model",
+                _url(store, "onnx/net.onnx")) == score.EXIT_OK
+    assert _run(store, "--input", str(photos), "--output", str(tmp_path / "local"), "--model", path) == score.EXIT_OK
+    assert read_rows(os.path.join(partition(str(tmp_path / "remote")), "scores")) == read_rows(
+        os.path.join(partition(str(tmp_path / "local")), "scores"))
+    hostile, _ = onnx_models.with_external_location(onnx_models.colour_nchw_logits(), "../secret.bin", str(local))
+    store.put(BUCKET, "evil/net.onnx", hostile.SerializeToString())
+    store.put(BUCKET, "evil/net.json", (local / "net.json").read_bytes())
+    store.put(BUCKET, "secret.bin", b"not for the model")
+    evil = _url(store, "evil/net.onnx")
+    result = subprocess.run([sys.executable, "-m", "tests.killed_run", "--", "--input", str(photos), "--output",
+                             str(tmp_path / "evil-out"), "--model", evil, *store.flags],  # the scorer, emulator shims on
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: {evil}: refused, tensor 'conv_w' names external data '../secret.bin', "
+                                    "which is not a file inside the model's folder"), result.stderr
+
+
 @pytest.mark.parametrize("mistake", ["endpoint", "credentials", "input bucket", "output bucket"])
 def test_store_mistakes_fail_before_any_work_in_one_line(store, tiny_model_path, tmp_path, capsys, monkeypatch,
                                                          mistake):

@@ -121,7 +121,11 @@ def localize(model_uri: str) -> str:
     digests = {os.path.basename(target): _copy(FileSystems, source, target, budget) for source, target in copies}
     if model_uri.endswith(onnx_checks.EXTENSION):  # its external data, from the model's folder in the bucket
         source_folder = model_uri.rsplit("/", 1)[0]
-        for location in onnx_checks.external_locations(local_model):
+        try:
+            locations = onnx_checks.external_locations(local_model)
+        except model_checks.ModelFileError as error:  # named as the user named it, not as the cache holds it
+            raise model_checks.ModelFileError(str(error).replace(local_model, model_uri)) from None
+        for location in locations:
             target = os.path.join(folder, *location.replace("\\", "/").split("/"))
             os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
             digests[location] = _copy(FileSystems, f"{source_folder}/{location}", target, budget)
