@@ -192,8 +192,9 @@ def test_an_onnx_model_with_external_data_from_a_bucket(store, test_split, tmp_p
     store.put(BUCKET, "evil/net.json", (local / "net.json").read_bytes())
     store.put(BUCKET, "secret.bin", b"not for the model")
     evil = _url(store, "evil/net.onnx")
+    # tests.killed_run runs the scorer as its CLI does, with the GCS emulator's shims (no credentials search)
     result = subprocess.run([sys.executable, "-m", "tests.killed_run", "--", "--input", str(photos), "--output",
-                             str(tmp_path / "evil-out"), "--model", evil, *store.flags],  # the scorer, emulator shims on
+                             str(tmp_path / "evil-out"), "--model", evil, *store.flags],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"error: {evil}: refused, tensor 'conv_w' names external data '../secret.bin', "

@@ -246,6 +246,39 @@ def test_a_keras_card_takes_a_mean_and_std_too(tmp_path):
     np.testing.assert_allclose(forward.served_predict(loaded.model, loaded.spec)(pixels), expected, atol=1e-5)
 
 
+def test_the_layout_is_read_from_the_input_shape_or_asked_for():
+    from model.runtimes import onnx_checks
+
+    def geometry(dims, layout=None):
+        checked = onnx_checks.CheckedOnnx(b"", "", "x", dims, "float32", "y", 4, onnx_models.OPSET, 0)
+        return onnx_checks.image_geometry(checked, layout)
+
+    assert geometry((None, 3, 48, 40)) == ((48, 40, 3), "nchw")
+    assert geometry((None, 48, 40, 1)) == ((48, 40, 1), "nhwc")
+    assert geometry((None, 3, 8, 3), "nhwc") == ((3, 8, 3), "nhwc")
+    assert geometry((None, 3, 8, 3), "nchw") == ((8, 3, 3), "nchw")
+    with pytest.raises(ValueError, match="does not say where its channels are: pass --layout nchw"):
+        geometry((None, 3, 8, 3))
+    with pytest.raises(ValueError, match="is not \\[batch, H, W, C\\] with fixed H and W and C 1 or 3, as --layout"):
+        geometry((None, 3, 48, 40), "nhwc")
+    with pytest.raises(ValueError, match="is not an image batch"):
+        geometry((None, 5, None, 7))
+
+
+def test_model_card_refuses_a_half_given_normalisation_in_one_line(colour_model, tmp_path, capsys):
+    path = str(tmp_path / "net.onnx")
+    shutil.copy(colour_model, path)
+    assert card.main([path, "--classes", ",".join(CLASSES), "--mean", "0.5,0.5,0.5"]) == card.EXIT_USAGE
+    assert card.main([path, "--classes", ",".join(CLASSES), "--mean", "0.5", "--std", "0.2"]) == card.EXIT_USAGE
+    assert card.main([path, "--classes", ",".join(CLASSES), "--layout", "nhwc"]) == card.EXIT_USAGE
+    errors = capsys.readouterr().err.splitlines()
+    assert errors == ["error: --mean and --std: give both a mean and a std, or neither",
+                      "error: --mean and --std: the mean and std need one value per channel (3), not 1 and 1",
+                      "error: the model's input [?, 3, 32, 32] is not [batch, H, W, C] with fixed H and W and C 1 or "
+                      "3, as --layout nhwc says"]
+    assert not os.path.exists(model_files.card_path_for(path))
+
+
 # Hostile and broken ONNX files: each is refused by the scorer (exit 2, one line), nothing outside the model's folder
 # opened. The files outside are FIFOs: opening one to read it would wait for a writer for ever.
 
