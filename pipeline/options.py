@@ -61,8 +61,9 @@ _NUMBERS = (
     ("low_confidence", probability, "predictions below this confidence are counted per class in the manifest"),
     ("files_per_chunk", positive_int, "matched files handed to a worker at a time"),
     ("progress_seconds", seconds, "seconds between progress lines per worker (0: none)"),
-    ("model_threads", count_or_auto, "TensorFlow threads per worker process (0: cores / local worker processes for "
-                                     "multi_processing runs, else TensorFlow's default)"),
+    ("model_threads", count_or_auto, "the model's threads per worker process, TensorFlow's or onnxruntime's (0: "
+                                     "cores / local worker processes for multi_processing runs, else the runtime's "
+                                     "default)"),
     ("decode_threads", count_or_auto, "threads per worker process that decode photos (0: cores / local worker "
                                       "processes for local runs, 1 on remote runners)"),
     ("model_copies", count_or_auto, "with --share_model: how many shared copies per machine (0: one)"),

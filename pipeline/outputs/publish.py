@@ -45,7 +45,7 @@ def start_run(config, beam_options, model) -> RunInfo:
         "refuse_outside_links": config.refuse_outside_links,
         fingerprints.INDEX_FLAG: bool(config.inputs),  # _inputs: every file of the inputs scored tonight or before
         "runner": runner,
-        "model_threads": config.model_threads or "tensorflow default",
+        "model_threads": config.model_threads or "the runtime's default",
         "model": {"path": config.model, "sha256": model.model_sha256, "version": model.version,
                   **card_spec.described(model.spec)},
         "low_confidence_threshold": config.low_confidence,
