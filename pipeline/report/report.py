@@ -22,7 +22,7 @@ console.quiet_beam_logging()
 import numpy as np  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
 
-from model import display
+from model import display  # noqa: E402
 from model.cards import card_spec  # noqa: E402
 from pipeline import options, store_endpoints  # noqa: E402
 from pipeline.outputs import errors, partitions, scores_output  # noqa: E402
