@@ -126,6 +126,9 @@ def report_parser() -> argparse.ArgumentParser:
     parser.add_argument("--history", type=int, default=REPORT_HISTORY, help="earlier nights to compare with")
     parser.add_argument("--images", type=int, default=REPORT_IMAGES, help="least confident images to show")
     parser.add_argument("--to", default=None, help="write here instead of PARTITION/report.html")
+    parser.add_argument("--labels", default=None, metavar="FILE",
+                        help="the truth for some of the night's inputs (CSV or Parquet with key and label columns): "
+                             "the model's accuracy on them goes into the partition's _labels.json and its report")
     parser.epilog = ("Beam's filesystem options reach the buckets, as for the scorer: e.g. --s3_endpoint_url, "
                      "--s3_access_key_id, --s3_secret_access_key, --s3_region_name for an S3-compatible store.")
     return parser

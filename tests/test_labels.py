@@ -85,3 +85,39 @@ def test_a_file_that_is_not_labels_is_one_line_saying_what_to_change(data, messa
 def test_a_huge_labels_file_is_refused_before_it_is_parsed():
     with pytest.raises(labels.LabelsError, match="over the limit of 268,435,456"):
         labels.parse(b"key,label\n" + b"x" * labels.MAX_LABELS_BYTES, "labels.csv")
+
+
+def test_labels_given_days_later_go_into_the_nights_report_and_nothing_else_changes(tiny_model_path, tmp_path, capsys):
+    import os
+
+    from pipeline import score
+    from pipeline.report import report
+    from tests.helpers import SAMPLE_INPUTS, partition, read_rows
+
+    output = str(tmp_path / "out")
+    assert score.run(["--input", os.path.join(SAMPLE_INPUTS, "images"), "--output", output, "--model",
+                      tiny_model_path, "--run_date", "2026-11-20"]) == 0
+    night = partition(output)
+    before = {name: open(os.path.join(night, name), "rb").read() for name in ("manifest.json", "_SUCCESS")}
+    rows = read_rows(os.path.join(night, "scores"))
+    truth = {row["key"]: (row["label"] if i % 4 else "Bag") for i, row in enumerate(rows[:40])}
+    labelled = [(key, label) for key, label in truth.items()] + [("not-in-run.png", "Bag"), (rows[0]["key"], "Coat"),
+                                                                  (rows[50]["key"], "Sofa")]
+    (tmp_path / "labels.csv").write_bytes(_csv(labelled))
+    capsys.readouterr()
+    assert report.main([night, "--labels", str(tmp_path / "labels.csv")]) == 0
+    printed = capsys.readouterr().out
+    predicted = {row["key"]: row["label"] for row in rows}
+    usable = {key: label for key, label in truth.items() if key != rows[0]["key"]}  # given twice, differently
+    correct = sum(predicted[key] == label for key, label in usable.items())
+    assert f"accuracy {correct / len(usable):.4f} on {len(usable):,} labelled inputs" in printed
+    measured = __import__("json").loads(open(os.path.join(night, labels.FILE)).read())
+    assert measured["accuracy"]["correct"] == correct and measured["accuracy"]["labelled"] == len(usable)
+    assert measured["accuracy"]["left_out"] == {"label_not_a_class": 1, "key_not_in_run": 1, "duplicate_keys": 1,
+                                                "conflicting_keys": 1}  # "Sofa" is no class
+    page = open(os.path.join(night, "report.html"), encoding="utf-8").read()
+    assert "Accuracy on labelled inputs" in page and f"{correct / len(usable):.1%}" in page
+    assert {name: open(os.path.join(night, name), "rb").read() for name in before} == before
+    (tmp_path / "bad.csv").write_bytes(b"file,class\na,b\n")
+    assert report.main([night, "--labels", str(tmp_path / "bad.csv")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

@@ -90,6 +90,28 @@ def _parquet_pairs(data: bytes, name: str) -> list:
     return [(str(key), str(label).strip()) for key, label in zip(keys, labels) if key is not None and label is not None]
 
 
+FILE = "_labels.json"  # in a partition: the labels given for it and what the model scored against them
+
+
+def read(uri: str) -> Labels:
+    """The labels file at `uri` (any Beam filesystem), at most MAX_LABELS_BYTES read; LabelsError if unusable."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        with FileSystems.open(uri, compression_type="uncompressed") as stream:
+            data = stream.read(MAX_LABELS_BYTES + 1)
+    except Exception as error:  # missing, unreadable, a folder: the user must point at another file
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise LabelsError(f"labels file {uri} cannot be read ({reason})") from None
+    return parse(data, uri)
+
+
+def section(uri: str, labels_read: Labels, predicted: dict, class_names: tuple, version: str) -> dict:
+    """What a partition's _labels.json holds: the file, what it held, and the model's accuracy against it."""
+    return {"file": uri, "rows": labels_read.rows, "model_version": version,
+            "accuracy": accuracy(predicted, labels_read, class_names)}
+
+
 def interval(correct: int, count: int) -> list:
     """The 95% Wilson score interval of a proportion correct/count ([0, 1] when count is 0)."""
     if count == 0:
