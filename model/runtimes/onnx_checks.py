@@ -102,25 +102,24 @@ def _read(path: str, limit: int, what: str, inside) -> bytes:
 
 
 def _graphs(model):
-    """Every graph of the model: the main one, and each If/Loop/Scan body in it and in its functions, depth first."""
-    pending = [model.graph]
-    nodes_of_functions = [node for function in model.functions for node in function.node]
-    seen_function_nodes = False
-    while pending or not seen_function_nodes:
-        if pending:
-            graph = pending.pop()
-            yield graph
-            nodes = graph.node
-        else:
-            seen_function_nodes, nodes = True, nodes_of_functions
-        for node in nodes:
-            for attribute in node.attribute:
-                if attribute.HasField("g"):
-                    pending.append(attribute.g)
-                pending.extend(attribute.graphs)
+    """Every graph of the model: the main one, and each If/Loop/Scan body in it and in its functions."""
+    pending = [model.graph, *_subgraphs(node for function in model.functions for node in function.node)]
+    while pending:
+        graph = pending.pop()
+        yield graph
+        pending.extend(_subgraphs(graph.node))
+
+
+def _subgraphs(nodes):
+    for node in nodes:
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                yield attribute.g
+            yield from attribute.graphs
 
 
 def _nodes(model):
+    """Every node: of each graph (_graphs), and of the model's functions."""
     yield from (node for function in model.functions for node in function.node)
     for graph in _graphs(model):
         yield from graph.node
@@ -146,23 +145,18 @@ def _checked_domains(model, path: str) -> int:
 
 
 def _tensors(model):
-    """Every TensorProto the model holds: initializers (and sparse ones) and tensor attributes, in every graph."""
+    """Every TensorProto the model holds: initializers (and sparse ones) in every graph, and the tensor attributes
+    of every node."""
     for graph in _graphs(model):
         yield from graph.initializer
         for sparse in graph.sparse_initializer:
             yield sparse.values
             yield sparse.indices
-        for node in graph.node:
-            for attribute in node.attribute:
-                if attribute.HasField("t"):
-                    yield attribute.t
-                yield from attribute.tensors
-    for function in model.functions:
-        for node in function.node:
-            for attribute in node.attribute:
-                if attribute.HasField("t"):
-                    yield attribute.t
-                yield from attribute.tensors
+    for node in _nodes(model):
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
 
 
 def _inline_external_data(model, path: str, digest, budget: int) -> None:

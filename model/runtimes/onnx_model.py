@@ -2,6 +2,8 @@
 the GPU install has it and on the CPU otherwise; the card's input scaling, mean and std and the model's layout are
 applied in numpy before each fixed-row call, and a softmax after it for a model that gives logits."""
 
+import dataclasses
+
 import numpy as np
 
 from model.cards.model_checks import ModelFileError
@@ -12,7 +14,8 @@ PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")  # in order of pre
 
 
 class OnnxModel:
-    """A checked ONNX model and its onnxruntime session (made when first needed, once)."""
+    """A checked ONNX model and its onnxruntime session (made when first needed, once; the checked bytes are let go
+    then, since the session holds its own copy of the model)."""
 
     def __init__(self, checked: onnx_checks.CheckedOnnx, path: str, threads: int = 0):
         self.checked, self.path, self.threads = checked, path, threads
@@ -22,6 +25,7 @@ class OnnxModel:
     def session(self):
         if self._session is None:
             self._session = new_session(self.checked, self.path, self.threads)
+            self.checked = dataclasses.replace(self.checked, data=b"")
         return self._session
 
     def device(self) -> str:
