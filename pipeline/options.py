@@ -29,6 +29,8 @@ class ScoreConfig:
     inputs: tuple = ()
     input_tfrecords: tuple = ()
     model: str = DEFAULT_MODEL_PATH
+    candidate_model: str = ""  # scored beside the model into candidate/, and compared with it
+    labels: str = ""  # the truth for some inputs: each model's accuracy on them
     image_feature: str = RECORD_KEY_IMAGE
     raw_feature: str = RECORD_KEY_RAW_PIXELS
     key_feature: str = RECORD_KEY_FILENAME
@@ -108,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "inputs`), never read; by default links to files are followed wherever they point")
     parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help="a .keras or .onnx file with its .json card beside "
                         "it, on any Beam filesystem (default: the shipped model)")
+    parser.add_argument("--candidate_model", default="", metavar="MODEL",
+                        help="a second carded model (.keras or .onnx) scored beside --model on the same inputs, read "
+                             "and decoded once: its rows go to candidate/, and the manifest and report compare the "
+                             "two (scores/ is as without it)")
+    parser.add_argument("--labels", default="", metavar="FILE",
+                        help="the truth for some inputs (CSV or Parquet with key and label columns): each model's "
+                             "accuracy on them goes into the manifest and the report")
     parser.add_argument("--share_model", **SWITCH,
                         help="one model copy per machine, served to all its worker processes (large models)")
     parser.add_argument("--require_gpu", **SWITCH,

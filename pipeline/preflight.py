@@ -11,6 +11,7 @@ from model.cards import card_spec
 from model.runtimes import model_files, onnx_checks
 from model.training.data import file_sha256
 from pipeline import store_endpoints
+from pipeline.outputs import labels
 from pipeline.reading import globs, listing
 from pipeline.scoring import served_model
 
@@ -29,6 +30,7 @@ class CheckedModel:
     card: dict
     version: str
     model_sha256: str
+    candidate: "CheckedModel" = None  # --candidate_model, scored beside it
 
     @property
     def spec(self) -> card_spec.ModelSpec:
@@ -42,13 +44,31 @@ def check(config) -> CheckedModel:
         for pattern in patterns:
             check_input(flag, pattern)
     card, digest = check_model(config.model)
+    candidate = None
+    if config.candidate_model:
+        try:
+            candidate_card, candidate_digest = check_model(config.candidate_model)
+        except PreflightError as error:
+            raise PreflightError(f"--candidate_model: {error}") from None
+        candidate = CheckedModel(candidate_card, model_files.model_version(candidate_card), candidate_digest)
     check_output(config.output)
-    return CheckedModel(card, model_files.model_version(card), digest)
+    return CheckedModel(card, model_files.model_version(card), digest, candidate)
+
+
+def read_labels(config):
+    """The --labels file read and checked (pipeline.outputs.labels.Labels), or None without one."""
+    if not config.labels:
+        return None
+    try:
+        return labels.read(config.labels)
+    except labels.LabelsError as error:
+        raise PreflightError(f"--labels: {error}") from None
 
 
 def named_paths(config) -> list:
     """Everything a run reads or writes by name: where its stores are."""
-    return [*config.inputs, *config.input_tfrecords, config.model, config.output]
+    return [*config.inputs, *config.input_tfrecords, config.model, config.output,
+            *[path for path in (config.candidate_model, config.labels) if path]]
 
 
 def check_store_endpoints(paths: list, timeout: float = 5.0) -> None:
@@ -161,15 +181,17 @@ def _read(uri: str) -> bytes:
         raise model_files.ModelFileError(f"{what} {uri} cannot be read ({error})") from error
 
 
-def load_model_here(uri: str, threads: int, require_gpu: bool = False) -> None:
+def load_model_here(uri: str, threads: int, require_gpu: bool = False, flag: str = "") -> None:
     """Loads and checks the model fully (weights against the card's content hash) in this process, for a run whose
-    worker is this process: a mistake is then caught before any work, at no cost, since the worker takes this load."""
+    worker is this process: a mistake is then caught before any work, at no cost, since the worker takes this load.
+    `flag` names the model's flag in a refusal (--candidate_model)."""
+    said = f"{flag}: " if flag else ""
     try:
         served_model.preload(uri, threads, require_gpu)
     except served_model.NoGPUError as error:
         raise PreflightError(str(error)) from error
     except model_files.ModelFileError as error:
-        raise PreflightError(f"{error}; {MODEL_HINT}") from error
+        raise PreflightError(f"{said}{error}; {MODEL_HINT}") from error
 
 
 def check_beam_options(beam_options) -> None:

@@ -27,7 +27,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from model.runtimes import model_files  # noqa: E402
 from pipeline import graph, options, preflight, progress, store_watch, timeline  # noqa: E402
-from pipeline.outputs import counts, housekeeping, partitions, publish  # noqa: E402
+from pipeline.outputs import comparison, counts, housekeeping, labels, partitions, publish  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_ERROR_RATE, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 
@@ -74,7 +74,7 @@ def run(argv=None) -> int:
     if config.verbose:  # inherited by local worker processes
         os.environ[console.VERBOSE_ENV] = "1"
     try:
-        config, beam_options, model = _checked(config, beam_args)
+        config, beam_options, model, labels_read = _checked(config, beam_args)
     except preflight.PreflightError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_NO_INPUT if isinstance(error, preflight.NoInputError) else EXIT_USAGE
@@ -83,7 +83,7 @@ def run(argv=None) -> int:
                                                                                                    leave=True))
         with watch, housekeeping.date_lock(config.output, config.run_date):
             housekeeping.clear_leftovers(config.output, config.run_date)
-            return _score_and_publish(config, beam_options, model)
+            return _score_and_publish(config, beam_options, model, labels_read)
     except housekeeping.DateLocked as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BUSY
@@ -104,15 +104,20 @@ def _store_gone(config: options.ScoreConfig, gone: str, leave: bool = False) -> 
 
 
 def _checked(config: options.ScoreConfig, beam_args: list) -> tuple:
-    """(config with its thread counts filled in, Beam's options, the checked model); raises PreflightError."""
+    """(config with its thread counts filled in, Beam's options, the checked model, the labels read or None); raises
+    PreflightError."""
     beam_options = pipeline_options(beam_args)
     preflight.check_beam_options(beam_options)
     model = preflight.check(config)
+    labels_read = preflight.read_labels(config)
     config = worker_threads(config, beam_options)
     if _worker_is_this_process(beam_options):
         preflight.load_model_here(config.model, config.model_threads, config.require_gpu)
+        if config.candidate_model:
+            preflight.load_model_here(config.candidate_model, config.model_threads, config.require_gpu,
+                                      "--candidate_model")
     timeline.mark("checks done")
-    return config, beam_options, model
+    return config, beam_options, model, labels_read
 
 
 def _worker_is_this_process(beam_options: PipelineOptions) -> bool:
@@ -121,14 +126,16 @@ def _worker_is_this_process(beam_options: PipelineOptions) -> bool:
             and (direct.direct_running_mode == "in_memory" or direct.direct_num_workers == 1))
 
 
-def _score_and_publish(config: options.ScoreConfig, beam_options: PipelineOptions,
-                       model: preflight.CheckedModel) -> int:
+def _score_and_publish(config: options.ScoreConfig, beam_options: PipelineOptions, model: preflight.CheckedModel,
+                       labels_read=None) -> int:
     run_info = publish.start_run(config, beam_options, model)
+    candidate = model.candidate
     started = time.monotonic()
     try:
         progress.reset()  # this process's tallies, for a run whose worker is this process
         with beam.Pipeline(options=beam_options) as pipeline:
-            graph.build(pipeline, config, model.card, model.version, run_info.staging)
+            graph.build(pipeline, config, model.card, model.version, run_info.staging,
+                        (candidate.card, candidate.version) if candidate else None)
             timeline.mark("graph built")
         timeline.mark("pipeline done")
         run_counts = counts.read(run_info.staging, model.spec.class_names)
@@ -138,8 +145,17 @@ def _score_and_publish(config: options.ScoreConfig, beam_options: PipelineOption
             print(f"nothing to score: {publish.skipped_text(run_counts)}; {run_info.partition} was left as it was",
                   file=sys.stderr)
             return EXIT_NO_INPUT
+        sections = {}
+        if candidate:
+            sections["candidate"] = dict(run_info.manifest_base["candidate"], **comparison.section(
+                run_counts, model.spec.class_names, candidate.spec.class_names,
+                comparison.read_disagreements(run_info.staging)))
+        if labels_read:
+            sections["labels"] = labels.measure(run_info.staging, config.labels, labels_read,
+                                                dict(run_info.manifest_base, **sections))
+            labels.write(run_info.staging, sections["labels"])
         manifest = publish.finish_run(run_info, run_counts, time.monotonic() - started,
-                                      time.monotonic() - COMMAND_STARTED)
+                                      time.monotonic() - COMMAND_STARTED, sections)
     except Exception as error:  # The partition in place stays untouched; say so rather than only dumping a trace.
         try:  # An object store that stopped answering would have Beam retry each call for minutes: ask it first.
             preflight.check_store_endpoints(preflight.named_paths(config), timeout=2.0)

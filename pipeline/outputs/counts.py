@@ -12,6 +12,8 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from pipeline.outputs import errors
+
 COUNTS_FILE = "_counts.json"
 # The runner's counters (Beam Metrics) are named as the counts, under this namespace; RunInference's own metrics
 # (num_inferences, inference_batch_latency_micro_secs, load_model_latency_milli_secs, ...) share it.
@@ -23,6 +25,7 @@ MATCHED, SKIPPED, SCORED, FAILED, DUPLICATE_KEYS = "matched", "skipped", "scored
 CLASS, LOW_CONFIDENCE = "class", "low_confidence"
 FAILED_BY_STAGE, FAILED_BY_TYPE, SKIPPED_BY_REASON = "failed_by_stage", "failed_by_type", "skipped_by_reason"
 SCORED_ON = "scored_on"  # by device: CPU, GPU:0 NAME
+CANDIDATE_GROUPS = "candidate"  # the prefix of the groups a candidate model's comparison counts (outputs.comparison)
 
 
 def member(group: str, name: str) -> str:
@@ -50,7 +53,7 @@ def block_counts(block, low_confidence: float, class_names: tuple, count_matched
     index = block.probabilities.argmax(axis=1)
     confident = block.probabilities.max(axis=1) >= low_confidence
     if count_matched:
-        yield MATCHED, len(block.keys) + len(block.errors)
+        yield MATCHED, len(block.keys) + sum(1 for row in block.errors if errors.failed_by(row)[0])
     yield SCORED, len(block.keys)
     if block.keys and block.device:
         yield member(SCORED_ON, block.device), len(block.keys)
@@ -58,8 +61,9 @@ def block_counts(block, low_confidence: float, class_names: tuple, count_matched
         yield member(CLASS, class_names[label]), int(amount)
     for label, amount in zip(*np.unique(index[~confident], return_counts=True)):
         yield member(LOW_CONFIDENCE, class_names[label]), int(amount)
-    yield FAILED, len(block.errors)
-    for row in block.errors:
+    failed = [row for row in block.errors if errors.failed_by(row)[0]]  # not those the candidate alone failed on
+    yield FAILED, len(failed)
+    for row in failed:
         yield member(FAILED_BY_STAGE, row["stage"]), 1
         yield member(FAILED_BY_TYPE, row["error_type"]), 1
 
@@ -157,4 +161,5 @@ def complete(counts: dict, class_names: tuple) -> dict:
     for group in (FAILED_BY_STAGE, FAILED_BY_TYPE, SKIPPED_BY_REASON, SCORED_ON):
         done[group] = counts.get(group, {})
     done[DUPLICATE_KEYS] = counts.get(DUPLICATE_KEYS, 0)
+    done.update({name: value for name, value in counts.items() if name.startswith(CANDIDATE_GROUPS)})
     return done

@@ -10,6 +10,8 @@ FOLDER = "errors"  # in a partition, beside scores/
 
 # Where in the run an input failed.
 STAGES = ("read", "decode", "predict")
+# With a candidate model, the stage of a failure of one model alone says which (pipeline.scoring.candidate).
+MODEL_ONLY, CANDIDATE_ONLY = "model:", "candidate:"
 
 ERRORS_SCHEMA = pa.schema(
     [
@@ -24,6 +26,16 @@ ERRORS_SCHEMA = pa.schema(
 def error_row(key: str, stage: str, error_type: str, message: str) -> dict:
     """One row of the `errors` table: which input, at which stage, what kind of error, and what exactly went wrong."""
     return {"key": key, "stage": stage, "error_type": error_type, "error_message": message}
+
+
+def failed_by(row: dict) -> tuple:
+    """(whether the run's model failed on the input, whether the candidate did, the stage) of an error row."""
+    stage = row["stage"]
+    if stage.startswith(MODEL_ONLY):
+        return True, False, stage[len(MODEL_ONLY):]
+    if stage.startswith(CANDIDATE_ONLY):
+        return False, True, stage[len(CANDIDATE_ONLY):]
+    return True, True, stage
 
 
 class WriteErrors(beam.PTransform):

@@ -106,10 +106,36 @@ def read(uri: str) -> Labels:
     return parse(data, uri)
 
 
-def section(uri: str, labels_read: Labels, predicted: dict, class_names: tuple, version: str) -> dict:
-    """What a partition's _labels.json holds: the file, what it held, and the model's accuracy against it."""
-    return {"file": uri, "rows": labels_read.rows, "model_version": version,
-            "accuracy": accuracy(predicted, labels_read, class_names)}
+def measure(folder: str, uri: str, labels_read: Labels, manifest: dict) -> dict:
+    """What a partition's _labels.json holds (written there by `write`): the file, how many rows it held, and the
+    accuracy against it of each model the partition scored with (the manifest's model, and its candidate's, whose
+    rows are in scores/ and candidate/)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from model.cards import card_spec
+    from pipeline.outputs import partitions, scores_output
+
+    measured = {"file": uri, "rows": labels_read.rows, "models": {}}
+    for side, table, described in (("model", scores_output.FOLDER, manifest["model"]),
+                                   ("candidate", scores_output.CANDIDATE_FOLDER,
+                                    manifest.get("candidate", {}).get("model"))):
+        if described:
+            scores = partitions.read_table(FileSystems.join(folder, table), ["key", "label"])
+            predicted = dict(zip(scores.column("key").to_pylist(), scores.column("label").to_pylist()))
+            measured["models"][side] = {
+                "version": described["version"],
+                "accuracy": accuracy(predicted, labels_read, card_spec.spec_described(described).class_names)}
+    return measured
+
+
+def write(folder: str, measured: dict) -> None:
+    """Writes `measured` as the partition's FILE."""
+    import json
+
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.create(FileSystems.join(folder, FILE)) as stream:
+        stream.write(json.dumps(measured, indent=2).encode())
 
 
 def interval(correct: int, count: int) -> list:

@@ -46,8 +46,8 @@ def start_run(config, beam_options, model) -> RunInfo:
         fingerprints.INDEX_FLAG: bool(config.inputs),  # _inputs: every file of the inputs scored tonight or before
         "runner": runner,
         "model_threads": config.model_threads or "the runtime's default",
-        "model": {"path": config.model, "sha256": model.model_sha256, "version": model.version,
-                  **card_spec.described(model.spec)},
+        "model": _described(config.model, model),
+        **({"candidate": {"model": _described(config.candidate_model, model.candidate)}} if model.candidate else {}),
         "low_confidence_threshold": config.low_confidence,
         "max_error_rate": config.max_error_rate,
         "partition": final,
@@ -56,20 +56,28 @@ def start_run(config, beam_options, model) -> RunInfo:
                    partitions.trash_path(config.output, config.run_date, run_id), config.max_error_rate, base)
 
 
+def _described(path: str, model) -> dict:
+    """A model as the manifest describes it: where, its file's hash, its version and its card's facts."""
+    return {"path": path, "sha256": model.model_sha256, "version": model.version, **card_spec.described(model.spec)}
+
+
 def discard(run: RunInfo) -> None:
     """Removes what a run that will not be published wrote; the partition in place is not touched."""
     partitions.remove(run.staging)
 
 
-def finish_run(run: RunInfo, counts: dict, seconds: float, command_seconds: float = None) -> dict:
+def finish_run(run: RunInfo, counts: dict, seconds: float, command_seconds: float = None,
+               sections: dict = None) -> dict:
     """Writes the manifest and _SUCCESS into the staging folder, then swaps it into place as the partition. `seconds`
-    is the pipeline's run, `command_seconds` the whole command's so far (start-up, checks and model load too)."""
+    is the pipeline's run, `command_seconds` the whole command's so far (start-up, checks and model load too);
+    `sections` are the manifest's further sections (candidate, labels)."""
     attempted = counts["scored"] + counts["failed"]
     error_rate = counts["failed"] / attempted if attempted else 0.0
     manifest = dict(run.manifest_base, finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                    seconds=round(seconds, 3), command_seconds=round(command_seconds or seconds, 3), counts=counts, error_rate=round(error_rate, 6),
+                    seconds=round(seconds, 3), command_seconds=round(command_seconds or seconds, 3), counts=counts,
+                    error_rate=round(error_rate, 6),
                     error_rate_exceeded=error_rate > run.max_error_rate,
-                    images_per_second=round(attempted / max(seconds, 1e-9), 1))
+                    images_per_second=round(attempted / max(seconds, 1e-9), 1), **(sections or {}))
     _write(FileSystems.join(run.staging, partitions.MANIFEST), json.dumps(manifest, indent=2).encode())
     report_failure = _write_report(run, manifest)
     _write(FileSystems.join(run.staging, partitions.SUCCESS), run.run_id.encode())  # last file of the partition
@@ -78,6 +86,18 @@ def finish_run(run: RunInfo, counts: dict, seconds: float, command_seconds: floa
         print(f"WARNING: the report could not be built ({report_failure}); rebuild it with "
               f"`python -m pipeline.report {run.partition}`", file=sys.stderr)
     return manifest
+
+
+def _candidate_lines(found: dict) -> list:
+    """What the summary says of a candidate model."""
+    agreement = f"{found['agreement']:.1%}" if found["agreement"] is not None else "–"
+    lines = [f"candidate {found['model']['version']}: scored {found['scored']:,}, {found['failed']:,} failed; agrees "
+             f"with the model on {agreement} of the {found['compared']:,} inputs both scored"]
+    flips = sorted(((amount, model_label, candidate_label) for model_label, row in found["flips"].items()
+                    for candidate_label, amount in row.items() if model_label != candidate_label), reverse=True)
+    for amount, model_label, candidate_label in flips[:5]:
+        lines.append(f"  {visible(model_label)} -> {visible(candidate_label)}: {amount:,}")
+    return lines
 
 
 def _write_report(run: RunInfo, manifest: dict) -> str:
@@ -135,6 +155,16 @@ def summary(manifest: dict) -> str:
                      f"{manifest['max_error_rate']:.1%}; every output was still written")
     if not counts["invariant_holds"]:
         lines.append("ERROR: matched != scored + failed + skipped; some inputs are unaccounted for")
-    lines.append(f"wrote {manifest['partition']} (scores/, errors/, manifest.json, report.html, _SUCCESS)")
+    if "candidate" in manifest:
+        lines += _candidate_lines(manifest["candidate"])
+    if "labels" in manifest:
+        for side, described in manifest["labels"]["models"].items():
+            found = described["accuracy"]
+            lines.append(f"labels: {side} {described['version']} " + (
+                f"{found['accuracy']:.1%} correct on {found['labelled']:,} labelled inputs (95% interval "
+                f"{found['interval'][0]:.1%}-{found['interval'][1]:.1%})" if found["labelled"]
+                else "has no labelled input among tonight's"))
+    tables = "scores/, candidate/" if "candidate" in manifest else "scores/"
+    lines.append(f"wrote {manifest['partition']} ({tables}, errors/, manifest.json, report.html, _SUCCESS)")
     lines.append(f"report: {manifest['partition'].rstrip('/')}/{report.REPORT}")
     return "\n".join(lines)

@@ -12,6 +12,7 @@ from pipeline.outputs import partitions
 from pipeline.scoring.model_handler import ScoredBlock
 
 FOLDER = "scores"  # in a partition
+CANDIDATE_FOLDER = "candidate"  # a candidate model's rows (--candidate_model), in the same schema
 
 
 def scores_schema(card: dict) -> pa.Schema:
@@ -50,11 +51,13 @@ def to_table(batch: ScoredBlock, schema: pa.Schema, version: str, labels: np.nda
 
 
 class WriteScores(beam.PTransform):
-    """ScoredBlocks -> Parquet files (snappy) in FOLDER under the given partition folder."""
+    """ScoredBlocks -> Parquet files (snappy) in `folder` (FOLDER, or CANDIDATE_FOLDER) under the given partition
+    folder."""
 
-    def __init__(self, partition: str, card: dict, version: str):
+    def __init__(self, partition: str, card: dict, version: str, folder: str = FOLDER):
         super().__init__()
         self.partition = partition
+        self.folder = folder
         self.schema = scores_schema(card)
         self.version = version
         self.labels = np.array(card_spec.spec_from_card(card).class_names, dtype=object)
@@ -63,4 +66,4 @@ class WriteScores(beam.PTransform):
         schema, version, labels = self.schema, self.version, self.labels
         return (batches
                 | "ToArrow" >> beam.Map(to_table, schema, version, labels)
-                | "WriteParquet" >> partitions.parquet_writer(self.partition, FOLDER, self.schema, tables=True))
+                | "WriteParquet" >> partitions.parquet_writer(self.partition, self.folder, self.schema, tables=True))

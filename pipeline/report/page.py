@@ -44,6 +44,10 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .missing { width: 84px; height: 84px; display: flex; align-items: center; justify-content: center; font-size: 11px;
            color: #5b6475; border: 1px dashed #c4c9d1; text-align: center; }
 .note { color: #5b6475; font-size: 12px; }
+.heat td.cell { text-align: right; font-variant-numeric: tabular-nums; padding: 4px 8px; min-width: 34px;
+                border: 1px solid #fff; }
+.heat th.row { text-align: right; } .heat th.col { writing-mode: vertical-rl; transform: rotate(180deg); }
+.card.pair { grid-column: span 2; } .pair .sides { display: flex; gap: 14px; } .pair .side { flex: 1; }
 """
 
 BLUE, GREY, RED, BAND = "#1f6feb", "#8c96a8", "#c62828", "#dbe7fb"
@@ -149,6 +153,26 @@ def probability_bars(probabilities, class_names: tuple) -> str:
                     f"<span class=track><div class=fill style='width:{100 * value:.1f}%'></div></span>"
                     f"<span class=pct>{100 * value:.0f}%</span></div>")
     return "<div class=bars>" + "".join(rows) + "</div>"
+
+
+def heat_map(rows: list, columns: list, counts: dict, row_title: str, column_title: str) -> str:
+    """A table of counts[row][column] shaded by size: blue where the row and column name the same class, red
+    elsewhere (a flip matrix: one model's label down, the other's across)."""
+    largest = max([amount for row in counts.values() for amount in row.values()] or [1])
+    head = "".join(f"<th class=col>{esc(name)}</th>" for name in columns)
+    body = []
+    for name in rows:
+        cells = []
+        for other in columns:
+            amount = counts.get(name, {}).get(other, 0)
+            strength = 0.08 + 0.85 * amount / largest if amount else 0.0
+            colour = "31,111,235" if name == other else "198,40,40"
+            ink = "#fff" if strength > 0.5 else "#1d2330"
+            cells.append(f"<td class=cell style='background:rgba({colour},{strength:.2f});color:{ink}'>"
+                         f"{amount or ''}</td>")
+        body.append(f"<tr><th class=row>{esc(name)}</th>{''.join(cells)}</tr>")
+    return (f"<table class=heat><tr><th>{esc(row_title)} ↓ · {esc(column_title)} →</th>{head}</tr>"
+            f"{''.join(body)}</table>")
 
 
 def image(data_uri: str, css: str, alt: str, size: int = None) -> str:

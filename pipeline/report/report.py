@@ -26,7 +26,7 @@ from model import display  # noqa: E402
 from model.cards import card_spec  # noqa: E402
 from pipeline import options, store_endpoints  # noqa: E402
 from pipeline.outputs import errors, labels, partitions, scores_output  # noqa: E402
-from pipeline.report import page, pictures, sheet  # noqa: E402
+from pipeline.report import accuracy, candidate, page, pictures, sheet  # noqa: E402
 
 REPORT = "report.html"  # in a partition, written before _SUCCESS
 DEFAULT_HISTORY, DEFAULT_IMAGES = options.REPORT_HISTORY, options.REPORT_IMAGES
@@ -72,10 +72,12 @@ def build(folder: str, manifest: dict, output: str, run_date: str, history: int 
     failed = manifest["counts"]["failed"]
     sections = [("Tonight's run", _run_section(manifest)),
                 (f"Failures ({failed:,})" if failed else "Failures", _failures_section(folder, manifest))]
-    measured = _read_labels(folder)
+    measured = accuracy.read(folder)
+    if "candidate" in manifest:
+        sections.append(("Candidate model", candidate.section(folder, manifest, measured)))
     if measured:
-        sections.append(("Accuracy on labelled inputs", _labels_section(measured, _labelled_nights(output, run_date,
-                                                                                                  history))))
+        sections.append(("Accuracy on labelled inputs",
+                         accuracy.section(measured, accuracy.labelled_nights(output, run_date, history))))
     sections += [
                 (f"Class mix {earlier}", _mix_section(manifest, nights, history)),
                 ("Confidence", _confidence_section(manifest, nights, labels, confidence, spec.class_names)),
@@ -243,54 +245,6 @@ def _sheet_section(folder: str, count: int, spec: card_spec.ModelSpec) -> tuple:
     return f"The {len(rows)} least confident predictions", note + "<div class=sheet>" + "".join(cards) + "</div>"
 
 
-def _read_labels(folder: str):
-    """The partition's _labels.json (pipeline.outputs.labels), or None where labels were never given or it is
-    unreadable."""
-    import json
-
-    try:
-        with FileSystems.open(FileSystems.join(folder, labels.FILE), compression_type="uncompressed") as stream:
-            found = json.loads(stream.read())
-        return found if isinstance(found, dict) and isinstance(found.get("accuracy"), dict) else None
-    except Exception:  # no labels yet (the usual case on the night itself)
-        return None
-
-
-def _labelled_nights(output: str, run_date: str, count: int) -> list:
-    """(date, accuracy, labelled) of the newest `count` complete partitions before `run_date` that have labels."""
-    found = []
-    for date, folder in sorted(partitions.complete_partitions(output).items(), reverse=True):
-        measured = _read_labels(folder) if date < run_date else None
-        if measured and measured["accuracy"].get("labelled"):
-            found.append((date, measured["accuracy"]["accuracy"], measured["accuracy"]["labelled"]))
-        if len(found) == count:
-            break
-    return found[::-1]
-
-
-def _labels_section(measured: dict, nights: list) -> str:
-    found = measured["accuracy"]
-    if not found["labelled"]:
-        head = "<p>None of the labelled keys is an input of this night.</p>"
-    else:
-        low, high = found["interval"]
-        head = page.tiles([(f"{found['accuracy']:.1%}", f"accuracy (95% interval {low:.1%}-{high:.1%})", ""),
-                           (f"{found['labelled']:,}", "labelled inputs", "")])
-        head += page.table(["class (true label)", "labelled", "accuracy", "95% interval"],
-                           [(name, f"{row['labelled']:,}", f"{row['accuracy']:.1%}",
-                             f"{row['interval'][0]:.1%}-{row['interval'][1]:.1%}")
-                            for name, row in found["per_class"].items()], numeric={1, 2})
-    left = [(reason.replace("_", " "), f"{amount:,}") for reason, amount in found["left_out"].items() if amount]
-    if left:
-        head += "<p>Left out of the file's rows:</p>" + page.table(["why", "rows"], left, numeric={1})
-    if nights:
-        head += "<p>Earlier nights with labels:</p>" + page.table(
-            ["night", "accuracy", "labelled"], [(date, f"{share:.1%}", f"{count:,}") for date, share, count in nights],
-            numeric={1, 2})
-    return head + (f"<p>From {page.esc(display.visible(measured['file']))}, model "
-                   f"{page.esc(measured['model_version'])}.</p>")
-
-
 def _failures_section(folder: str, manifest: dict) -> str:
     counts = manifest["counts"]
     if not counts["failed"]:
@@ -345,38 +299,14 @@ def main(argv=None) -> int:
     manifest = partitions.read_manifest(partition)
     if args.labels:
         try:
-            measured = _measure_labels(partition, manifest, args.labels)
+            measured = accuracy.measure_published(partition, manifest, args.labels)
         except labels.LabelsError as error:
             print(f"error: {display.visible(str(error))}", file=sys.stderr)
             return 2
-        print(_labels_summary(measured))
+        print(accuracy.summary(measured))
     path = write(partition, manifest, output, run_date, to=args.to, history=args.history, images=args.images)
     print(f"wrote {path}")
     return 0
-
-
-def _measure_labels(partition: str, manifest: dict, uri: str) -> dict:
-    """Reads the labels file, measures the night's model against it and writes the partition's _labels.json (the
-    only file of the night this changes, with the report)."""
-    import json
-
-    read = labels.read(uri)
-    scores = partitions.read_table(FileSystems.join(partition, scores_output.FOLDER), ["key", "label"])
-    predicted = dict(zip(scores.column("key").to_pylist(), scores.column("label").to_pylist()))
-    spec = card_spec.spec_described(manifest["model"])
-    measured = labels.section(uri, read, predicted, spec.class_names, manifest["model"]["version"])
-    with FileSystems.create(FileSystems.join(partition, labels.FILE)) as stream:
-        stream.write(json.dumps(measured, indent=2).encode())
-    return measured
-
-
-def _labels_summary(measured: dict) -> str:
-    found, left = measured["accuracy"], measured["accuracy"]["left_out"]
-    said = (f"accuracy {found['accuracy']:.4f} on {found['labelled']:,} labelled inputs (95% interval "
-            f"{found['interval'][0]:.4f}-{found['interval'][1]:.4f})" if found["labelled"] else "no labelled input "
-            "of this night")
-    unused = ", ".join(f"{amount:,} {reason.replace('_', ' ')}" for reason, amount in left.items() if amount)
-    return f"labels: {said}" + (f"; left out: {unused}" if unused else "")
 
 
 if __name__ == "__main__":

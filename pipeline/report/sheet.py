@@ -74,11 +74,16 @@ def candidates(keys: list, sources: list, pixels: np.ndarray, probabilities: np.
 
 
 def _row(key: str, source: Source, pixels: np.ndarray, probabilities: np.ndarray) -> dict:
-    path = source.path if isinstance(source.path, bytes) else source.path.encode("utf-8", "surrogateescape")
     index = int(probabilities.argmax())
     return {"key": key, "label_index": index, "confidence": float(probabilities[index]),
             "probabilities": [float(value) for value in probabilities], "input_sha256": input_sha256(pixels),
-            "path": path, "size": int(source.size), "modified": float(source.modified), "record": source.record,
+            **source_fields(source)}
+
+
+def source_fields(source: Source) -> dict:
+    """A Source as a row's columns (SCHEMA's), its path as bytes."""
+    path = source.path if isinstance(source.path, bytes) else source.path.encode("utf-8", "surrogateescape")
+    return {"path": path, "size": int(source.size), "modified": float(source.modified), "record": source.record,
             "offset": source.offset, "compression": source.compression, "feature": source.feature,
             "raw": source.raw}
 

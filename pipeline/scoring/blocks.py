@@ -7,6 +7,7 @@ and decoding run in a background thread, a few units ahead: while the model scor
 Python's lock while it computes), the next one is read and decoded.
 """
 
+import bisect
 import dataclasses
 import queue
 import threading
@@ -38,49 +39,95 @@ class Block:
     pixels: np.ndarray  # uint8 (len(keys), *spec.pixel_shape)
     errors: list  # error rows (pipeline.outputs.errors.error_row)
     sources: list = dataclasses.field(default_factory=list)  # where each row was read (pipeline.report.sheet.Source)
+    # With a candidate model: the same inputs as its card's recipe gave them (its keys are those it could decode,
+    # its errors those it alone could not; see pipeline.scoring.candidate).
+    candidate: "Block" = None
 
 
-class _Assembler:
-    """Collects decoded images and error rows into blocks of exactly `rows` images (the last one may be short)."""
+class _Lane:
+    """One model's decoded images, in the order their inputs were read (`order`: each one's place in the run)."""
 
-    def __init__(self, rows: int, pixel_shape: tuple):
-        self.rows, self.pixel_shape = rows, pixel_shape
-        self.keys, self.images, self.errors, self.sources = [], [], [], []
+    def __init__(self, pixel_shape: tuple):
+        self.pixel_shape = pixel_shape
+        self.keys, self.images, self.sources, self.order = [], [], [], []
+        self.errors = []  # (place, error row)
 
-    def full_blocks(self):
-        while len(self.keys) >= self.rows:
-            yield self._take(self.rows)
+    def add(self, place: int, key, image: np.ndarray, source) -> None:
+        self.order.append(place)
+        self.keys.append(key)
+        self.images.append(image)
+        self.sources.append(source)
 
-    def rest(self):
-        if self.keys or self.errors:
-            yield self._take(len(self.keys))
-
-    def _take(self, rows: int) -> Block:
+    def take(self, last: float) -> Block:
+        """The images and errors up to place `last`, as a block."""
+        rows = bisect.bisect_right(self.order, last)
         pixels = np.stack(self.images[:rows]) if rows else np.zeros((0,) + self.pixel_shape, np.uint8)
-        block = Block(self.keys[:rows], pixels, self.errors, self.sources[:rows])
-        self.keys, self.images, self.errors = self.keys[rows:], self.images[rows:], []
-        self.sources = self.sources[rows:]
+        errors = [row for place, row in self.errors if place <= last]
+        block = Block(self.keys[:rows], pixels, errors, self.sources[:rows])
+        self.keys, self.images, self.sources, self.order = (
+            self.keys[rows:], self.images[rows:], self.sources[rows:], self.order[rows:])
+        self.errors = [(place, row) for place, row in self.errors if place > last]
         return block
 
 
+class _Assembler:
+    """Collects decoded images and error rows into blocks of exactly `rows` images of the model (the last one may be
+    short). With a candidate model, each block also carries the candidate's images of the same inputs."""
+
+    def __init__(self, rows: int, pixel_shape: tuple, candidate_shape: tuple = None):
+        self.rows = rows
+        self.model = _Lane(pixel_shape)
+        self.candidate = _Lane(candidate_shape) if candidate_shape else None
+        self.places = 0  # inputs seen so far
+
+    def place(self) -> int:
+        """The next input's place in the run."""
+        self.places += 1
+        return self.places
+
+    def full_blocks(self):
+        while len(self.model.keys) >= self.rows:
+            yield self._take(self.model.order[self.rows - 1])
+
+    def rest(self):
+        lanes = [lane for lane in (self.model, self.candidate) if lane]
+        if any(lane.keys or lane.errors for lane in lanes):
+            yield self._take(float("inf"))
+
+    def _take(self, last: float) -> Block:
+        block = self.model.take(last)
+        if self.candidate:
+            block.candidate = self.candidate.take(last)
+        return block
+
+
+def same_recipe(first: ModelSpec, second: ModelSpec) -> bool:
+    """Whether two cards preprocess an input to the same pixels (then it is decoded once for both)."""
+    return ((first.preprocessing, first.preprocessing_version, first.parameters, first.input_shape)
+            == (second.preprocessing, second.preprocessing_version, second.parameters, second.input_shape))
+
+
 class _UnitDecoder:
-    """Reads units with `read` and decodes what they yield with the card's recipe, into an _Assembler.
+    """Reads units with `read` and decodes what they yield with the card's recipe, into an _Assembler; with a
+    candidate model, also with the candidate card's recipe (the same pixels, when the recipes agree).
 
     Inputs are decoded in groups of a block's rows (or GROUP_BYTES), gathered across units: native PNGs are decoded a
     group at a time, which costs less per image the larger the group.
     """
 
-    def __init__(self, read, spec: ModelSpec, max_pixels: int, pool, read_pool):
+    def __init__(self, read, spec: ModelSpec, max_pixels: int, pool, read_pool, candidate_spec: ModelSpec = None):
         self.read, self.spec, self.max_pixels, self.pool, self.read_pool = read, spec, max_pixels, pool, read_pool
-        self.assembler = _Assembler(spec.model_call_rows, spec.pixel_shape)
+        self.candidate_spec = candidate_spec
+        self.assembler = _Assembler(spec.model_call_rows, spec.pixel_shape,
+                                    candidate_spec.pixel_shape if candidate_spec else None)
         self.pending, self.pending_bytes = [], 0
 
     def blocks(self, unit):
         for item in self.read(unit, self.read_pool):
             if isinstance(item, dict):  # an error row: the input could not be read
-                self.assembler.errors.append(item)
+                self.assembler.model.errors.append((self.assembler.place(), item))
                 continue
-            self.pending.append(item)
+            self.pending.append((self.assembler.place(), *item))
             self.pending_bytes += len(item[1]) if isinstance(item[1], bytes) else 0
             if len(self.pending) >= self.spec.model_call_rows or self.pending_bytes >= GROUP_BYTES:
                 self._decode_pending()
@@ -96,21 +143,38 @@ class _UnitDecoder:
         self.pending, self.pending_bytes = [], 0
 
     def _decode(self, records: list) -> None:
-        results = [_checked_raw_pixels(payload, self.spec) if isinstance(payload, np.ndarray) else None
-                   for _, payload, _ in records]
+        results = self._decoded(records, self.spec)
+        candidate = self.assembler.candidate
+        if candidate is None:
+            candidate_results = [None] * len(records)
+        else:
+            candidate_results = (results if same_recipe(self.spec, self.candidate_spec)
+                                 else self._decoded(records, self.candidate_spec))
+        model = self.assembler.model
+        for (place, key, _, source), result, candidate_result in zip(records, results, candidate_results):
+            if isinstance(result, np.ndarray):
+                model.add(place, key, result, source)
+            else:  # the model's error row: the input's one row when the candidate cannot decode it either
+                model.errors.append((place, _decode_error(key, result)))
+            if isinstance(candidate_result, np.ndarray):
+                candidate.add(place, key, candidate_result, source)
+            elif candidate is not None and isinstance(result, np.ndarray):  # the candidate alone could not
+                candidate.errors.append((place, _decode_error(key, candidate_result)))
+
+    def _decoded(self, records: list, spec: ModelSpec) -> list:
+        """Each record's pixels by `spec`'s recipe, or the error that stopped it."""
+        results = [_checked_raw_pixels(payload, spec) if isinstance(payload, np.ndarray) else None
+                   for _, _, payload, _ in records]
         encoded = [index for index, result in enumerate(results) if result is None]
-        decoded = recipes.to_model_inputs(self.spec, [records[index][1] for index in encoded], self.max_pixels,
+        decoded = recipes.to_model_inputs(spec, [records[index][2] for index in encoded], self.max_pixels,
                                           self.pool.map if self.pool else map)
         for index, result in zip(encoded, decoded):
             results[index] = result
-        for (key, _, source), result in zip(records, results):
-            if isinstance(result, np.ndarray):
-                self.assembler.keys.append(key)
-                self.assembler.images.append(result)
-                self.assembler.sources.append(source)
-            else:
-                reason = getattr(result, "reason", type(result).__name__)
-                self.assembler.errors.append(error_row(key, "decode", reason, str(result)))
+        return results
+
+
+def _decode_error(key, result) -> dict:
+    return error_row(key, "decode", getattr(result, "reason", type(result).__name__), str(result))
 
 
 def _checked_raw_pixels(pixels: np.ndarray, spec: ModelSpec):
@@ -203,9 +267,10 @@ class DecodeBlocks(beam.DoFn):
     lock)."""
 
     def __init__(self, read, spec: ModelSpec, max_pixels: int, threads: int = 1,
-                 reads_in_flight: int = object_reads.IN_FLIGHT):
+                 reads_in_flight: int = object_reads.IN_FLIGHT, candidate_spec: ModelSpec = None):
         self.read = read
         self.spec = spec
+        self.candidate_spec = candidate_spec
         self.max_pixels = max_pixels
         self.threads = threads
         self.reads_in_flight = reads_in_flight
@@ -217,7 +282,8 @@ class DecodeBlocks(beam.DoFn):
         self._background = self._started()
 
     def _started(self) -> _Background:
-        return _Background(_UnitDecoder(self.read, self.spec, self.max_pixels, self._pool, self._read_pool))
+        return _Background(_UnitDecoder(self.read, self.spec, self.max_pixels, self._pool, self._read_pool,
+                                        self.candidate_spec))
 
     def start_bundle(self):
         if self._background.in_flight:  # an earlier bundle failed half way: start afresh, keeping none of it

@@ -29,12 +29,15 @@ class ScoreImages(beam.PTransform):
     """Units of input (see pipeline.reading.sources) -> ScoredBlocks, each with the error rows of its inputs.
 
     `read` turns a unit into (key, payload) records and error rows; decoding uses the card's recipe (`spec`) on
-    `decode_threads` threads, in the background while the model scores the block before.
+    `decode_threads` threads, in the background while the model scores the block before. With a `candidate` (its
+    handler and spec), each block also holds its images by the candidate's recipe, which it scores after the model.
     """
 
     def __init__(self, handler: KerasModelHandler, read, spec: ModelSpec, max_pixels: int, decode_threads: int = 1,
-                 progress_seconds: float = 10.0, reads_in_flight: int = object_reads.IN_FLIGHT):
+                 progress_seconds: float = 10.0, reads_in_flight: int = object_reads.IN_FLIGHT,
+                 candidate: tuple = None):
         super().__init__()
+        self.candidate = candidate  # (its handler, its card's spec): pipeline.scoring.candidate
         self.reads_in_flight = reads_in_flight
         self.handler = handler
         self.read = read
@@ -44,7 +47,11 @@ class ScoreImages(beam.PTransform):
         self.progress_seconds = progress_seconds
 
     def expand(self, units):
-        decode = DecodeBlocks(self.read, self.spec, self.max_pixels, self.decode_threads, self.reads_in_flight)
+        candidate_handler, candidate_spec = self.candidate or (None, None)
+        decode = DecodeBlocks(self.read, self.spec, self.max_pixels, self.decode_threads, self.reads_in_flight,
+                              candidate_spec)
         blocks = units | "Decode" >> beam.ParDo(decode)
         scored = blocks | "RunInference" >> RunInference(self.handler)
+        if candidate_handler:
+            scored = scored | "RunCandidate" >> RunInference(candidate_handler)
         return scored | "ShowProgress" >> beam.ParDo(_ShowProgress(self.progress_seconds))

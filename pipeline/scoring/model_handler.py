@@ -28,6 +28,11 @@ class ScoredBlock:
     # The block's contact-sheet candidates (pipeline.report.sheet).
     sheet: list = dataclasses.field(default_factory=list)
     device: str = ""  # where the model scored it: CPU, or GPU:0 and the GPU's name
+    # With a candidate model (pipeline.scoring.candidate): the decoded block, kept until the candidate has scored its
+    # images; then the candidate's results and the block's inputs where the two disagree most.
+    inputs: Block = None
+    candidate: "ScoredBlock" = None
+    disagreements: list = dataclasses.field(default_factory=list)
 
 
 class KerasModelHandler(ModelHandler):
@@ -65,18 +70,21 @@ class KerasModelHandler(ModelHandler):
         return counts.NAMESPACE
 
 
-def score_block(block: Block, predict, num_classes: int, device: str = "") -> ScoredBlock:
+def score_block(block: Block, predict, num_classes: int, device: str = "", for_sheet: bool = True) -> ScoredBlock:
     """Scores a block's pixels with predict (N rows -> (N, num_classes)) on `device` (as the model says where it
-    scores); a record the model fails on fails alone."""
+    scores); a record the model fails on fails alone. A block with a candidate's images keeps them for it; with
+    `for_sheet`, the block's contact-sheet candidates are chosen."""
+    kept = block if block.candidate is not None else None
     if not block.keys:
-        return ScoredBlock([], np.zeros((0, num_classes), np.float32), list(block.errors), device=device)
+        return ScoredBlock([], np.zeros((0, num_classes), np.float32), list(block.errors), device=device, inputs=kept)
     probabilities, failed_rows = predict_isolating_failures(predict, block.pixels, num_classes)
     good = [row for row in range(len(block.keys)) if row not in failed_rows]
     failures = [error_row(block.keys[row], "predict", type(error).__name__, str(error))
                 for row, error in sorted(failed_rows.items())]
-    candidates = sheet.candidates(block.keys, block.sources, block.pixels, probabilities, skip=failed_rows)
+    candidates = (sheet.candidates(block.keys, block.sources, block.pixels, probabilities, skip=failed_rows)
+                  if for_sheet else [])
     return ScoredBlock([block.keys[row] for row in good], probabilities[good], list(block.errors) + failures,
-                       candidates, device)
+                       candidates, device, inputs=kept)
 
 
 def predict_isolating_failures(predict, pixels: np.ndarray, num_classes: int, offset: int = 0):
