@@ -111,7 +111,7 @@ def test_labels_given_days_later_go_into_the_nights_report_and_nothing_else_chan
     usable = {key: label for key, label in truth.items() if key != rows[0]["key"]}  # given twice, differently
     correct = sum(predicted[key] == label for key, label in usable.items())
     assert f"accuracy {correct / len(usable):.4f} on {len(usable):,} labelled inputs" in printed
-    measured = __import__("json").loads(open(os.path.join(night, labels.FILE)).read())
+    measured = __import__("json").loads(open(os.path.join(night, labels.FILE)).read())["models"]["model"]
     assert measured["accuracy"]["correct"] == correct and measured["accuracy"]["labelled"] == len(usable)
     assert measured["accuracy"]["left_out"] == {"label_not_a_class": 1, "key_not_in_run": 1, "duplicate_keys": 1,
                                                 "conflicting_keys": 1}  # "Sofa" is no class
