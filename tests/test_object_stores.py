@@ -142,25 +142,28 @@ def test_objects_named_one_by_one_and_by_glob(store, test_split, tiny_model_path
     assert [row["key"] for row in rows] == [_url(store, f"named/{name}") for name in ("a1.png", "a2.png", "b1.png")]
 
 
-def test_tfrecords_and_the_model_from_a_bucket(store, shipped_model, tmp_path):
+def test_tfrecords_and_the_model_and_a_candidate_from_a_bucket(store, shipped_model, tiny_model_path, tmp_path):
     folder = os.path.join(SAMPLE_INPUTS, "tfrecords")
     for name in os.listdir(folder):
         with open(os.path.join(folder, name), "rb") as stream:
             store.put(BUCKET, f"records/{name}", stream.read())
-    for path in (shipped_model, os.path.splitext(shipped_model)[0] + ".json"):
-        with open(path, "rb") as stream:
-            store.put(BUCKET, f"models/{os.path.basename(path)}", stream.read())
-    model = _url(store, f"models/{os.path.basename(shipped_model)}")
+    for model_path in (shipped_model, tiny_model_path):
+        for path in (model_path, os.path.splitext(model_path)[0] + ".json"):
+            with open(path, "rb") as stream:
+                store.put(BUCKET, f"models/{os.path.basename(path)}", stream.read())
+    model, candidate = (_url(store, f"models/{os.path.basename(path)}") for path in (shipped_model, tiny_model_path))
     assert _run(store, "--input_tfrecords", _url(store, "records/*.tfrecord"), "--output", str(tmp_path / "out"),
-                "--model", model) == score.EXIT_OK
+                "--model", model, "--candidate_model", candidate) == score.EXIT_OK
     local_out = str(tmp_path / "local")
     assert score.run(["--input_tfrecords", os.path.join(folder, "*.tfrecord"), "--output", local_out,
-                      "--model", shipped_model, "--run_date", DATE, "--progress_seconds", "0"]) == score.EXIT_OK
-    remote = read_rows(os.path.join(partition(str(tmp_path / "out")), "scores"))
-    local = read_rows(os.path.join(partition(local_out), "scores"))
-    assert len(remote) == len(local) == 30
-    assert sorted((r["label"], tuple(r["probabilities"])) for r in remote) == \
-        sorted((r["label"], tuple(r["probabilities"])) for r in local)
+                      "--model", shipped_model, "--candidate_model", tiny_model_path, "--run_date", DATE,
+                      "--progress_seconds", "0"]) == score.EXIT_OK
+    for table in ("scores", "candidate"):
+        remote = read_rows(os.path.join(partition(str(tmp_path / "out")), table))
+        local = read_rows(os.path.join(partition(local_out), table))
+        assert len(remote) == len(local) == 30
+        assert sorted((r["label"], tuple(r["probabilities"])) for r in remote) == \
+            sorted((r["label"], tuple(r["probabilities"])) for r in local)
 
 
 def test_an_onnx_model_with_external_data_from_a_bucket(store, test_split, tmp_path):

@@ -1,4 +1,5 @@
-"""Runs the real scoring job through Beam's portable Job API on loopback and checks it matches the in-memory run."""
+"""Runs the real scoring job, with a candidate model beside its model, through Beam's portable Job API on loopback and
+checks it matches the in-memory run."""
 
 import glob
 import json
@@ -8,7 +9,7 @@ import sys
 
 from pipeline import timeline
 from tests import portable_servers
-from tests.helpers import REPO_ROOT, SAMPLE_INPUTS, partition, read_rows
+from tests.helpers import REPO_ROOT, SAMPLE_INPUTS, SHIPPED_MODEL, partition, read_rows
 
 # The broken images make the errors output non-empty, so comparing it between runners means something.
 INPUTS = [os.path.join(SAMPLE_INPUTS, "images", "fashion"), os.path.join(SAMPLE_INPUTS, "images", "broken")]
@@ -42,9 +43,13 @@ def _server_logs(folder: str, chars: int = 4000) -> str:
     return "\n".join(tails)
 
 
-def _manifest_counts(output: str) -> dict:
+def _manifest(output: str) -> dict:
     with open(os.path.join(partition(output), "manifest.json"), encoding="utf-8") as stream:
-        counts = json.load(stream)["counts"]
+        return json.load(stream)
+
+
+def _manifest_counts(output: str) -> dict:
+    counts = _manifest(output)["counts"]
     assert counts["matched"] == counts["scored"] + counts["failed"] and counts["invariant_holds"], counts
     return counts
 
@@ -57,18 +62,22 @@ def test_portable_job_api_run_matches_in_memory_run(tmp_path, tiny_model_path):
     load_log = str(tmp_path / "loads.txt")
     pool_env = dict(client_env, **{timeline.TIMELINE_ENV: load_log})
     portable, in_memory = str(tmp_path / "portable"), str(tmp_path / "in_memory")
+    candidate = ["--candidate_model", SHIPPED_MODEL]  # scored beside the model, on the cluster as in memory
     with portable_servers.portable_servers(str(servers_folder), client_env, pool_env) as (job_port, pool_port):
         try:
-            _score(portable, tiny_model_path, client_env, *_portable_flags(job_port, pool_port))
+            _score(portable, tiny_model_path, client_env, *candidate, *_portable_flags(job_port, pool_port))
         except (AssertionError, subprocess.TimeoutExpired) as failure:
             raise AssertionError(f"{failure}\n{_server_logs(str(servers_folder))}") from failure
-    _score(in_memory, tiny_model_path, client_env)
+    _score(in_memory, tiny_model_path, client_env, *candidate)
 
-    assert [phase for _, _, phase in timeline.read(load_log) if phase == "model loaded"], \
-        "no SDK worker of the pool loaded the model"
-    for table in ("scores", "errors"):
-        assert read_rows(os.path.join(partition(portable), table)) == read_rows(os.path.join(partition(in_memory), table))
+    assert len([phase for _, _, phase in timeline.read(load_log) if phase == "model loaded"]) >= 2, \
+        "no SDK worker of the pool loaded both models"
+    for table in ("scores", "candidate", "errors"):
+        assert read_rows(os.path.join(partition(portable), table)) == \
+            read_rows(os.path.join(partition(in_memory), table))
     counts = _manifest_counts(portable)
     assert counts == _manifest_counts(in_memory)
+    compared = [_manifest(output)["candidate"] for output in (portable, in_memory)]
+    assert compared[0] == compared[1] and compared[0]["compared"] == counts["scored"]
     broken = len(os.listdir(INPUTS[1]))
     assert (counts["matched"], counts["failed"]) == (sum(len(os.listdir(folder)) for folder in INPUTS), broken)

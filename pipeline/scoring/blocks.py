@@ -26,8 +26,8 @@ from pipeline.reading import object_reads
 from pipeline.scoring import worker_process
 
 # A block is exactly one model call (spec.model_call_rows), so only the last block of a bundle is padded.
-# Inputs are decoded in groups of up to a block's rows of files or this many bytes, whichever comes first, so a folder of
-# large photos never holds more than this much undecoded data per worker.
+# Inputs are decoded in groups of up to a block's rows of files or this many bytes, whichever comes first, so a folder
+# of large photos never holds more than this much undecoded data per worker.
 GROUP_BYTES = 64 << 20
 
 
