@@ -91,6 +91,22 @@ def test_an_onnx_model_scores_as_onnxruntime_does_in_memory_and_on_two_workers(c
     assert len({row["label"] for row in scored}) > 1  # a model that tells the photos apart
 
 
+def test_an_onnx_model_as_the_candidate_beside_a_keras_model_scores_as_onnxruntime_does(colour_model, test_split,
+                                                                                          tmp_path):
+    paths = sorted(_photos(test_split, str(tmp_path / "photos")))
+    alone, both = str(tmp_path / "alone"), str(tmp_path / "both")
+    for output, extra in ((alone, []), (both, ["--candidate_model", colour_model])):
+        assert score.run(["--input", str(tmp_path / "photos"), "--output", output, "--progress_seconds", "0",
+                          *extra]) == 0
+    assert read_rows(os.path.join(partition(both), "scores")) == read_rows(os.path.join(partition(alone), "scores"))
+    candidate = read_rows(os.path.join(partition(both), "candidate"))
+    assert [row["key"] for row in candidate] == paths
+    np.testing.assert_allclose(np.array([row["probabilities"] for row in candidate]),
+                               _expected_colour(colour_model, paths), rtol=0, atol=1e-5)
+    found = json.loads(open(os.path.join(partition(both), "manifest.json")).read())["candidate"]
+    assert found["model"]["runtime"] == "onnx" and found["compared"] == 20 and found["agreement"] == 0.0
+
+
 def test_an_onnx_model_scores_tfrecords_of_encoded_images_and_raw_pixels(colour_model, test_split, tmp_path):
     spec = model_files.load(colour_model).spec
     paths = _photos(test_split, str(tmp_path / "photos"), count=6)

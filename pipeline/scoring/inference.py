@@ -6,6 +6,7 @@ from apache_beam.ml.inference.base import RunInference
 
 from model.cards.card_spec import ModelSpec
 from pipeline import progress
+from pipeline.outputs import errors
 from pipeline.reading import object_reads
 from pipeline.scoring.blocks import DecodeBlocks
 from pipeline.scoring.model_handler import KerasModelHandler, ScoredBlock
@@ -21,7 +22,8 @@ class _ShowProgress(beam.DoFn):
         self._progress = progress.Progress(self.progress_seconds)
 
     def process(self, block: ScoredBlock):
-        self._progress.add(len(block.keys) + len(block.errors))
+        # an input only a candidate failed on is also among the keys: counted once
+        self._progress.add(len(block.keys) + sum(1 for row in block.errors if errors.failed_by(row)[0]))
         yield block
 
 
