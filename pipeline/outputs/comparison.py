@@ -10,6 +10,7 @@ confidences), kept with where each was read, so the report shows them as each mo
 
 import collections
 import json
+import typing
 
 import apache_beam as beam
 import numpy as np
@@ -37,15 +38,31 @@ SCHEMA = pa.schema([
 ])
 
 
-def _paired(scored) -> tuple:
-    """(model rows, candidate rows) of the block's inputs that both models scored, in the model's order; a key
-    given twice (TFRecords) is paired in the order its inputs were read."""
+class _Paired(typing.NamedTuple):
+    """A block's inputs that both models scored: each model's rows of them, its probabilities and its label names."""
+
+    model_rows: np.ndarray
+    candidate_rows: np.ndarray
+    model: np.ndarray
+    candidate: np.ndarray
+    model_labels: np.ndarray
+    candidate_labels: np.ndarray
+
+
+def _paired(scored, model_classes: tuple, candidate_classes: tuple) -> _Paired:
+    """The inputs of a scored block (with the candidate's results) that both models scored, in the model's order; a
+    key given twice (TFRecords) is paired in the order its inputs were read."""
     rows = collections.defaultdict(collections.deque)
     for row, key in enumerate(scored.candidate.keys):
         rows[key].append(row)
     pairs = [(mine, rows[key].popleft()) for mine, key in enumerate(scored.keys) if rows.get(key)]
-    return (np.array([mine for mine, _ in pairs], dtype=np.int64),
-            np.array([theirs for _, theirs in pairs], dtype=np.int64))
+    model_rows = np.array([mine for mine, _ in pairs], dtype=np.int64)
+    candidate_rows = np.array([theirs for _, theirs in pairs], dtype=np.int64)
+    model, candidate = scored.probabilities[model_rows], scored.candidate.probabilities[candidate_rows]
+    return _Paired(model_rows, candidate_rows, model, candidate,
+                   np.asarray(model_classes, dtype=object)[model.argmax(axis=1)] if pairs else np.array([], object),
+                   np.asarray(candidate_classes, dtype=object)[candidate.argmax(axis=1)] if pairs
+                   else np.array([], object))
 
 
 def block_counts(scored, model_classes: tuple, candidate_classes: tuple):
@@ -58,20 +75,16 @@ def block_counts(scored, model_classes: tuple, candidate_classes: tuple):
         yield f"{FAILED_BY_STAGE}/{stage}", amount
     if theirs.keys and theirs.device:
         yield f"{SCORED_ON}/{theirs.device}", len(theirs.keys)
-    labels = theirs.probabilities.argmax(axis=1)
-    for label, amount in zip(*np.unique(labels, return_counts=True)):
+    for label, amount in zip(*np.unique(theirs.probabilities.argmax(axis=1), return_counts=True)):
         yield f"{CLASS}/{candidate_classes[label]}", int(amount)
-    model_rows, candidate_rows = _paired(scored)
-    yield f"{GROUP}/compared", len(model_rows)
-    if not len(model_rows):
+    paired = _paired(scored, model_classes, candidate_classes)
+    yield f"{GROUP}/compared", len(paired.model_rows)
+    if not len(paired.model_rows):
         return
-    model_labels = np.asarray(model_classes, dtype=object)[scored.probabilities[model_rows].argmax(axis=1)]
-    candidate_labels = np.asarray(candidate_classes, dtype=object)[labels[candidate_rows]]
-    yield f"{GROUP}/agreed", int((model_labels == candidate_labels).sum())
-    for pair, amount in collections.Counter(zip(model_labels, candidate_labels)).items():
+    yield f"{GROUP}/agreed", int((paired.model_labels == paired.candidate_labels).sum())
+    for pair, amount in collections.Counter(zip(paired.model_labels, paired.candidate_labels)).items():
         yield f"{FLIPS}/{json.dumps(list(pair), ensure_ascii=False)}", amount
-    for side, probabilities in (("model", scored.probabilities[model_rows]),
-                                ("candidate", theirs.probabilities[candidate_rows])):
+    for side, probabilities in (("model", paired.model), ("candidate", paired.candidate)):
         yield f"{GROUP}/{side}_confidence_micros", int(np.rint(probabilities.max(axis=1) * MICROS).sum())
 
 
@@ -79,29 +92,25 @@ def disagreements(scored, inputs, model_classes: tuple, candidate_classes: tuple
     """Rows (SCHEMA) for the `count` inputs of a scored block (with the candidate's results) the models disagree on
     most, with each model's input hash (`inputs` is the decoded block: the model's pixels, and the candidate's as
     `inputs.candidate`)."""
-    model_rows, candidate_rows = _paired(scored)
-    if not len(model_rows):
-        return []
-    mine, yours = scored.probabilities[model_rows], scored.candidate.probabilities[candidate_rows]
-    model_labels = np.asarray(model_classes, dtype=object)[mine.argmax(axis=1)]
-    candidate_labels = np.asarray(candidate_classes, dtype=object)[yours.argmax(axis=1)]
-    differ = np.flatnonzero(model_labels != candidate_labels)
+    paired = _paired(scored, model_classes, candidate_classes)
+    differ = np.flatnonzero(paired.model_labels != paired.candidate_labels)
     if not len(differ):
         return []
-    strength = np.minimum(mine.max(axis=1), yours.max(axis=1))[differ]
-    chosen = differ[np.argsort(-strength, kind="stable")[:count]]
+    strength = np.minimum(paired.model.max(axis=1), paired.candidate.max(axis=1))
+    chosen = differ[np.argsort(-strength[differ], kind="stable")[:count]]
     model_at = {key: row for row, key in enumerate(inputs.keys)}
     candidate_at = {key: row for row, key in enumerate(inputs.candidate.keys)}
     found = []
     for pair in chosen:
-        key = scored.keys[model_rows[pair]]
+        key = scored.keys[paired.model_rows[pair]]
         source = inputs.sources[model_at[key]] if model_at[key] < len(inputs.sources) else None
         if source is None:
             continue
-        row = {"key": key, "strength": float(min(mine[pair].max(), yours[pair].max()))}
+        row = {"key": key, "strength": float(strength[pair])}
         for side, probabilities, label, pixels in (
-                ("model", mine[pair], model_labels[pair], inputs.pixels[model_at[key]]),
-                ("candidate", yours[pair], candidate_labels[pair], inputs.candidate.pixels[candidate_at[key]])):
+                ("model", paired.model[pair], paired.model_labels[pair], inputs.pixels[model_at[key]]),
+                ("candidate", paired.candidate[pair], paired.candidate_labels[pair],
+                 inputs.candidate.pixels[candidate_at[key]])):
             row.update({f"{side}_label": label, f"{side}_confidence": float(probabilities.max()),
                         f"{side}_probabilities": [float(value) for value in probabilities],
                         f"{side}_input_sha256": sheet.input_sha256(pixels)})

@@ -13,7 +13,7 @@ from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 from model.cards import card_spec
 from model.display import visible
 from pipeline.outputs import fingerprints, partitions
-from pipeline.report import report
+from pipeline.report import accuracy, report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,12 +158,7 @@ def summary(manifest: dict) -> str:
     if "candidate" in manifest:
         lines += _candidate_lines(manifest["candidate"])
     if "labels" in manifest:
-        for side, described in manifest["labels"]["models"].items():
-            found = described["accuracy"]
-            lines.append(f"labels: {side} {described['version']} " + (
-                f"{found['accuracy']:.1%} correct on {found['labelled']:,} labelled inputs (95% interval "
-                f"{found['interval'][0]:.1%}-{found['interval'][1]:.1%})" if found["labelled"]
-                else "has no labelled input among tonight's"))
+        lines.append(accuracy.summary(manifest["labels"]))
     tables = "scores/, candidate/" if "candidate" in manifest else "scores/"
     lines.append(f"wrote {manifest['partition']} ({tables}, errors/, manifest.json, report.html, _SUCCESS)")
     lines.append(f"report: {manifest['partition'].rstrip('/')}/{report.REPORT}")

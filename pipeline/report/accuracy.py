@@ -13,7 +13,7 @@ from model import display
 from pipeline.outputs import labels, partitions
 from pipeline.report import page
 
-SIDES = {"model": "model", "candidate": "candidate"}  # how each model is named on the page
+SIDES = ("model", "candidate")  # the models a night may be measured for, in the page's order
 # Below this many labelled inputs a model's accuracy is too uncertain to compare (its 95% interval is ~±18 points).
 MIN_LABELLED = 30
 
@@ -61,17 +61,17 @@ def section(measured: dict, nights: list) -> str:
     tiles, left = [], []
     for side, found in ((side, models[side]["accuracy"]) for side in SIDES if side in models):
         if found["labelled"]:
-            tiles.append((f"{found['accuracy']:.1%}", f"{SIDES[side]} {models[side]['version']}: accuracy on "
+            tiles.append((f"{found['accuracy']:.1%}", f"{side} {models[side]['version']}: accuracy on "
                           f"{found['labelled']:,} labelled inputs (95% interval {_interval_text(found)})", ""))
         else:
-            tiles.append(("–", f"{SIDES[side]} {models[side]['version']}: no labelled input of this night", ""))
-        left += [(SIDES[side], reason.replace("_", " "), f"{amount:,}")
+            tiles.append(("–", f"{side} {models[side]['version']}: no labelled input of this night", ""))
+        left += [(side, reason.replace("_", " "), f"{amount:,}")
                  for reason, amount in found["left_out"].items() if amount]
     html = page.tiles(tiles)
     sides = [side for side in SIDES if side in models and models[side]["accuracy"]["labelled"]]
     classes = list(dict.fromkeys(name for side in sides for name in models[side]["accuracy"]["per_class"]))
     if classes:
-        header = ["class (true label)"] + [f"{SIDES[side]} {what}" for side in sides
+        header = ["class (true label)"] + [f"{side} {what}" for side in sides
                                            for what in ("labelled", "accuracy", "95% interval")]
         rows = []
         for name in classes:
@@ -100,6 +100,5 @@ def summary(measured: dict) -> str:
                 f"{found['interval'][0]:.4f}-{found['interval'][1]:.4f})" if found["labelled"]
                 else "no labelled input of this night")
         unused = ", ".join(f"{amount:,} {reason.replace('_', ' ')}" for reason, amount in left.items() if amount)
-        lines.append(f"labels, {SIDES[side]} {described['version']}: {said}" + (f"; left out: {unused}" if unused
-                                                                               else ""))
+        lines.append(f"labels, {side} {described['version']}: {said}" + (f"; left out: {unused}" if unused else ""))
     return "\n".join(lines)

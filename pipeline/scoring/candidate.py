@@ -7,7 +7,6 @@ it. One that failed for one model only is still one row, its stage saying which 
 is in scores/, not in candidate/) or `model:predict` (it is in candidate/, not in scores/).
 """
 
-import collections
 from typing import Optional, Sequence
 
 from pipeline.outputs import comparison
@@ -48,9 +47,8 @@ class CandidateModelHandler(KerasModelHandler):
 def merged_errors(model_errors: list, candidate_errors: list, candidate_scored: list) -> list:
     """One error row per input that failed: the model's rows (marked MODEL_ONLY where the candidate scored the
     input), then the candidate's rows for inputs the model scored (marked CANDIDATE_ONLY)."""
-    scored = collections.Counter(candidate_scored)
+    scored = set(candidate_scored)
     model_failed = {row["key"] for row in model_errors}
-    rows = [dict(row, stage=MODEL_ONLY + row["stage"]) if scored[row["key"]] else row for row in model_errors]
+    rows = [dict(row, stage=MODEL_ONLY + row["stage"]) if row["key"] in scored else row for row in model_errors]
     return rows + [dict(row, stage=CANDIDATE_ONLY + row["stage"]) for row in candidate_errors
                    if row["key"] not in model_failed]
-
