@@ -295,3 +295,25 @@ def test_the_candidate_report_renders_in_chromium(runs, tmp_path):
     blue = (pixels[..., 2] > 200) & (pixels[..., 0] < 80)  # the heat map's diagonal and the bars
     red = (pixels[..., 0] > 190) & (pixels[..., 1] < 200) & (pixels[..., 2] < 200) & (pixels[..., 1] > 120)
     assert blue.sum() > 2000 and red.sum() > 200  # agreement and flips both drawn
+
+
+def test_hostile_labels_are_counted_never_opened_or_shown(tmp_path, capsys):
+    """Keys that name files outside the run and labels that hold terminal escapes and bidirectional controls: counted
+    as what they are; nothing is read from them and the page and console show no raw control character."""
+    output = str(tmp_path / "out")
+    assert _score("--input", IMAGES, "--output", output) == 0
+    night = partition(output)
+    key = sorted(_truth())[0]
+    hostile = _write_labels(str(tmp_path / "labels\x1b[2J.csv"), [
+        ("/etc/passwd", "Bag"), ("../../../../etc/shadow", "Coat"), (key, "Bag\x1b[31m\u202egnp.exe"),
+        ("\x1b]0;owned\x07", "Sandal")])
+    capsys.readouterr()
+    assert report.main([night, "--labels", hostile]) == 0
+    printed = capsys.readouterr()
+    measured = json.loads(open(os.path.join(night, labels.FILE), encoding="utf-8").read())["models"]["model"]
+    assert measured["accuracy"]["labelled"] == 0
+    assert measured["accuracy"]["left_out"]["key_not_in_run"] == 3
+    assert measured["accuracy"]["left_out"]["label_not_a_class"] == 1
+    page = open(os.path.join(night, report.REPORT), encoding="utf-8").read()
+    assert "\x1b" not in page and "\u202e" not in page and "root:" not in page
+    assert "\x1b" not in printed.out + printed.err

@@ -164,6 +164,18 @@ def test_tfrecords_and_the_model_and_a_candidate_from_a_bucket(store, shipped_mo
         assert len(remote) == len(local) == 30
         assert sorted((r["label"], tuple(r["probabilities"])) for r in remote) == \
             sorted((r["label"], tuple(r["probabilities"])) for r in local)
+    # Labels arriving later from the bucket measure both models of the night.
+    night = partition(str(tmp_path / "out"))
+    rows = read_rows(os.path.join(night, "scores"))
+    truth = [(row["key"], row["label"] if index % 3 else "Bag") for index, row in enumerate(rows)]
+    store.put(BUCKET, "labels/night.csv", ("key,label\n" + "".join(f"{key},{label}\n" for key, label in truth))
+              .encode())
+    assert report.main([night, "--labels", _url(store, "labels/night.csv"), *store.flags]) == 0
+    with open(os.path.join(night, "_labels.json"), encoding="utf-8") as stream:
+        measured = json.load(stream)["models"]
+    correct = sum(row["label"] == label for row, (_, label) in zip(rows, truth))
+    assert (measured["model"]["accuracy"]["labelled"], measured["model"]["accuracy"]["correct"]) == (30, correct)
+    assert measured["candidate"]["accuracy"]["labelled"] == 30
 
 
 def test_an_onnx_model_with_external_data_from_a_bucket(store, test_split, tmp_path):
