@@ -6,7 +6,8 @@ DATA_DIR ?= /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 OUT ?= out/scores
 
-.PHONY: venv dataset demo report-example test test-slow test-clock test-all bench train-default evaluate clean
+.PHONY: venv dataset demo report-example test test-slow test-clock test-all test-cluster cluster-up cluster-down bench \
+	train-default evaluate clean
 
 venv: $(VENV)/.installed
 
@@ -52,7 +53,21 @@ test-clock: venv dataset
 	env $$moved faketime -f "$$( [ $$offset -ge 0 ] && echo +)$$offset" $(PY) -m pytest -q -m "clock and not slow"
 
 test-all: venv dataset
-	$(PY) -m pytest -q -m ""
+	$(PY) -m pytest -q -m "not cluster"
+
+# The scorer on a Spark and a Flink cluster on 127.0.0.1 (docs/cluster.md): Beam's job server from Maven, the engines
+# from PyPI, all cached in ~/.cache/fashion-scorer/cluster (FASHION_CLUSTER_CACHE). Needs Java 17, Maven and cc.
+test-cluster: venv dataset
+	$(PY) -m pytest -q -m cluster
+
+# A cluster to submit to by hand: `make cluster-up ENGINE=flink`; it prints its web UI and the flags to score on it.
+ENGINE ?= spark
+CLUSTER_STATE ?= .cluster
+cluster-up: venv
+	$(PY) deploy/cluster/cluster.py up $(ENGINE) --state $(CLUSTER_STATE)
+
+cluster-down:
+	$(PY) deploy/cluster/cluster.py down --state $(CLUSTER_STATE)
 
 bench: venv dataset
 	$(PY) bench/benchmark.py
@@ -70,4 +85,4 @@ evaluate: venv dataset
 	$(PY) -m model.evaluate --output-dir reports --history $(TRAIN_RUN)/state.json
 
 clean:
-	rm -rf $(VENV) runs reports out .pytest_cache
+	rm -rf $(VENV) runs reports out .pytest_cache .cluster

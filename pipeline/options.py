@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 import datetime
+import os
 
 from model.cli_types import count_or_auto, positive_int, probability, seconds, yes_no
 from model.reading import DEFAULT_MAX_FILE_BYTES
@@ -168,8 +169,17 @@ def parse(argv, today=datetime.date.today) -> tuple:
     fields = {f.name for f in dataclasses.fields(ScoreConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
     config = ScoreConfig(**{**values, "run_date": args.run_date or today().isoformat(), "inputs": tuple(args.input),
-                            "input_tfrecords": tuple(args.input_tfrecords)})
+                            "input_tfrecords": tuple(args.input_tfrecords), "model": _worker_path(args.model),
+                            "candidate_model": _worker_path(args.candidate_model)})
     return config, beam_args
+
+
+def _worker_path(path: str) -> str:
+    """A local path made absolute: the workers load the model, and a cluster's workers start in folders of their
+    own."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return os.path.abspath(path) if path and FileSystems.get_scheme(path) is None else path
 
 
 def _date(text: str) -> str:

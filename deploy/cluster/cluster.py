@@ -89,7 +89,7 @@ def up(engine_name: str, state: str, python: str = sys.executable, pool_env: dic
     try:
         start = _start_spark if engine_name == "spark" else _start_flink
         start(cluster, fetched)
-        _start_pool(cluster, fetched, python, pool_env or {})
+        _start_pool(cluster, python, pool_env or {})
         _save(cluster)
     except BaseException:
         _stop(cluster.processes, cluster.state)
@@ -97,15 +97,17 @@ def up(engine_name: str, state: str, python: str = sys.executable, pool_env: dic
     return cluster
 
 
+def load(state: str) -> Cluster:
+    """The cluster that runs from `state` (as `up` left it in cluster.json)."""
+    with open(os.path.join(state, STATE_FILE), encoding="utf-8") as stream:
+        return Cluster(**json.load(stream))
+
+
 def down(state: str) -> None:
     """Stops every process the cluster in `state` started (its process group: executors and SDK workers too)."""
-    path = os.path.join(state, STATE_FILE)
-    if not os.path.isfile(path):
-        return
-    with open(path, encoding="utf-8") as stream:
-        saved = json.load(stream)
-    _stop(saved["processes"], state)
-    os.remove(path)
+    if os.path.isfile(os.path.join(state, STATE_FILE)):
+        _stop(load(state).processes, state)
+        os.remove(os.path.join(state, STATE_FILE))
 
 
 def _start_spark(cluster: Cluster, fetched) -> None:
@@ -125,7 +127,11 @@ def _start_spark(cluster: Cluster, fetched) -> None:
     cluster.web_ui = f"http://127.0.0.1:{master_ui}"
     _wait_until(cluster, "master", lambda: _json(f"{cluster.web_ui}/json/").get("aliveworkers") == WORKERS,
                 f"{WORKERS} Spark workers registered")
-    driver = ["-Dspark.driver.host=127.0.0.1", "-Dspark.driver.bindAddress=127.0.0.1", "-Dspark.ui.enabled=false"]
+    # One SparkContext for the job server's life (Beam's reuse switch): the executors, with the job server's jars
+    # staged once, serve every job; otherwise each job starts its own and the next job, submitted while the last
+    # one's context is still stopping, fails with "Only one SparkContext should be running in this JVM".
+    driver = ["-Dspark.driver.host=127.0.0.1", "-Dspark.driver.bindAddress=127.0.0.1", "-Dspark.ui.enabled=false",
+              "-Dbeam.spark.test.reuseSparkContext=true"]
     _start_job_server(cluster, fetched, JAVA_OPENS + driver, ["--spark-master-url", master], env)
 
 
@@ -175,14 +181,12 @@ def _start_job_server(cluster: Cluster, fetched, jvm: list, engine_flags: list, 
     _wait_for_port(cluster, "job_server", cluster.job_port)
 
 
-def _start_pool(cluster: Cluster, fetched, python: str, pool_env: dict) -> None:
-    """Beam's worker pool; it starts each SDK worker as `python` from PATH, so the given Python's folder comes first,
-    and PYTHONPATH makes this checkout importable in them."""
-    env = dict(os.environ, **pool_env, LD_PRELOAD=fetched.loopback_bind)
-    env["PATH"] = os.pathsep.join([os.path.dirname(python), env.get("PATH", "")])
+def _start_pool(cluster: Cluster, python: str, pool_env: dict) -> None:
+    """The SDK worker pool (worker_pool.py): its workers run `python`, with this checkout importable."""
+    env = dict(os.environ, **pool_env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
-    _start(cluster, "pool", [python, "-m", "apache_beam.runners.worker.worker_pool_main",
-                             f"--service_port={cluster.pool_port}"], env)
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_pool.py")
+    _start(cluster, "pool", [python, script, "--port", str(cluster.pool_port)], env)
     _wait_for_port(cluster, "pool", cluster.pool_port)
 
 

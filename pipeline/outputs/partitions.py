@@ -30,6 +30,8 @@ def partition_path(output: str, run_date: str) -> str:
 
 
 def staging_path(output: str, run_date: str, run_id: str) -> str:
+    # The workers write here, and a cluster's workers start in folders of their own: a local path must be absolute.
+    output = os.path.abspath(output) if is_local(output) else output
     return FileSystems.join(output, ".staging", f"dt={run_date}.{run_id}")
 
 
