@@ -214,7 +214,7 @@ def test_the_runners_counters_hold_the_comparison(tiny_model_path, tmp_path):
     queried = result.metrics().query(MetricsFilter().with_namespace(counts.NAMESPACE))
     counters = {entry.key.metric.name: entry.committed for entry in queried["counters"]}
     assert written["candidate/compared"] == 55 and 0 < written["candidate/agreed"] < 55
-    assert {name: counters[name] for name in written} == written
+    assert {name: counters.get(name, 0) for name in written} == written  # never added to: zero
     assert sum(amount for name, amount in written.items() if name.startswith("candidate_flips/")) == 55
 
 

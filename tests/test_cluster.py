@@ -135,7 +135,8 @@ def test_tfrecords_with_a_duplicate_key_and_the_runners_counters(cluster, test_s
                            read_rows(os.path.join(local.folder, name)))
     assert on_cluster.counts == local.counts
     assert on_cluster.counts["duplicate_keys"] == 1 and on_cluster.counts["failed"] >= 1
-    assert {name: on_cluster.counters.get(name) for name in on_cluster.counts} == on_cluster.counts
+    # A counter never added to (skipped: 0) is not reported: zero.
+    assert {name: on_cluster.counters.get(name, 0) for name in on_cluster.counts} == on_cluster.counts
 
 
 @pytest.mark.parametrize("victim", ["engine worker", "SDK worker"])
@@ -151,8 +152,8 @@ def test_a_worker_killed_mid_run_leaves_every_input_once_or_nothing(cluster, vic
     def kill_when_scoring(started: float):
         deadline = time.monotonic() + CLIENT_TIMEOUT
         while time.monotonic() < deadline and not killed:
-            scoring = [pid for seconds, pid, phase in timeline.read(cluster.timeline)
-                       if phase == "model loaded" and seconds >= started]
+            marks = timeline.read(cluster.timeline) if os.path.isfile(cluster.timeline) else []
+            scoring = [pid for seconds, pid, phase in marks if phase == "model loaded" and seconds >= started]
             if scoring:
                 victim_pid = scoring[0] if victim == "SDK worker" else engine_worker_to_kill(cluster)
                 os.kill(victim_pid, signal.SIGKILL)
@@ -170,4 +171,10 @@ def test_a_worker_killed_mid_run_leaves_every_input_once_or_nothing(cluster, vic
     assert killed, f"nothing was killed: the run ended first\n{result.stdout}{result.stderr[-3000:]}"
     outcome = exactly_once_or_nothing(result, output, [os.path.join(folder, name) for name in names])
     print(f"{cluster.engine}, {victim} {killed[0]} killed: {outcome}")  # shown with -s or -rA
-    assert sdk_workers_left(cluster.processes["pool"]) == []
+    left = sdk_workers_left(cluster.processes["pool"])
+    if (cluster.engine, victim) == ("flink", "engine worker"):
+        # Flink's runner keeps the retried job's environment on the surviving TaskManager (the cancelled attempt's
+        # reference to it is never released): its SDK workers stay until that TaskManager stops (docs/cluster.md).
+        assert len(left) <= loopback_cluster.WORKERS, left
+    else:
+        assert left == []

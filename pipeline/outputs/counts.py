@@ -73,7 +73,9 @@ def counted(pair: tuple) -> tuple:
     Flink, Spark) shows the counters while the job runs; they are the very pairs the counts file sums, so they end
     equal to the manifest's counts."""
     name, amount = pair
-    Metrics.counter(NAMESPACE, name).inc(int(amount))
+    if amount:  # Spark's portable runner keeps one stage's value of a counter several fused stages add to: a
+        # zero from the listing stage replaced a TFRecord run's `matched`
+        Metrics.counter(NAMESPACE, name).inc(int(amount))
     return pair
 
 
