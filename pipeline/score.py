@@ -23,13 +23,17 @@ console.quiet_beam_logging()
 
 import apache_beam as beam  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions  # noqa: E402
+from apache_beam.options.pipeline_options import (  # noqa: E402
+    DirectOptions, PipelineOptions, PortableOptions, StandardOptions)
 
 from model.runtimes import model_files  # noqa: E402
 from pipeline import graph, options, preflight, progress, store_watch, timeline  # noqa: E402
 from pipeline.outputs import comparison, counts, housekeeping, labels, partitions, publish  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_ERROR_RATE, EXIT_BUSY = 0, 1, 2, 3, 4, 5
+# Runners that hand the Python steps to SDK workers through Beam's job API (Spark, Flink, a job server).
+PORTABLE_RUNNERS = ("PortableRunner", "SparkRunner", "FlinkRunner")
+ENVIRONMENT_CACHE_MILLIS = 60_000
 
 
 def pipeline_options(beam_args) -> PipelineOptions:
@@ -45,6 +49,11 @@ def pipeline_options(beam_args) -> PipelineOptions:
         standard.runner = "FnApiRunner"
         direct = beam_options.view_as(DirectOptions)
         direct.direct_num_workers = direct.direct_num_workers or 1
+    elif standard.runner in PORTABLE_RUNNERS and not any(
+            arg.split("=", 1)[0] == "--environment_cache_millis" for arg in beam_args):
+        # Without it Spark starts new SDK workers (Python, Beam, TensorFlow) for every stage of every job: 24 where
+        # 2 do with it (docs/cluster.md). An idle worker goes after this long.
+        beam_options.view_as(PortableOptions).environment_cache_millis = ENVIRONMENT_CACHE_MILLIS
     return beam_options
 
 

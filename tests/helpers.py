@@ -69,3 +69,13 @@ def too_long_to_list(folder: str) -> None:
             descriptor = inner
     finally:
         os.close(descriptor)
+
+
+def log_tails(folder: str, chars: int = 4000) -> str:
+    """The end of each *.log in `folder`, for a failure message: the SDK workers' tracebacks land in the worker
+    pool's."""
+    tails = []
+    for path in sorted(glob.glob(os.path.join(folder, "*.log"))):
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            tails.append(f"--- {os.path.basename(path)}\n{stream.read()[-chars:]}")
+    return "\n".join(tails)

@@ -14,10 +14,10 @@ import time
 import pytest
 
 from pipeline import timeline
-from tests import helpers, samples
+from tests import samples
 from tests.cluster_helpers import (
-    CLIENT_TIMEOUT, cluster_logs, engine_worker_to_kill, exactly_once_or_nothing, manifest, run_graph, sdk_workers_left)
-from tests.helpers import REPO_ROOT, SAMPLE_INPUTS, SHIPPED_MODEL, partition, read_rows
+    CLIENT_TIMEOUT, engine_worker_to_kill, exactly_once_or_nothing, manifest, run_graph, sdk_workers_left)
+from tests.helpers import REPO_ROOT, SAMPLE_INPUTS, SHIPPED_MODEL, log_tails, partition, read_rows
 
 CLUSTER_SCRIPT = os.path.join(REPO_ROOT, "deploy", "cluster", "cluster.py")
 sys.path.insert(0, os.path.dirname(CLUSTER_SCRIPT))
@@ -42,7 +42,7 @@ def cluster(request, tmp_path_factory):
     try:
         done = subprocess.run(command, env=dict(os.environ, **{timeline.TIMELINE_ENV: loads}), capture_output=True,
                               text=True, timeout=900)
-        assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}\n{cluster_logs(state)}"
+        assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}\n{log_tails(state)}"
         assert "web UI http://127.0.0.1:" in done.stdout, done.stdout
         started = loopback_cluster.load(state)
         started.timeline = loads
@@ -57,7 +57,7 @@ def _score(cluster, output: str, *argv, expect: int = 0) -> subprocess.Completed
                *(cluster.submit_flags() if cluster else [])]
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
-    logs = cluster_logs(cluster.state) if cluster and result.returncode != expect else ""
+    logs = log_tails(cluster.state) if cluster and result.returncode != expect else ""
     assert result.returncode == expect, f"{command}\n{result.stdout}\n{result.stderr[-6000:]}\n{logs}"
     return result
 

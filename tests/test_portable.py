@@ -1,7 +1,6 @@
 """Runs the real scoring job, with a candidate model beside its model, through Beam's portable Job API on loopback and
 checks it matches the in-memory run."""
 
-import glob
 import json
 import os
 import subprocess
@@ -9,7 +8,7 @@ import sys
 
 from pipeline import timeline
 from tests import portable_servers
-from tests.helpers import REPO_ROOT, SAMPLE_INPUTS, SHIPPED_MODEL, partition, read_rows
+from tests.helpers import REPO_ROOT, SAMPLE_INPUTS, SHIPPED_MODEL, log_tails, partition, read_rows
 
 # The broken images make the errors output non-empty, so comparing it between runners means something.
 INPUTS = [os.path.join(SAMPLE_INPUTS, "images", "fashion"), os.path.join(SAMPLE_INPUTS, "images", "broken")]
@@ -32,15 +31,6 @@ def _portable_flags(job_port: int, pool_port: int) -> list:
     # external worker pool runs the venv's python, so no --setup_file either.
     return ["--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
             f"--environment_config=127.0.0.1:{pool_port}"]
-
-
-def _server_logs(folder: str, chars: int = 4000) -> str:
-    """The end of each server's log: the SDK workers' tracebacks land in the worker pool's."""
-    tails = []
-    for path in sorted(glob.glob(os.path.join(folder, "*.log"))):
-        with open(path, encoding="utf-8", errors="replace") as stream:
-            tails.append(f"--- {os.path.basename(path)}\n{stream.read()[-chars:]}")
-    return "\n".join(tails)
 
 
 def _manifest(output: str) -> dict:
@@ -67,7 +57,7 @@ def test_portable_job_api_run_matches_in_memory_run(tmp_path, tiny_model_path):
         try:
             _score(portable, tiny_model_path, client_env, *candidate, *_portable_flags(job_port, pool_port))
         except (AssertionError, subprocess.TimeoutExpired) as failure:
-            raise AssertionError(f"{failure}\n{_server_logs(str(servers_folder))}") from failure
+            raise AssertionError(f"{failure}\n{log_tails(str(servers_folder))}") from failure
     _score(in_memory, tiny_model_path, client_env, *candidate)
 
     assert len([phase for _, _, phase in timeline.read(load_log) if phase == "model loaded"]) >= 2, \
