@@ -51,8 +51,8 @@ def pipeline_options(beam_args) -> PipelineOptions:
         direct.direct_num_workers = direct.direct_num_workers or 1
     elif standard.runner in PORTABLE_RUNNERS and not any(
             arg.split("=", 1)[0] == "--environment_cache_millis" for arg in beam_args):
-        # Without it Spark starts new SDK workers (Python, Beam, TensorFlow) for every stage of every job: 24 where
-        # 2 do with it (docs/cluster.md). An idle worker goes after this long.
+        # Without it Spark starts new SDK workers (Python, Beam, TensorFlow) for every stage of every job
+        # (docs/cluster.md has the figures). An idle worker goes after this long.
         beam_options.view_as(PortableOptions).environment_cache_millis = ENVIRONMENT_CACHE_MILLIS
     return beam_options
 
