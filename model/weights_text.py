@@ -10,7 +10,7 @@ import numpy as np
 
 from model.cli_types import help_texts
 from model.display import visible
-from model.runtimes import model_files, quiet
+from model.runtimes import model_files, quiet, registry
 
 
 def write_weights(model, path: str) -> int:
@@ -34,11 +34,11 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="weights.txt")
     args = parser.parse_args(argv)
     try:
-        if args.model.endswith(".onnx"):
+        if registry.framework_of(args.model) != "keras":
             raise model_files.ModelFileError(f"{args.model}: weights are written as text from a .keras model "
                                              "(an ONNX model's are in its file; onnx.numpy_helper reads them)")
         with quiet.quiet_tensorflow_start_up():
-            loaded = model_files.load(args.model)
+            loaded = model_files.load(args.model, runtime="keras")
     except model_files.ModelFileError as error:
         print(f"error: {visible(str(error))}", file=sys.stderr)
         return 2

@@ -42,7 +42,7 @@ def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, vers
     spec = card_spec.spec_from_card(card)
     settings = dict(share_across_processes=config.share_model, threads=config.model_threads,
                     copies=config.model_copies, require_gpu=config.require_gpu)
-    handler = KerasModelHandler(config.model, spec.num_classes, **settings)
+    handler = KerasModelHandler(config.model, spec.num_classes, **settings, runtime=config.runtime)
     scoring_candidate = None
     if candidate:
         candidate_card, candidate_version = candidate

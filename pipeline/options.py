@@ -8,6 +8,7 @@ import os
 from model.cli_types import count_or_auto, positive_int, probability, seconds, yes_no
 from model.reading import DEFAULT_MAX_FILE_BYTES
 from model.recipes import preprocessing
+from model.runtimes import registry
 from model.runtimes.model_files import DEFAULT_MODEL_PATH
 from model.vocabulary import RECORD_KEY_FILENAME, RECORD_KEY_IMAGE, RECORD_KEY_RAW_PIXELS
 
@@ -44,6 +45,7 @@ class ScoreConfig:
     progress_seconds: float = 10.0
     share_model: bool = False
     require_gpu: bool = False
+    runtime: str = None  # what serves --model; None: the first its card lists that is installed
     model_copies: int = 0
     model_threads: int = 0
     decode_threads: int = 0
@@ -111,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "inputs`), never read; by default links to files are followed wherever they point")
     parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help="a .keras or .onnx file with its .json card beside "
                         "it, on any Beam filesystem (default: the shipped model)")
+    parser.add_argument("--runtime", default=None, choices=registry.NAMES,
+                        help="serve --model on this runtime (the model's own file, or a copy its card lists; still "
+                             "checked against the card's known answers); default: the first runtime its card lists "
+                             "that is installed (a candidate always follows its own card)")
     parser.add_argument("--candidate_model", default="", metavar="MODEL",
                         help="a second carded model (.keras or .onnx) scored beside --model on the same inputs, read "
                              "and decoded once: its rows go to candidate/, and the manifest and report compare the "

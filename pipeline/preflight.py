@@ -8,7 +8,7 @@ import os
 from apache_beam.io.filesystems import FileSystems
 
 from model.cards import card_spec
-from model.runtimes import model_files, onnx_checks
+from model.runtimes import model_files, registry
 from model.training.data import file_sha256
 from pipeline import store_endpoints
 from pipeline.outputs import labels
@@ -148,8 +148,14 @@ def check_model(uri: str) -> tuple:
         raise PreflightError(f"--model {uri} is a folder; {MODEL_HINT}")
     if not FileSystems.exists(uri):
         raise PreflightError(f"model file {uri} not found; {MODEL_HINT}")
-    if uri.endswith(onnx_checks.EXTENSION):
-        return _check_onnx_model(uri)
+    try:
+        framework = registry.framework_of(uri)
+    except model_files.ModelFileError as error:  # it says which files are models
+        raise PreflightError(str(error)) from error
+    if framework == "onnx" or _lists_copies(uri):  # checked whole, from the local copy a bucket's is cached as
+        card, digest = _check_localized(uri)
+        if framework == "onnx":
+            return card, digest
     try:
         data = _read(uri)
         model_files.check_archive(io.BytesIO(data), uri)
@@ -160,12 +166,22 @@ def check_model(uri: str) -> tuple:
     return card, hashlib.sha256(data).hexdigest()
 
 
-def _check_onnx_model(uri: str) -> tuple:
+def _lists_copies(uri: str) -> bool:
+    """Whether the card beside `uri` lists copies of the model (a Keras model's ONNX copy)."""
+    try:
+        return bool(model_files.copies(uri, model_files.read_card(uri, read=_read)))
+    except model_files.ModelFileError:
+        return False  # refused below, by the checks that name what is wrong
+
+
+def _check_localized(uri: str) -> tuple:
+    """(card, sha256 of the model file) of a model checked from the local copy a bucket's is cached as: an ONNX
+    model whole (onnx_checks), and every copy its card lists by the runtime that serves it."""
     local = uri
     try:
         local = served_model.localize(uri)
         card = model_files.read_card(local)
-        model_files.check_onnx(local, card)
+        model_files.check_unloaded(local, card)
         return card, file_sha256(local)
     except model_files.ModelFileError as error:  # named as the user named it, not as the cache holds it
         raise PreflightError(f"{str(error).replace(local, uri)}; {MODEL_HINT}") from error
@@ -181,13 +197,13 @@ def _read(uri: str) -> bytes:
         raise model_files.ModelFileError(f"{what} {uri} cannot be read ({error})") from error
 
 
-def load_model_here(uri: str, threads: int, require_gpu: bool = False, flag: str = "") -> None:
+def load_model_here(uri: str, threads: int, require_gpu: bool = False, flag: str = "", runtime: str = None) -> None:
     """Loads and checks the model fully (weights against the card's content hash) in this process, for a run whose
     worker is this process: a mistake is then caught before any work, at no cost, since the worker takes this load.
     `flag` names the model's flag in a refusal (--candidate_model)."""
     said = f"{flag}: " if flag else ""
     try:
-        served_model.preload(uri, threads, require_gpu)
+        served_model.preload(uri, threads, require_gpu, runtime)
     except served_model.NoGPUError as error:
         raise PreflightError(str(error)) from error
     except model_files.ModelFileError as error:

@@ -121,7 +121,7 @@ def _checked(config: options.ScoreConfig, beam_args: list) -> tuple:
     labels_read = preflight.read_labels(config)
     config = worker_threads(config, beam_options)
     if _worker_is_this_process(beam_options):
-        preflight.load_model_here(config.model, config.model_threads, config.require_gpu)
+        preflight.load_model_here(config.model, config.model_threads, config.require_gpu, runtime=config.runtime)
         if config.candidate_model:
             preflight.load_model_here(config.candidate_model, config.model_threads, config.require_gpu,
                                       "--candidate_model")

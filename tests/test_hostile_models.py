@@ -107,10 +107,8 @@ def test_a_legacy_h5_model_is_refused_before_keras_reads_it(module, tiny_model_p
     os.remove(marker)
     shutil.copy(model_files.card_path_for(tiny_model_path), model_files.card_path_for(path))
     result = _run(module, *_cli_arguments(module, path, own_folder, tmp_path / "out"))
-    # The model CLIs refuse it by name; the scorer's preflight finds first that it is no .keras archive.
-    reason = ("is not a whole .keras archive" if module == "pipeline.score"
-              else "only .keras and .onnx model files are loaded")
-    _refused_in_one_line(result, "evil.h5", reason)
+    # Every command refuses it by name (model.runtimes.registry), before anything reads it.
+    _refused_in_one_line(result, "evil.h5", "only .keras and .onnx model files are loaded")
     assert not os.path.exists(marker)
 
 

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from model.cards.card_spec import FASHION_MNIST
 from model.runtimes import model_files
-from model.runtimes.forward import compiled_forward
+from model.cards.card_spec import FASHION_MNIST
+from model.runtimes.keras_runtime import compiled_forward
 from model.vocabulary import CLASS_NAMES
 from pipeline.outputs import counts, scores_output
 from pipeline.scoring.model_handler import KerasModelHandler, predict_isolating_failures
@@ -77,9 +77,9 @@ def test_fixed_row_calls_make_results_independent_of_batching(tiny_model_path, t
 
 
 def test_compiled_forward_gives_predict_on_batchs_probabilities_exactly(shipped_model, test_split):
-    model = model_files.load(shipped_model).model
+    model = model_files.load(shipped_model, runtime="keras").model
     pixels = test_split.images[:2 * MODEL_CALL_ROWS]
-    compiled = compiled_forward(model)
+    compiled = compiled_forward(model, FASHION_MNIST)
     for start in (0, MODEL_CALL_ROWS):
         block = pixels[start:start + MODEL_CALL_ROWS]
         np.testing.assert_array_equal(compiled(block), model.predict_on_batch(block))

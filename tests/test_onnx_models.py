@@ -54,7 +54,7 @@ def colour_model(tmp_path_factory) -> str:
     """The colour NCHW logits model, carded: crop to 32x32, [0, 1], ImageNet's mean and std, logits."""
     path = onnx_models.save(onnx_models.colour_nchw_logits(), str(tmp_path_factory.mktemp("colour") / "net.onnx"))
     _card(path, "--classes", ",".join(CLASSES), "--resize", "crop", *NORMALISED, "--outputs", "logits",
-          "--version", "3.0.0")
+          "--version", "3.0.0", "--runtime", "onnxruntime")  # test_runtimes.py covers the other runtimes
     return path
 
 
@@ -67,14 +67,16 @@ def _expected_colour(path: str, files: list) -> np.ndarray:
 
 def test_the_card_records_the_runtime_layout_and_normalisation(colour_model):
     written = json.loads(open(model_files.card_path_for(colour_model)).read())
-    assert written["card_format"] == card_spec.CARD_FORMAT == 3
-    assert written["runtime"] == "onnx" and written["layout"] == "nchw"  # read from [batch, 3, 32, 32]
+    assert written["card_format"] == card_spec.CARD_FORMAT == 4
+    assert written["runtime"] == "onnxruntime" and written["layout"] == "nchw"  # read from [batch, 3, 32, 32]
+    assert [entry["runtime"] for entry in written["runtimes"]] == ["onnxruntime"]
+    assert written["runtimes"][0]["images_per_second"] > 0 and written["runtimes"][0]["max_abs_diff"] == 0
     assert written["input_shape"] == [SIDE, SIDE, 3] and written["input_range"] == "unit"
     assert written["mean"] == list(onnx_models.IMAGENET_MEAN) and written["std"] == list(onnx_models.IMAGENET_STD)
     assert written["outputs"] == "logits" and written["onnx_opset"] == onnx_models.OPSET
     assert written["parameter_count"] == 8 * 3 * 3 * 3 + 8 + 8 * 4 + 4 and len(written["known_answers"]) == 3
     loaded = model_files.load(colour_model)
-    assert loaded.spec.runtime == "onnx" and loaded.version.startswith("3.0.0+")
+    assert loaded.runtime == loaded.spec.runtime == "onnxruntime" and loaded.version.startswith("3.0.0+")
 
 
 def test_an_onnx_model_scores_as_onnxruntime_does_in_memory_and_on_two_workers(colour_model, test_split, tmp_path):
@@ -86,7 +88,7 @@ def test_an_onnx_model_scores_as_onnxruntime_does_in_memory_and_on_two_workers(c
     assert [row["label"] for row in scored] == [CLASSES[i] for i in found.argmax(axis=1)]
     assert {row["model_version"] for row in scored} == {model_files.load(colour_model).version}
     manifest = json.loads(open(os.path.join(partition(str(tmp_path / "memory")), "manifest.json")).read())
-    assert manifest["model"]["runtime"] == "onnx" and manifest["model"]["layout"] == "nchw"
+    assert manifest["model"]["runtime"] == "onnxruntime" and manifest["model"]["layout"] == "nchw"
     assert manifest["counts"]["scored_on"] == {"CPU": 20} and list(manifest["counts"]["per_class"]) == list(CLASSES)
     assert len({row["label"] for row in scored}) > 1  # a model that tells the photos apart
 
@@ -104,7 +106,7 @@ def test_an_onnx_model_as_the_candidate_beside_a_keras_model_scores_as_onnxrunti
     np.testing.assert_allclose(np.array([row["probabilities"] for row in candidate]),
                                _expected_colour(colour_model, paths), rtol=0, atol=1e-5)
     found = json.loads(open(os.path.join(partition(both), "manifest.json")).read())["candidate"]
-    assert found["model"]["runtime"] == "onnx" and found["compared"] == 20 and found["agreement"] == 0.0
+    assert found["model"]["runtime"] == "onnxruntime" and found["compared"] == 20 and found["agreement"] == 0.0
 
 
 def test_an_onnx_model_scores_tfrecords_of_encoded_images_and_raw_pixels(colour_model, test_split, tmp_path):

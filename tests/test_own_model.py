@@ -206,13 +206,15 @@ def test_model_card_refuses_what_does_not_fit_in_one_line_exit_2(tmp_path):
 
 
 def _altered_copy(path: str, folder, change) -> str:
-    """A copy of the model with its card changed by change(card)."""
+    """A copy of the model (with the copies its card lists) with its card changed by change(card)."""
     import shutil
 
     os.makedirs(folder, exist_ok=True)
     target = os.path.join(str(folder), os.path.basename(path))
     shutil.copy(path, target)
     altered = json.loads(open(model_files.card_path_for(path)).read())
+    for name in model_files.copies(path, altered):
+        shutil.copy(os.path.join(os.path.dirname(path), name), os.path.join(str(folder), name))
     change(altered)
     model_files.write_json_atomically(model_files.card_path_for(target), altered)
     return target

@@ -15,13 +15,15 @@ from model import vocabulary
 
 # Card formats this code reads. 2 added class names of any model, [H, W, C], the input range, the output kind and a
 # preprocessing recipe with parameters; 3 the runtime (Keras or ONNX), the input's layout and a per-channel mean and
-# std.
-CARD_FORMAT = 3
+# std; 4 runtimes by their registered names (model.runtimes.registry) with the list of those that give the model's
+# answers, fastest first, flat input rows and the output that holds the scores.
+CARD_FORMAT = 4
 INPUT_RANGES = ("uint8", "unit", "symmetric")  # 0-255 as bytes (scaled inside the model), [0, 1], [-1, 1]
 OUTPUTS = ("probabilities", "logits")  # logits get a softmax
-RUNTIMES = ("keras", "onnx")  # what serves the model: a .keras file in Keras, a .onnx file in onnxruntime
-LAYOUTS = ("nhwc", "nchw")  # where the model's input has its channels: [batch, H, W, C] or [batch, C, H, W]
-MODEL_EXTENSIONS = {"keras": ".keras", "onnx": ".onnx"}
+# Where the model's input has its channels: [batch, H, W, C] (or [batch, H, W] grey), [batch, C, H, W], or flat rows
+# [batch, H*W*C] (row-major, channels last: a scikit-learn model's).
+LAYOUTS = ("nhwc", "nchw", "flat")
+RUNTIME_ALIASES = {"onnx": "onnxruntime"}  # format 3 named onnxruntime "onnx"
 # A model call's input stays within this many values (64 MiB as float32), so rows per call follow from the input
 # size: 1,024 rows at 28x28 grey or 64x64 colour, 64 rows at 224x224 colour.
 MODEL_CALL_VALUES = 1 << 24
@@ -39,10 +41,11 @@ class ModelSpec:
     preprocessing: str = "fmnist-catalogue"
     preprocessing_version: int = 2
     parameters: str = "{}"  # the recipe's parameters as sorted JSON: hashable, and the same text on every worker
-    runtime: str = "keras"
+    runtime: str = "keras"  # the runtime the card serves the model on first (model.runtimes.registry names it)
     layout: str = "nhwc"
     mean: tuple = ()  # per channel, subtracted after scaling to the input range; () for none
     std: tuple = ()  # per channel, divided by after the mean; () for none
+    output_name: str = None  # the ONNX output that holds the scores; None: the one that can
 
     @property
     def num_classes(self) -> int:
@@ -93,8 +96,14 @@ def spec_from_card(card: dict) -> ModelSpec:
                      input_range=card["input_range"], outputs=card["outputs"], preprocessing=recipe["name"],
                      preprocessing_version=recipe["version"],
                      parameters=parameters_text(recipe.get("parameters", {})),
-                     runtime=card.get("runtime", "keras"), layout=card.get("layout", "nhwc"),
-                     mean=tuple(card.get("mean") or ()), std=tuple(card.get("std") or ()))
+                     runtime=runtime_name(card.get("runtime", "keras")), layout=card.get("layout", "nhwc"),
+                     mean=tuple(card.get("mean") or ()), std=tuple(card.get("std") or ()),
+                     output_name=card.get("output_name"))
+
+
+def runtime_name(name: str) -> str:
+    """A runtime's registered name, for the name an older card gives it."""
+    return RUNTIME_ALIASES.get(name, name)
 
 
 def class_index(name_or_index: str, class_names: tuple) -> int:
@@ -142,4 +151,4 @@ def card_fields(spec: ModelSpec) -> dict:
             "outputs": spec.outputs,
             "preprocessing": {"name": spec.preprocessing, "version": spec.preprocessing_version,
                               "parameters": spec.recipe_parameters},
-            "runtime": spec.runtime, "layout": spec.layout}
+            "runtime": spec.runtime, "layout": spec.layout, "output_name": spec.output_name}

@@ -203,11 +203,57 @@ def _is_channel_values(value, positive: bool = False) -> bool:
 # What a format-3 card adds: the runtime, the layout of the model's input, and a per-channel mean and std.
 _FORMAT_3_FIELDS = {
     **_FORMAT_2_FIELDS,
-    "runtime": (lambda v: v in card_spec.RUNTIMES, f"one of {', '.join(card_spec.RUNTIMES)}"),
-    "layout": (lambda v: v in card_spec.LAYOUTS, f"one of {', '.join(card_spec.LAYOUTS)}"),
+    "runtime": (lambda v: v in ("keras", "onnx"), "keras or onnx"),
+    "layout": (lambda v: v in ("nhwc", "nchw"), "nhwc or nchw"),
     "mean": (_is_channel_values, "null or a list of 1 or 3 finite numbers, one per channel"),
     "std": (lambda v: _is_channel_values(v, positive=True), "null or a list of 1 or 3 numbers above 0, one per "
                                                              "channel"),
+}
+
+
+def _is_runtime_name(value) -> bool:
+    from model.runtimes import registry
+
+    return value in registry.NAMES
+
+
+def _is_runtime_entry(entry) -> bool:
+    """One of a format-4 card's runtimes: a registered name, and where it serves a copy of the model (another
+    file beside it), the copy's plain file name and content hash; what it measured; a precision it has."""
+    from model.runtimes import registry
+
+    if not isinstance(entry, dict) or not _is_runtime_name(entry.get("runtime")):
+        return False
+    file, digest = entry.get("file"), entry.get("sha256")
+    if (file is None) != (digest is None):
+        return False
+    if file is not None and not (_is_plain_file_name(file) and isinstance(digest, str)
+                                 and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        return False
+    return entry.get("precision", "f32") in registry.get(entry["runtime"]).precisions and all(
+        _is_number_or_none(entry.get(name)) for name in ("images_per_second", "max_abs_diff"))
+
+
+def _is_plain_file_name(name) -> bool:
+    """A file name beside the model: no folder, not hidden, nothing invisible."""
+    return isinstance(name, str) and 0 < len(name) <= 255 and "/" not in name and "\\" not in name \
+        and not name.startswith(".") and visible(name) == name
+
+
+# What a format-4 card adds: runtimes by their registered names, every runtime that gives the model's answers
+# (fastest first), flat input rows, and the output that holds the scores.
+_FORMAT_4_FIELDS = {
+    **_FORMAT_3_FIELDS,
+    "runtime": (_is_runtime_name, "a registered runtime (keras, onnxruntime, openvino)"),
+    "layout": (lambda v: v in card_spec.LAYOUTS, f"one of {', '.join(card_spec.LAYOUTS)}"),
+}
+# Any card may list its model's runtimes (the shipped model's format-1 card does).
+_RUNTIMES_FIELD = {
+    "runtimes": (lambda v: isinstance(v, list) and 1 <= len(v) <= 8 and all(map(_is_runtime_entry, v)),
+                 "a list of 1-8 runtimes, each with its name (and a copy's file and sha256)"),
+}
+_FORMAT_4_OPTIONAL = {
+    "output_name": (lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 256), "null or an output's name"),
 }
 
 
@@ -238,15 +284,16 @@ def validate_card(card: dict, card_path: str) -> None:
     if _is_whole_number(form) and form > card_spec.CARD_FORMAT:
         raise ModelFileError(f"{where} has card_format {form}, newer than this code reads "
                              f"({card_spec.CARD_FORMAT}); update the scorer")
-    required = {2: _FORMAT_2_FIELDS, 3: _FORMAT_3_FIELDS}.get(form, _REQUIRED_FIELDS)
+    required = {2: _FORMAT_2_FIELDS, 3: _FORMAT_3_FIELDS, 4: _FORMAT_4_FIELDS}.get(form, _REQUIRED_FIELDS)
     missing = set(required) - set(card)
     if missing:
         raise ModelFileError(f"{where} lacks {', '.join(sorted(missing))}")
-    for field, (fits, what) in (*required.items(), *_OPTIONAL_FIELDS.items()):
+    optional = {**_OPTIONAL_FIELDS, **_RUNTIMES_FIELD, **(_FORMAT_4_OPTIONAL if form == 4 else {})}
+    for field, (fits, what) in (*required.items(), *optional.items()):
         if field in card and not fits(card[field]):
             raise ModelFileError(f"{where}: {field} must be {what}, not {_shown(card[field])}")
-    if form in (2, 3):
-        if form == 3:
+    if form in (2, 3, 4):
+        if form >= 3:
             _check_format_3(card, where)
         try:
             recipes.check(card_spec.spec_from_card(card))
@@ -270,6 +317,8 @@ def _check_format_3(card: dict, where: str) -> None:
     if card["runtime"] == "keras" and card["layout"] != "nhwc":
         raise ModelFileError(f"{where}: a Keras model takes its input as nhwc ([batch, H, W, C]), not "
                              f"{_shown(card['layout'])}")
+    if card.get("card_format") == 4 and card.get("runtimes") and card["runtimes"][0]["runtime"] != card["runtime"]:
+        raise ModelFileError(f"{where}: runtime {_shown(card['runtime'])} is not the first of its runtimes")
 
 
 def check_normalisation(mean, std, channels: int, where: str) -> None:

@@ -1,4 +1,5 @@
-"""Folds batch normalisation into the layer before it, for serving: the same function with less work per image.
+"""Folds batch normalisation into the layer before it, for serving: the same function with less work per image (and
+drops the augmentation layers, which do nothing at inference).
 
 At inference a BatchNormalization layer is a fixed scale and shift per channel, so it can be moved into the kernel and
 bias of the Conv2D or Dense layer that feeds it. That saves two passes over the largest activations (the first
@@ -18,12 +19,13 @@ _PROBE_ROWS = 4
 
 
 def fold_batch_norms(model):
-    """Returns a copy of `model` with every foldable BatchNormalization folded away, or `model` itself when there is
-    none or the copy does not compute the same probabilities."""
+    """Returns a copy of `model` with every foldable BatchNormalization folded away and every augmentation layer
+    dropped, or `model` itself when there is none or the copy does not compute the same probabilities."""
     import keras
 
     pairs = _foldable_pairs(model, keras)
-    if not pairs:
+    training_only = {layer.name for layer in model.layers if _training_only(layer, keras)}
+    if not pairs and not training_only:
         return model
     folded_away = {norm.name: producer for producer, norm in pairs}
     producers = {producer.name: norm for producer, norm in pairs}
@@ -35,7 +37,7 @@ def fold_batch_norms(model):
             return inputs
 
     def clone(layer):
-        if layer.name in folded_away:
+        if layer.name in folded_away or layer.name in training_only:
             return FoldedAway(name=layer.name)
         if layer.name in producers:
             return type(layer).from_config({**layer.get_config(), "use_bias": True})
@@ -51,6 +53,16 @@ def fold_batch_norms(model):
         elif original.name not in folded_away:
             target.set_weights(original.get_weights())
     return folded if _same_function(model, folded) else model
+
+
+def _training_only(layer, keras) -> bool:
+    """Whether `layer` does nothing at inference: one of Keras's random image augmentation layers, or a Sequential of
+    only those (model.training.architectures' augmentation). Left in, such a layer is exported to ONNX with its random
+    operators, which no ONNX runtime has (tf2onnx traces both of its branches)."""
+    if isinstance(layer, keras.Sequential):
+        return bool(layer.layers) and all(_training_only(inner, keras) for inner in layer.layers)
+    return type(layer).__name__.startswith("Random") and type(layer).__module__.startswith(
+        "keras.src.layers.preprocessing")
 
 
 def _foldable_pairs(model, keras) -> list:

@@ -1,7 +1,6 @@
-"""Defines the model's forward pass as the scorer calls it, for either runtime (fixed-row blocks of uint8 pixels,
-scaled, normalised and turned into probabilities as the card says: one compiled TensorFlow graph for a Keras model,
-one onnxruntime session for an ONNX model), where it runs, and what it costs, so a model card can say what a model
-costs per image beside what it is worth."""
+"""Defines the model's forward pass as the scorer calls it, whichever runtime serves it (registry: fixed-row blocks of
+uint8 pixels, scaled, normalised and turned into probabilities as the card says), where it runs, and what it costs,
+so a model card can say what a model costs per image beside what it is worth."""
 
 import statistics
 import time
@@ -9,8 +8,7 @@ import time
 import numpy as np
 
 from model.cards.card_spec import FASHION_MNIST, ModelSpec
-from model.runtimes import onnx_model  # imports onnxruntime only when a session is made
-from model.runtimes.folding import fold_batch_norms
+from model.runtimes import registry
 
 # Every model call gets exactly a model's spec.model_call_rows rows (the last block padded), so a record's
 # probabilities never depend on how the runner happened to batch it with others: oneDNN may pick other kernels for
@@ -18,57 +16,15 @@ from model.runtimes.folding import fold_batch_norms
 # against 9,300 img/s) and no slower on two; bigger inputs get fewer rows (card_spec.MODEL_CALL_VALUES).
 
 
-def compiled_forward(model, spec: ModelSpec = FASHION_MNIST):
-    """The model's forward pass as one TensorFlow graph over blocks of spec.model_call_rows uint8 rows -> numpy
-    probabilities: the pixels scaled to the card's input range and, for a model that gives logits, a softmax after.
-
-    The same values as model.predict_on_batch (on the scaled input), to the bit, ~10% faster on 1,024 rows here:
-    Keras wraps every predict_on_batch call in its data handling, a few milliseconds of Python a call. (The scorer
-    hands it the model with batch normalisation folded in, see model.runtimes.folding.)
-    """
-    import tensorflow as tf
-
-    rows = spec.model_call_rows
-    model_shape = (rows,) + tuple(model.input_shape[1:])
-    model_dtype = model.inputs[0].dtype
-
-    def call(pixels):  # (rows, H, W[, C]) uint8 -> (rows, N) float32
-        inputs = tf.reshape(pixels, model_shape)  # [H, W] and [H, W, 1] alike for a grey model
-        if spec.input_range == "unit":
-            inputs = tf.cast(inputs, tf.float32) / 255.0
-        elif spec.input_range == "symmetric":
-            inputs = tf.cast(inputs, tf.float32) / 127.5 - 1.0
-        if spec.mean:
-            inputs = (tf.cast(inputs, tf.float32) - tf.constant(spec.mean, tf.float32)) / tf.constant(spec.std,
-                                                                                                    tf.float32)
-        if inputs.dtype != model_dtype:
-            inputs = tf.cast(inputs, model_dtype)
-        outputs = tf.cast(model(inputs, training=False), tf.float32)
-        return tf.nn.softmax(outputs, axis=-1) if spec.outputs == "logits" else outputs
-
-    # autograph=False: a plain model call has no Python control flow to convert, and converting it writes an
-    # __autograph_generated_file*.py into the temporary folder that only TensorFlow's exit handler removes, which a
-    # worker that leaves quickly (pipeline.scoring.worker_process, pipeline.score.main) never runs.
-    forward = tf.function(call, autograph=False,
-                          input_signature=[tf.TensorSpec((rows,) + spec.pixel_shape, tf.uint8)])
-    return lambda block: forward(block).numpy()
-
-
 def served_forward(model, spec: ModelSpec = FASHION_MNIST):
-    """The forward pass exactly as the scorer serves it, one fixed block of uint8 pixels -> numpy probabilities: for
-    a Keras model, batch normalisation folded, then compiled; for an ONNX model (onnx_model.OnnxModel), its session."""
-    if isinstance(model, onnx_model.OnnxModel):
-        return onnx_model.forward(model, spec)
-    return compiled_forward(fold_batch_norms(model), spec)
+    """The forward pass exactly as the scorer serves it, one fixed block of uint8 pixels -> numpy probabilities, by
+    the runtime that loaded `model` (for a Keras model: batch normalisation folded, then one compiled graph)."""
+    return registry.runtime_of(model).forward(model, spec)
 
 
 def device(model) -> str:
     """Where `model` scores in this process: 'CPU', or the GPU ('GPU:0 NAME')."""
-    if isinstance(model, onnx_model.OnnxModel):
-        return model.device()
-    from model.runtimes import devices
-
-    return devices.scoring_device()
+    return registry.runtime_of(model).device(model)
 
 
 def served_predict(model, spec: ModelSpec = FASHION_MNIST):

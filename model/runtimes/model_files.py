@@ -1,5 +1,6 @@
-"""Loads a model file with its model card (`.json`) beside it, whichever runtime serves it (a `.keras` file in Keras's
-safe mode, a `.onnx` file after onnx_checks), and checks they agree; saves a trained Keras model with its card."""
+"""Loads a model file with its model card (`.json`) beside it on the runtime the card and this install choose
+(registry: a `.keras` file in Keras's safe mode, a `.onnx` file after onnx_checks, or a copy the card lists), and
+checks they agree; saves a trained Keras model with its card."""
 
 import hashlib
 import io
@@ -11,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.cards import card_spec
-from model.cards.model_checks import (MAX_CARD_BYTES, MAX_MODEL_BYTES, ModelFileError, accepted_inputs, check_archive,
+from model.cards.model_checks import (MAX_CARD_BYTES, MAX_MODEL_BYTES, ModelFileError, check_archive,
                                       check_input, parse_card, read_model_file_bytes)
 from model.display import shortened, visible
-from model.runtimes import forward, onnx_checks, onnx_model
+from model.runtimes import forward, onnx_checks, registry
 from model.vocabulary import CLASS_NAMES, IMAGE_SHAPE, PREPROCESSING_VERSION
 
 CARD_FORMAT = 1
@@ -24,11 +25,13 @@ DEFAULT_MODEL_PATH = os.path.join(ARTIFACTS_DIR, "fashion_cnn.keras")
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model with its card: `model` is a Keras model or an onnx_model.OnnxModel (model.runtimes.forward serves
-    either); `version` names this exact model (card version + content hash)."""
+    """A model with its card: `model` is what its runtime loaded (model.runtimes.forward serves any); `runtime` names
+    that runtime (registry); `version` names this exact model (card version + content hash)."""
 
     model: object
     card: dict
+    runtime: str = "keras"
+    precision: str = "f32"
 
     @property
     def version(self) -> str:
@@ -88,71 +91,118 @@ def save(model, path: str, card_fields: dict, spec: card_spec.ModelSpec = card_s
     return card
 
 
-def load(path: str, compile: bool = False, threads: int = 0) -> LoadedModel:
-    """Loads a model (see load_keras_file; a .onnx file, see load_onnx) and checks that its card describes it; raises
-    ModelFileError if not. The file and its card are both checked before Keras or onnxruntime is imported."""
-    if str(path).endswith(onnx_checks.EXTENSION):
-        return load_onnx(path, threads)
-    data = read_model_file(path)
+def load(path: str, threads: int = 0, runtime: str = None) -> LoadedModel:
+    """Loads a model for serving and checks that its card describes it; raises ModelFileError if not. The runtime is
+    `runtime` where given (a copy of the model the card lists, or the model's own file), else the first of the
+    card's runtimes that is installed, down to the model's own framework (keras for a .keras file, onnxruntime for a
+    .onnx file). The file and its card are both checked before the runtime sees them."""
+    framework = registry.framework_of(path)
     card = read_card(path)
-    check_input(io.BytesIO(data), path, card_spec.spec_from_card(card))
-    model = _keras_model(data, path, compile)
-    check_agrees(model, card, path)
-    return LoadedModel(model, card)
-
-
-def load_onnx(path: str, threads: int = 0) -> LoadedModel:
-    """Checks a .onnx file (onnx_checks) and its card against each other, then makes its onnxruntime session with
-    `threads` threads (0: onnxruntime's default), so a model onnxruntime cannot run is refused here too."""
-    card = read_card(path)
-    checked = check_onnx(path, card)
-    model = onnx_model.OnnxModel(checked, path, threads)
-    model.session  # noqa: B018 - made now: onnxruntime's refusal is a ModelFileError at load, not at the first input
-    return LoadedModel(model, card)
-
-
-def check_onnx(path: str, card: dict) -> onnx_checks.CheckedOnnx:
-    """The checked ONNX model at `path` (onnx_checks.check_file), refused unless `card` describes it."""
     spec = card_spec.spec_from_card(card)
-    if spec.runtime != "onnx":
-        raise ModelFileError(f"{visible(path)}: its card describes a {spec.runtime} model, not an ONNX one; card it "
-                             "with `python -m model.card`")
-    checked = onnx_checks.check_file(path)
-    problems = []
-    try:
-        geometry, _ = onnx_checks.image_geometry(checked, spec.layout)
-        if geometry != spec.input_shape:
-            problems.append(f"input {list(geometry)} (H, W, C), the card says {list(spec.input_shape)}")
-    except ValueError as error:
-        problems.append(str(error))
-    problems += onnx_checks.mismatches(checked, spec)
-    if not problems and checked.content_sha256 != card["content_sha256"]:
-        problems.append("the model does not match the card's content_sha256 (the card belongs to another model)")
+    serving = choose_runtime(path, card, framework, runtime)
+    if serving.path != path and not os.path.lexists(serving.path):
+        raise ModelFileError(f"{visible(path)}: its card serves it on {serving.runtime.name} from "
+                             f"{visible(os.path.basename(serving.path))}, which is not beside it; copy that file with "
+                             f"the model, or pass --runtime {registry.own_runtime(framework).name}")
+    checked = serving.runtime.check(serving.path, spec)
+    model = serving.runtime.load(checked, serving.path, threads, serving.precision)
+    problems = serving.runtime.agrees(model, spec) if hasattr(serving.runtime, "agrees") else []
+    if not problems and serving.runtime.content_sha256(model) != serving.sha256:
+        problems.append(("the weights do not" if framework == "keras" else "the model does not") + " match the "
+                        "card's content_sha256 (the card belongs to another model)" if serving.path == path else "the copy does not match the sha256 its card lists (re-card "
+                        "the model with `python -m model.card`)")
     if problems:
-        raise ModelFileError(f"{visible(path)}: " + "; ".join(problems))
-    return checked
+        raise ModelFileError(f"{visible(serving.path)}: " + "; ".join(problems))
+    return LoadedModel(model, card, serving.runtime.name, serving.precision)
+
+
+@dataclass(frozen=True)
+class Serving:
+    """Which runtime serves a model, from which file (the model's own, or a copy its card lists), of which content
+    hash, at which precision."""
+
+    runtime: registry.Runtime
+    path: str
+    sha256: str
+    precision: str = "f32"
+
+
+def choose_runtime(path: str, card: dict, framework: str, wanted: str = None) -> Serving:
+    """The runtime a model is served on (see load); raises ModelFileError where `wanted` cannot serve it or the
+    card's own runtime is not of the model file's framework."""
+    spec = card_spec.spec_from_card(card)
+    listed = card.get("runtimes") or [{"runtime": spec.runtime}]
+    own = [entry for entry in listed if "file" not in entry]
+    own_name = card_spec.runtime_name(own[0]["runtime"]) if own else registry.own_runtime(framework).name
+    if registry.get(own_name).framework != framework:
+        raise ModelFileError(f"{visible(path)}: its card describes a {registry.get(own_name).framework} model, not "
+                             f"a {framework} one; card it with `python -m model.card`")
+    folder = os.path.dirname(path)
+
+    def serving(entry) -> Serving:
+        name = card_spec.runtime_name(entry["runtime"])
+        if "file" not in entry:
+            return Serving(registry.get(name), path, card["content_sha256"], entry.get("precision", "f32"))
+        return Serving(registry.get(name), os.path.join(folder, entry["file"]), entry["sha256"],
+                       entry.get("precision", "f32"))
+
+    if wanted is not None:
+        runtime = registry.get(wanted)
+        entries = [entry for entry in listed if card_spec.runtime_name(entry["runtime"]) == runtime.name]
+        if entries:
+            return serving(entries[0])
+        if runtime.framework == framework:
+            return serving({"runtime": runtime.name})
+        raise ModelFileError(f"--runtime {runtime.name}: {visible(path)} is a {framework} model and its card lists "
+                             f"no {runtime.framework} copy; card it with `python -m model.card MODEL --runtime "
+                             f"{runtime.name}`")
+    for entry in listed:
+        if registry.get(entry["runtime"]).installed():
+            return serving(entry)
+    return serving({"runtime": registry.own_runtime(framework).name})
+
+
+def check_unloaded(path: str, card: dict) -> None:
+    """Checks a model file and every copy its card lists that this install can serve, as far as can be done without
+    loading a model: each ONNX file whole (onnx_checks) against the card, with its content hash; raises
+    ModelFileError. (A copy no installed runtime serves is not read: the model's own runtime serves the model.)"""
+    framework = registry.framework_of(path)
+    choose_runtime(path, card, framework)  # the card's own runtime is the file's framework
+    spec = card_spec.spec_from_card(card)
+    listed = [(path, card["content_sha256"])] + [(os.path.join(os.path.dirname(path), entry["file"]), entry["sha256"])
+                                                 for entry in card.get("runtimes") or ()
+                                                 if "file" in entry and registry.get(entry["runtime"]).installed()]
+    for file, digest in listed:
+        if registry.framework_of(file) == "onnx":
+            if onnx_checks.check_against(file, spec).content_sha256 != digest:
+                raise ModelFileError(f"{visible(file)}: it does not match the content hash its card gives (the card "
+                                     "belongs to another model, or the copy to another card)")
+
+
+def copies(path: str, card: dict) -> list:
+    """The files beside the model that its card lists (a Keras model's ONNX copy), by name."""
+    return [entry["file"] for entry in card.get("runtimes") or () if "file" in entry]
 
 
 def load_keras_file(path: str, compile: bool = False):
     """The one way a file becomes a Keras model here (a training checkpoint too): read_model_file's checks, then Keras
     loads those very bytes in safe mode, so a file swapped after the checks is never the one loaded."""
-    return _keras_model(read_model_file(path), path, compile)
+    return keras_model(read_model_file(path), path, compile)
 
 
 def read_model_file(path: str) -> bytes:
     """The bytes of a .keras file, refused before anything parses them unless its name ends in .keras (Keras would
     load a legacy .h5 file or a SavedModel folder by other, less guarded code) and it is a regular file of at most
     MAX_MODEL_BYTES; then checked as an archive (check_archive). Raises ModelFileError."""
-    if not str(path).endswith(".keras"):
-        raise ModelFileError(f"{visible(str(path))}: only .keras and .onnx model files are loaded (not legacy .h5 "
-                             "files or SavedModel folders); pass a .keras file that `python -m model.train` wrote, "
-                             "or a .onnx file with its card")
+    if registry.framework_of(path) != "keras":
+        raise ModelFileError(f"{visible(str(path))}: not a Keras model file (.keras)")
     data = _read_local(path, MAX_MODEL_BYTES, "model file", "pass --model with the path of a trained .keras file")
     check_archive(io.BytesIO(data), path)
     return data
 
 
-def _keras_model(data: bytes, path: str, compile: bool):
+def keras_model(data: bytes, path: str, compile: bool = False):
+    """A Keras model from the bytes of a checked .keras file (read_model_file), loaded in Keras's safe mode."""
     import_keras()
     from keras.src.saving import saving_lib  # keras.saving.load_model takes only a path; this takes the bytes
 
@@ -183,7 +233,7 @@ def import_keras():
 def read_card(path: str, read=None) -> dict:
     """Reads and checks the card beside a model file. `read(path) -> bytes` fetches a file (default: from local disk;
     the scorer passes one for any Beam filesystem) and raises ModelFileError saying what is missing."""
-    if read is None and not os.path.isfile(path):
+    if read is None and not os.path.lexists(path):  # anything there is refused by its runtime's checks, by name
         raise ModelFileError(f"model file {visible(path)} not found; pass --model with the path of a trained "
                              ".keras file")
     card_path = card_path_for(path)
@@ -200,39 +250,12 @@ def _read_local(path: str, limit: int, what: str, when_missing: str) -> bytes:
 
 def output_width(model):
     """How many values the model gives per image (None unless one output of [batch, N])."""
-    if isinstance(model, onnx_model.OnnxModel):
-        return model.checked.output_width
-    shape = tuple(model.outputs[0].shape[1:]) if len(model.outputs) == 1 else ()
-    return shape[0] if len(shape) == 1 else None
+    return registry.runtime_of(model).output_width(model)
 
 
 def described(model) -> dict:
     """What a card records of the model itself: its content hash, size, and the runtime it was carded with."""
-    if isinstance(model, onnx_model.OnnxModel):
-        return {"content_sha256": model.checked.content_sha256, "parameter_count": model.checked.parameter_count,
-                "onnxruntime_version": onnx_model.runtime_version(), "onnx_opset": model.checked.opset,
-                "onnx_input_type": model.checked.input_type}
-    import keras
-    import tensorflow as tf
-
-    return {"content_sha256": content_sha256(model), "parameter_count": int(model.count_params()),
-            "tensorflow_version": tf.__version__, "keras_version": keras.__version__}
-
-
-def check_agrees(model, card: dict, path: str) -> None:
-    """Raises ModelFileError when the model and its card disagree: its input, its outputs, its weights."""
-    spec = card_spec.spec_from_card(card)
-    problems = []
-    if spec.runtime != "keras":
-        problems.append(f"its card describes a {spec.runtime} model")
-    elif len(model.inputs) != 1 or tuple(model.input_shape[1:]) not in accepted_inputs(spec):
-        problems.append(f"input shape {model.input_shape[1:]}, the card says {list(spec.input_shape)}")
-    if len(model.outputs) != 1 or tuple(model.output_shape[1:]) != (spec.num_classes,):
-        problems.append(f"output shape {model.output_shape[1:]}, the card names {spec.num_classes} classes")
-    if not problems and content_sha256(model) != card["content_sha256"]:
-        problems.append("the weights do not match the card's content_sha256 (the card belongs to another model)")
-    if problems:
-        raise ModelFileError(f"{path}: " + "; ".join(problems))
+    return registry.runtime_of(model).describe(model)
 
 
 def write_json_atomically(path: str, payload: dict) -> None:

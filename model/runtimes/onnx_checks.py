@@ -1,8 +1,8 @@
 """Checks an ONNX model file before onnxruntime sees any of it: a regular file within the size cap that parses as ONNX,
 its external data only from files inside the model's own folder and within the cap, only the standard operator
-domains, an opset this code and onnxruntime run, one image input of rank 4 and one [batch, classes] output; then
-the ONNX checker on the whole model. What passes is handed to onnxruntime as bytes with every external tensor
-inlined, so onnxruntime itself never opens a file the model names.
+domains, an opset this code and onnxruntime run, one image input (rank 4, a grey [batch, H, W], or flat rows) and
+an output of [batch, classes] (or a ZipMap's maps); then the ONNX checker on the whole model. What passes is handed
+to a runtime as bytes with every external tensor inlined, so the runtime itself never opens a file the model names.
 """
 
 import hashlib
@@ -21,7 +21,7 @@ STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 # TensorProto element types the image input may have, and what numpy calls them.
 INPUT_TYPES = {1: "float32", 10: "float16", 2: "uint8"}
 OUTPUT_TYPES = {1: "float32", 10: "float16", 11: "float64"}
-LAYOUTS = ("nhwc", "nchw")
+LAYOUTS = ("nhwc", "nchw")  # of a rank-4 input; a rank-2 input is "flat"
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class CheckedOnnx:
     output_width: int
     opset: int
     parameter_count: int  # values in the model's initializers
+    zipmap_keys: tuple = ()  # for an output that is a sequence of maps (skl2onnx's ZipMap): its keys, in class order
 
 
 def import_onnx(path: str, package: str = "onnx"):
@@ -51,8 +52,9 @@ def import_onnx(path: str, package: str = "onnx"):
                              f"{INSTALL_HINT}") from None
 
 
-def check_file(path: str, max_bytes: int = MAX_MODEL_BYTES) -> CheckedOnnx:
-    """Reads and checks `path` (see the module); raises ModelFileError saying what is wrong."""
+def check_file(path: str, output_name: str = None, max_bytes: int = MAX_MODEL_BYTES) -> CheckedOnnx:
+    """Reads and checks `path` (see the module), its scores read from `output_name` (None: the one output that can
+    hold them); raises ModelFileError saying what is wrong."""
     if not str(path).endswith(EXTENSION):
         raise ModelFileError(f"{visible(str(path))}: an ONNX model's file name must end in {EXTENSION}")
     data = _read(path, max_bytes, "model file", None)
@@ -72,11 +74,37 @@ def check_file(path: str, max_bytes: int = MAX_MODEL_BYTES) -> CheckedOnnx:
     except Exception as error:  # onnx.checker.ValidationError, or anything its C++ side raises
         raise ModelFileError(f"{visible(path)}: the ONNX checker refuses it "
                              f"({shortened((str(error).strip().splitlines() or [''])[0], 300)})") from None
-    inputs, outputs = _image_input(model, path), _scores_output(model, path)
+    inputs, outputs = _image_input(model, path), _scores_output(model, path, output_name)
     parameters = sum(_count(tensor.dims) for graph in _graphs(model) for tensor in graph.initializer)
     return CheckedOnnx(data=model.SerializeToString(), content_sha256=digest.hexdigest(), input_name=inputs[0],
                        input_dims=inputs[1], input_type=inputs[2], output_name=outputs[0], output_width=outputs[1],
-                       opset=opset, parameter_count=parameters)
+                       opset=opset, parameter_count=parameters, zipmap_keys=outputs[2])
+
+
+def check_against(path: str, spec) -> CheckedOnnx:
+    """The checked model at `path` (check_file), refused unless it takes the input `spec` (a card_spec.ModelSpec)
+    describes and gives its classes (mismatches)."""
+    checked = check_file(path, spec.output_name)
+    problems = []
+    try:
+        geometry, _ = image_geometry(checked, spec.layout, spec.input_shape)
+        if geometry != spec.input_shape:
+            problems.append(f"input {list(geometry)} (H, W, C), the card says {list(spec.input_shape)}")
+    except ValueError as error:
+        problems.append(str(error))
+    problems += mismatches(checked, spec)
+    if problems:
+        raise ModelFileError(f"{visible(path)}: " + "; ".join(problems))
+    return checked
+
+
+def output_array(outputs, checked: CheckedOnnx):
+    """What a runtime gave for the scores output, as a [batch, N] array: a ZipMap's maps read in class order."""
+    import numpy as np
+
+    if not checked.zipmap_keys:
+        return outputs
+    return np.array([[row[key] for key in checked.zipmap_keys] for row in outputs], dtype=np.float32)
 
 
 def mismatches(checked: CheckedOnnx, spec) -> list:
@@ -85,9 +113,12 @@ def mismatches(checked: CheckedOnnx, spec) -> list:
     problems = []
     batch = checked.input_dims[0]
     if batch is not None and batch != spec.model_call_rows:
-        problems.append(f"its input takes batches of exactly {batch}, and the scorer calls it with "
-                        f"{spec.model_call_rows} rows: export it with a free batch dimension (torch.onnx.export(..., "
-                        "dynamic_axes={'input': {0: 'batch'}}))")
+        name = checked.input_name
+        problems.append(f"its input {shortened(repr(name), 60)} takes batches of exactly {batch}, and the scorer "
+                        f"calls it with {spec.model_call_rows} rows: export it with a free batch dimension (PyTorch: "
+                        "torch.onnx.export(model, (example,), path, dynamo=True, dynamic_shapes=({0: "
+                        "torch.export.Dim('batch')},)); skl2onnx: initial_types=[(" + repr(name) +
+                        ", FloatTensorType([None, width]))])")
     if checked.output_width != spec.num_classes:
         problems.append(f"it gives {checked.output_width} values per image, and the card names {spec.num_classes} "
                         "classes")
@@ -258,33 +289,76 @@ def _dims(value) -> list:
 
 
 def _image_input(model, path: str) -> tuple:
-    """(name, dims, type) of the model's one image input, refused unless rank 4 and float32, float16 or uint8."""
+    """(name, dims, type) of the model's one image input, refused unless of rank 2 (flat rows), 3 ([batch, H, W],
+    grey) or 4, and float32, float16 or uint8."""
     given = {tensor.name for tensor in model.graph.initializer}
     inputs = [value for value in model.graph.input if value.name not in given]  # IR < 4 lists initializers too
     if len(inputs) != 1:
-        raise ModelFileError(f"{visible(path)}: the model has {len(inputs)} inputs; the scorer feeds one image batch "
-                             "([batch, C, H, W] or [batch, H, W, C])")
+        names = ", ".join(shortened(repr(value.name), 40) for value in inputs[:4])
+        raise ModelFileError(f"{visible(path)}: the model has {len(inputs)} inputs ({names}); the scorer feeds one "
+                             "image batch ([batch, C, H, W], [batch, H, W, C], or flat rows [batch, H*W*C]): export "
+                             "the model with one input")
     value = inputs[0]
     dims, kind = _dims(value), INPUT_TYPES.get(value.type.tensor_type.elem_type)
-    if kind is None or dims is None or len(dims) != 4:
+    if kind is None or dims is None or len(dims) not in (2, 3, 4):
         raise ModelFileError(f"{visible(path)}: the model's input {shortened(repr(value.name), 60)} is "
-                             f"{_described(value)}; the scorer feeds one image batch of rank 4 "
-                             f"({', '.join(INPUT_TYPES.values())})")
+                             f"{_described(value)}; the scorer feeds one image batch ([batch, C, H, W], "
+                             f"[batch, H, W, C], or flat rows [batch, H*W*C]) of {', '.join(INPUT_TYPES.values())}: "
+                             "export the model with such an input")
     return value.name, tuple(dims), kind
 
 
-def _scores_output(model, path: str) -> tuple:
-    """(name, width) of the model's one output, refused unless [batch, N] with N fixed."""
+def _scores_output(model, path: str, output_name: str = None) -> tuple:
+    """(name, width, ZipMap keys) of the output that holds the scores: `output_name`, or else the one output that is
+    [batch, N] floats with N fixed, or else a ZipMap's sequence of maps (skl2onnx's default). Refused with what to do
+    where none fits or several do."""
     outputs = list(model.graph.output)
-    if len(outputs) != 1:
-        raise ModelFileError(f"{visible(path)}: the model has {len(outputs)} outputs; the scorer reads one, "
-                             "[batch, classes]")
-    value = outputs[0]
+    named = ", ".join(shortened(repr(value.name), 40) for value in outputs[:6])
+    if output_name is not None:
+        chosen = [value for value in outputs if value.name == output_name]
+        if not chosen:
+            raise ModelFileError(f"{visible(path)}: the model has no output {shortened(repr(output_name), 60)}; its "
+                                 f"outputs are {named}")
+        candidates = chosen
+    else:
+        candidates = [value for value in outputs if _scores_width(value)] or \
+            [value for value in outputs if _zipmap_keys(model, value.name)]
+    if len(candidates) > 1:
+        raise ModelFileError(f"{visible(path)}: the model's outputs {named} could each be the scores; name the one "
+                             "that gives one value per class with --output-name")
+    if not candidates:
+        shown = "; ".join(f"{shortened(repr(value.name), 40)} is {_described(value)}" for value in outputs[:6])
+        raise ModelFileError(f"{visible(path)}: no output of the model is [batch, classes] floats, one value per "
+                             f"class ({shown}); export it with such an output (skl2onnx: options={{id(model): "
+                             "{'zipmap': False}}; PyTorch: return the logits or probabilities tensor)")
+    value = candidates[0]
+    width = _scores_width(value)
+    if width:
+        return value.name, width, ()
+    keys = _zipmap_keys(model, value.name)
+    if keys is None:
+        raise ModelFileError(f"{visible(path)}: the model's output {shortened(repr(value.name), 60)} is "
+                             f"{_described(value)}; the scorer reads [batch, classes] of floats, one value per class")
+    return value.name, len(keys), keys
+
+
+def _scores_width(value) -> int:
+    """N for an output of [batch, N] floats with N fixed, else 0."""
     dims = _dims(value)
-    if value.type.tensor_type.elem_type not in OUTPUT_TYPES or dims is None or len(dims) != 2 or not dims[1]:
-        raise ModelFileError(f"{visible(path)}: the model's output is {_described(value)}; the scorer reads "
-                             "[batch, classes] of floats, one value per class")
-    return value.name, dims[1]
+    fits = value.type.HasField("tensor_type") and value.type.tensor_type.elem_type in OUTPUT_TYPES
+    return dims[1] if fits and dims is not None and len(dims) == 2 and dims[1] else 0
+
+
+def _zipmap_keys(model, name: str):
+    """The class keys, in order, of the ZipMap node (ONNX-ML) that makes output `name`, or None."""
+    for node in model.graph.node:
+        if node.op_type == "ZipMap" and node.domain == "ai.onnx.ml" and name in node.output:
+            for attribute in node.attribute:
+                if attribute.name == "classlabels_int64s" and attribute.ints:
+                    return tuple(int(key) for key in attribute.ints)
+                if attribute.name == "classlabels_strings" and attribute.strings:
+                    return tuple(key.decode("utf-8", "replace") for key in attribute.strings)
+    return None
 
 
 def _described(value) -> str:
@@ -297,13 +371,31 @@ def _described(value) -> str:
     return f"{shown} of {kind.lower()}"
 
 
-def image_geometry(checked: CheckedOnnx, layout: str = None) -> tuple:
+def image_geometry(checked: CheckedOnnx, layout: str = None, input_shape: tuple = None) -> tuple:
     """((H, W, C), layout) of the model's input: read from its shape where that is unambiguous ([batch, C, H, W] or
-    [batch, H, W, C] with C 1 or 3), else decided by `layout`; raises ValueError saying which to pass."""
+    [batch, H, W, C] with C 1 or 3; [batch, H, W] grey), else decided by `layout`; flat rows [batch, N] take their
+    (H, W, C) from `input_shape` (layout "flat"). Raises ValueError saying what to pass."""
+    shape = "[" + ", ".join("?" if d is None else str(d) for d in checked.input_dims) + "]"
+    if len(checked.input_dims) == 2:
+        width = checked.input_dims[1]
+        if layout not in (None, "flat") or input_shape is None:
+            raise ValueError(f"the model's input {shape} takes flat rows: pass --layout flat and --input-shape HxWxC "
+                             "(H*W*C values a row, row-major, channels last; e.g. 8x8x1 for scikit-learn's digits)")
+        height, image_width, channels = input_shape
+        if height * image_width * channels != width:
+            raise ValueError(f"the model's input {shape} takes rows of {width} values, and --input-shape "
+                             f"{height}x{image_width}x{channels} makes {height * image_width * channels}")
+        return tuple(input_shape), "flat"
+    if layout == "flat":
+        raise ValueError(f"the model's input {shape} is not flat rows [batch, N]; leave out --layout flat")
+    if len(checked.input_dims) == 3:
+        _, height, width = checked.input_dims
+        if not height or not width or layout == "nchw":
+            raise ValueError(f"the model's input {shape} is not a grey image batch [batch, H, W] with fixed H and W")
+        return (height, width, 1), "nhwc"
     _, first, second, last = checked.input_dims
     fits = {"nchw": first in (1, 3) and bool(second) and bool(last),
             "nhwc": last in (1, 3) and bool(first) and bool(second)}
-    shape = "[" + ", ".join("?" if d is None else str(d) for d in checked.input_dims) + "]"
     if layout is None:
         matching = [name for name in LAYOUTS if fits[name]]
         if len(matching) != 1:

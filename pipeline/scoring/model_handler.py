@@ -1,4 +1,5 @@
-"""Defines the RunInference model handler: loads the model (.keras or .onnx) once per worker, scores whole blocks.
+"""Defines the RunInference model handler: loads the model once per worker (on the runtime its card and the worker's
+install choose, model.runtimes), scores whole blocks.
 
 Beam's stock TFModelHandlerNumpy needs tensorflow_hub, cannot load a Keras 3 model, returns one tensor per record and
 fails a whole batch for one bad record; this handler does none of that.
@@ -39,7 +40,7 @@ class KerasModelHandler(ModelHandler):
     """Takes Blocks, one per RunInference batch (a block is already a model call's worth); returns ScoredBlocks."""
 
     def __init__(self, model_uri: str, num_classes: int, share_across_processes: bool = False, threads: int = 0,
-                 copies: int = 0, require_gpu: bool = False):
+                 copies: int = 0, require_gpu: bool = False, runtime: str = None):
         # TensorFlow reads its thread counts once, at start-up: Beam sets these in the worker before load_model.
         env_vars = thread_settings(threads)
         # large_model / model_copies are Beam's switches for one model per machine, served to its worker processes.
@@ -48,11 +49,12 @@ class KerasModelHandler(ModelHandler):
         self.model_uri = model_uri
         self.num_classes = num_classes
         self.require_gpu = require_gpu
+        self.runtime = runtime  # --runtime; None: the card's choice
         self._predicted = False  # per worker process: each unpickles its own handler
         self._device = None  # asked of the model once: a shared model (--share_model) answers across processes
 
     def load_model(self) -> ServedModel:
-        return load_served_model(self.model_uri, self.require_gpu)
+        return load_served_model(self.model_uri, self.require_gpu, self.runtime)
 
     def run_inference(self, batch: Sequence[Block], model: ServedModel, inference_args: Optional[dict] = None) -> list:
         if self._device is None:

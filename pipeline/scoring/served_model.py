@@ -10,8 +10,8 @@ import tempfile
 import numpy as np
 
 from model import recipes
-from model.cards import card_spec, known_answers, model_checks
-from model.runtimes import forward, model_files, onnx_checks, quiet
+from model.cards import known_answers, model_checks
+from model.runtimes import choosing, forward, model_files, onnx_checks, quiet, registry
 from model.training.data import file_sha256
 from pipeline import timeline
 
@@ -35,10 +35,11 @@ class ServedModel:
                              "--require_gpu to score on CPU)")
         self._rows = spec.model_call_rows
         self._call_block = forward.served_forward(loaded.model, spec)
-        timeline.mark("batch norms folded" if spec.runtime == "keras" else "forward pass ready")
+        timeline.mark(f"forward pass ready ({loaded.runtime}" + (", batch norms folded)" if loaded.runtime == "keras"
+                                                                  else ")"))
         try:  # before this worker reads any input: it must preprocess and score as where the card was written
             known_answers.check(loaded.card.get("known_answers"), lambda data: recipes.to_model_input(spec, data),
-                                self.predict_rows)
+                                self.predict_rows, choosing.agreement(loaded.precision))
         except known_answers.KnownAnswerError as error:
             raise model_files.ModelFileError(str(error)) from None
         timeline.mark("forward pass traced, known answers checked")  # the first call of the compiled forward pass
@@ -51,7 +52,6 @@ class ServedModel:
         return self._device
 
 
-MODEL_EXTENSIONS = tuple(card_spec.MODEL_EXTENSIONS.values())
 # Models loaded before the pipeline ran, by the process that is also its worker (see preflight.load_model_here).
 _preloaded = {}
 
@@ -67,36 +67,37 @@ def _threads() -> int:
     return int(os.environ.get("TF_NUM_INTRAOP_THREADS") or 0)
 
 
-def preload(model_uri: str, threads: int = 0, require_gpu: bool = False) -> None:
+def preload(model_uri: str, threads: int = 0, require_gpu: bool = False, runtime: str = None) -> None:
     """Loads and checks the model now (the known-answer check included), for the worker of this process to take
     (raises ModelFileError)."""
     os.environ.update(thread_settings(threads))
     timeline.mark("model loading")
     with quiet.quiet_tensorflow_start_up():
-        _preloaded[model_uri] = ServedModel(_read_model(model_uri), require_gpu)
+        _preloaded[(model_uri, runtime)] = ServedModel(_read_model(model_uri, runtime), require_gpu)
     timeline.mark("model loaded")
 
 
-def load_served_model(model_uri: str, require_gpu: bool = False) -> ServedModel:
+def load_served_model(model_uri: str, require_gpu: bool = False, runtime: str = None) -> ServedModel:
     """Copies the model to local disk if needed, then loads and checks it (safe mode), or takes the one preloaded.
 
     Loading happens in the worker's own thread, before any input is read: measured here, loading in a background
     thread while the first blocks were decoded made start-up slower, not faster (importing TensorFlow is Python
     work, and two busy threads share one interpreter lock).
     """
-    served = _preloaded.pop(model_uri, None)
+    served = _preloaded.pop((model_uri, runtime), None)
     if served is None:
         timeline.mark("model loading")
         with quiet.quiet_tensorflow_start_up():
-            served = ServedModel(_read_model(model_uri), require_gpu)
+            served = ServedModel(_read_model(model_uri, runtime), require_gpu)
         timeline.mark("model loaded")
     return served
 
 
-def _read_model(model_uri: str) -> model_files.LoadedModel:
-    loaded = model_files.load(localize(model_uri), threads=_threads())
-    timeline.mark("model file read (Keras imported, safe-mode load, content hash)" if loaded.spec.runtime == "keras"
-                  else "model file read (ONNX checks, external data, content hash, onnxruntime session)")
+def _read_model(model_uri: str, runtime: str = None) -> model_files.LoadedModel:
+    loaded = model_files.load(localize(model_uri), threads=_threads(), runtime=runtime)
+    timeline.mark(f"model file read on {loaded.runtime}" + (" (Keras imported, safe-mode load, content hash)"
+                                                            if loaded.runtime == "keras" else
+                                                            " (ONNX checks, external data, content hash, session)"))
     return loaded
 
 
@@ -104,7 +105,7 @@ def localize(model_uri: str) -> str:
     """Returns a local path for a model on any Beam filesystem, copying it (and its card, and an ONNX model's external
     data files) to local disk once, into this user's private cache; a cached copy is used again only while its bytes
     are those copied."""
-    if os.path.lexists(model_uri) or not model_uri.endswith(MODEL_EXTENSIONS):
+    if os.path.lexists(model_uri) or not model_uri.endswith(registry.suffixes()):
         return model_uri  # a local path, or no model file at all: model_files.load checks and refuses it
     from apache_beam.io.filesystems import FileSystems  # only remote models need Beam's filesystems
 
@@ -119,10 +120,18 @@ def localize(model_uri: str) -> str:
     os.makedirs(folder, mode=0o700, exist_ok=True)
     budget = [model_checks.MAX_MODEL_BYTES]  # what the copies may hold in all, as a local model may
     digests = {os.path.basename(target): _copy(FileSystems, source, target, budget) for source, target in copies}
-    if model_uri.endswith(onnx_checks.EXTENSION):  # its external data, from the model's folder in the bucket
-        source_folder = model_uri.rsplit("/", 1)[0]
-        try:
-            locations = onnx_checks.external_locations(local_model)
+    source_folder = model_uri.rsplit("/", 1)[0]
+    try:  # the copies its card lists (a Keras model's ONNX copy), from the model's folder in the bucket
+        listed = model_files.copies(local_model, model_files.read_card(local_model))
+    except model_checks.ModelFileError:
+        listed = []  # a card that does not parse is refused when the model is loaded, named as the user named it
+    for name in listed:
+        digests[name] = _copy(FileSystems, f"{source_folder}/{name}", os.path.join(folder, name), budget)
+    for model_file in [local_model, *(os.path.join(folder, name) for name in listed)]:
+        if registry.framework_of(model_file) != "onnx":
+            continue
+        try:  # its external data, from the model's folder in the bucket
+            locations = onnx_checks.external_locations(model_file)
         except model_checks.ModelFileError as error:  # named as the user named it, not as the cache holds it
             raise model_checks.ModelFileError(str(error).replace(local_model, model_uri)) from None
         for location in locations:
