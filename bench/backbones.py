@@ -69,7 +69,8 @@ def photos(count: int, cache: str) -> str:
 
 
 def backbone(name: str, cache: str) -> str:
-    """A carded .keras file of keras.applications.`name` at 224x224x3 with 5 classes and random weights."""
+    """A carded .keras file of keras.applications.`name` at 224x224x3 with 5 classes and random weights, its runtimes
+    chosen by the card (`--runtime auto`: an ONNX copy beside it, every installed runtime measured here)."""
     def build(folder):
         import subprocess
 
@@ -82,7 +83,7 @@ def backbone(name: str, cache: str) -> str:
         subprocess.run([sys.executable, "-m", "model.card", path, "--classes", ",".join(CLASSES), "--preprocessing",
                         "fit", "--resize", "crop", "--input-range", "uint8", "--version", "1.0.0"], check=True,
                        stdout=subprocess.DEVNULL)
-    return os.path.join(cached(os.path.join(cache, f"model-{name}"), build), f"{name}.keras")
+    return os.path.join(cached(os.path.join(cache, f"model-auto-{name}"), build), f"{name}.keras")
 
 
 def onnx_backbone(name: str, cache: str) -> str:
@@ -162,7 +163,7 @@ def tfdata_worker(folder: str, output: str, model_path: str, resize: str = "bili
     """The tf.data script a user would write: shorter side to 224, central crop, batches of the card's rows."""
     import tensorflow as tf
 
-    loaded = model_files.load(model_path)
+    loaded = model_files.load(model_path, runtime="keras")  # the script a TensorFlow user writes
     spec = card_spec.spec_from_card(loaded.card)
     side = spec.input_shape[0]
 
@@ -206,9 +207,16 @@ def section(name: str, args) -> dict:
     out = os.path.join(args.cache, "out", name)
     os.makedirs(out, exist_ok=True)
     script = [sys.executable, os.path.abspath(__file__), "--tfdata-worker"]
+    chosen = model_files.read_card(model)["runtimes"]
+    print(f"\n{name}: the card's runtimes, fastest first (median of 5 model calls of "
+          f"{card_spec.spec_from_card(model_files.read_card(model)).model_call_rows} rows): " + ", ".join(
+              f"{entry['runtime']} {entry['images_per_second']:,} img/s (max |dp| {entry['max_abs_diff']:.1g})"
+              for entry in chosen))
     ways = {
         "pipeline, 1 worker": lambda n: pipeline(["--input", folders[n]], f"{out}/pipeline-{n}", "--model", model,
                                                  *ONE_WORKER),
+        "pipeline, keras (--runtime keras)": lambda n: pipeline(["--input", folders[n]], f"{out}/pipeline-keras-{n}",
+                                                                "--model", model, "--runtime", "keras", *ONE_WORKER),
         "tf.data, bilinear": lambda n: script + [folders[n], f"{out}/tfdata-{n}.parquet", model, "bilinear"],
         "tf.data, antialiased": lambda n: script + [folders[n], f"{out}/tfdata-aa-{n}.parquet", model, "antialiased"],
     }
@@ -223,10 +231,13 @@ def section(name: str, args) -> dict:
     print_table(f"{name} 224x224x3, JPEG photos 400-1000 px ({small:,} and {large:,}, median of {args.repeat})",
                 found, unit="photo")
     ours = "pipeline, 1 worker"
-    for peer in list(ways)[1:3]:
+    print(f"  pipeline, 1 worker: served on {chosen[0]['runtime']} (the card's first runtime installed here)")
+    for peer in list(ways)[1:4]:
         print(f"  pipeline against {peer}: steady {ratio(found, ours, peer, 'steady'):.2f}x, fixed "
               f"{ratio(found, ours, peer, 'fixed'):.2f}x ({found[ours]['fixed']:.1f} s against "
-              f"{found[peer]['fixed']:.1f} s), peak RSS at {large:,} {ratio(found, ours, peer, 'rss', large):.2f}x")
+              f"{found[peer]['fixed']:.1f} s), CPU a photo {ratio(found, ours, peer, 'cpu_per_item'):.2f}x "
+              f"({found[ours]['cpu_per_item'] * 1000:.2f} ms against {found[peer]['cpu_per_item'] * 1000:.2f}), "
+              f"peak RSS at {large:,} {ratio(found, ours, peer, 'rss', large):.2f}x")
     if args.onnx:
         onnx_way, script = "pipeline, ONNX model", "ONNX script (Pillow, onnxruntime)"
         for way, peer, what in ((onnx_way, script, "pipeline's ONNX model against the ONNX script"),

@@ -12,6 +12,7 @@ Peak RSS is summed over the process and its children.
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -78,7 +79,15 @@ def warm_page_cache(command: list) -> None:
 
 def measure(command: list) -> tuple:
     """Runs a command on warm inputs; returns (seconds, peak summed RSS in bytes)."""
+    return measure_with_cpu(command)[:2]
+
+
+def measure_with_cpu(command: list) -> tuple:
+    """Runs a command on warm inputs; returns (seconds, peak summed RSS in bytes, CPU seconds: user + system of the
+    process tree, as the kernel counts them for every child waited for). CPU seconds leave out the time this shared
+    machine spends on others, which wall time does not."""
     warm_page_cache(command)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = [0]
@@ -93,9 +102,11 @@ def measure(command: list) -> tuple:
     _, stderr = process.communicate()
     seconds = time.monotonic() - started
     sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if process.returncode:
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{stderr.decode()[-3000:]}")
-    return seconds, peak[0]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, peak[0], cpu
 
 
 def run_interleaved(ways: dict, sizes: tuple, repeat: int) -> dict:
@@ -104,7 +115,7 @@ def run_interleaved(ways: dict, sizes: tuple, repeat: int) -> dict:
     for _ in range(repeat):  # so that a slow spell of this shared machine hits every way alike
         for size in sizes:
             for name, command in ways.items():
-                runs[name][size].append(measure(command(size)))
+                runs[name][size].append(measure_with_cpu(command(size)))
     return runs
 
 
@@ -113,13 +124,17 @@ def summarise(runs: dict) -> dict:
     found = {}
     for name, by_size in runs.items():
         (small, large) = sorted(by_size)
-        seconds = {size: statistics.median(s for s, _ in measured) for size, measured in by_size.items()}
+        seconds = {size: statistics.median(run[0] for run in measured) for size, measured in by_size.items()}
+        cpu = {size: statistics.median(run[2] for run in measured) for size, measured in by_size.items()}
         steady = (large - small) / max(seconds[large] - seconds[small], 1e-9)
         found[name] = {
             "fixed": seconds[small] - small / steady, "steady": steady, "seconds": seconds,
             "rate": {size: size / seconds[size] for size in by_size},
-            "rss": {size: max(r for _, r in measured) for size, measured in by_size.items()},
-            "spread": {size: (min(s for s, _ in m), max(s for s, _ in m)) for size, m in by_size.items()},
+            "rss": {size: max(run[1] for run in measured) for size, measured in by_size.items()},
+            "spread": {size: (min(run[0] for run in m), max(run[0] for run in m)) for size, m in by_size.items()},
+            # CPU seconds an item in the steady state (the difference between the sizes), and fixed CPU seconds
+            "cpu_per_item": (cpu[large] - cpu[small]) / (large - small),
+            "cpu_fixed": cpu[small] - small * (cpu[large] - cpu[small]) / (large - small),
         }
     return found
 
@@ -127,14 +142,15 @@ def summarise(runs: dict) -> dict:
 def print_table(title: str, found: dict, unit: str = "img") -> None:
     sizes = sorted(next(iter(found.values()))["seconds"])
     print(f"\n{title}")
-    header = f"{'way':34s} {'fixed':>7s} {'steady':>12s}" + "".join(
+    header = f"{'way':34s} {'fixed':>7s} {'steady':>12s} {'CPU/' + unit:>9s} {'CPU fixed':>9s}" + "".join(
         f" {f'{size:,} (s)':>16s} {f'{size:,} rate':>14s}" for size in sizes) + "   peak RSS"
     print(header)
     for name, row in found.items():
         cells = "".join(f" {row['seconds'][s]:7.2f} ({row['spread'][s][0]:.1f}-{row['spread'][s][1]:.1f})"
                         f" {row['rate'][s]:9,.0f} {unit}/s" for s in sizes)
         rss = " / ".join(f"{row['rss'][s] / 2**30:.2f}" for s in sizes)
-        print(f"{name:34s} {row['fixed']:6.2f}s {row['steady']:7,.0f} {unit}/s{cells}   {rss} GiB", flush=True)
+        print(f"{name:34s} {row['fixed']:6.2f}s {row['steady']:7,.0f} {unit}/s {row['cpu_per_item'] * 1000:6.2f}ms "
+              f"{row['cpu_fixed']:8.1f}s{cells}   {rss} GiB", flush=True)
 
 
 def ratio(found: dict, name: str, peer: str, key: str, size=None) -> float:

@@ -13,7 +13,7 @@ def _layer_types(model) -> list:
 
 
 def test_shipped_cnn_folds_and_keeps_its_probabilities(shipped_model, test_split):
-    model = model_files.load(shipped_model).model
+    model = model_files.load(shipped_model, runtime="keras").model
     folded = folding.fold_batch_norms(model)
     assert _layer_types(model).count("BatchNormalization") == _layer_types(model).count("Conv2D") == 3
     assert "BatchNormalization" not in _layer_types(folded)

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 
+from model.runtimes import model_files
 from pipeline import score
 from pipeline.report import report
 from tests import samples
@@ -147,8 +148,10 @@ def test_tfrecords_and_the_model_and_a_candidate_from_a_bucket(store, shipped_mo
     for name in os.listdir(folder):
         with open(os.path.join(folder, name), "rb") as stream:
             store.put(BUCKET, f"records/{name}", stream.read())
-    for model_path in (shipped_model, tiny_model_path):
-        for path in (model_path, os.path.splitext(model_path)[0] + ".json"):
+    for model_path in (shipped_model, tiny_model_path):  # each with every file its card lists (the ONNX copy)
+        card = model_files.read_card(model_path)
+        copies = [os.path.join(os.path.dirname(model_path), name) for name in model_files.copies(model_path, card)]
+        for path in (model_path, os.path.splitext(model_path)[0] + ".json", *copies):
             with open(path, "rb") as stream:
                 store.put(BUCKET, f"models/{os.path.basename(path)}", stream.read())
     model, candidate = (_url(store, f"models/{os.path.basename(path)}") for path in (shipped_model, tiny_model_path))

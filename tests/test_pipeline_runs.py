@@ -33,7 +33,7 @@ def test_png_route_matches_the_model_on_idx_arrays(shipped_model, test_split, te
     assert [r["key"] for r in rows] == sorted(paths)
     by_key = {r["key"]: r for r in rows}
     scored = np.array([by_key[path]["probabilities"] for path in paths], dtype=np.float32)
-    expected = model_files.load(shipped_model).model.predict(test_split.images, batch_size=1024, verbose=0)
+    expected = model_files.load(shipped_model, runtime="keras").model.predict(test_split.images, batch_size=1024, verbose=0)
     np.testing.assert_allclose(scored, expected, rtol=0, atol=1e-5)
     pipeline_accuracy = (scored.argmax(axis=1) == test_split.labels).mean()
     idx_accuracy = (expected.argmax(axis=1) == test_split.labels).mean()

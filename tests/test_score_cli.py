@@ -216,7 +216,7 @@ def test_real_cli_scores_sample_inputs_with_the_shipped_model(shipped_model, tes
     # The sample PNGs are test images: the pipeline must give exactly what the model gives on the IDX arrays.
     fashion = [r for r in scores if "/fashion/test-" in r["key"]]
     indices = [int(os.path.basename(r["key"]).split("-")[1]) for r in fashion]
-    expected = model_files.load(shipped_model).model.predict(test_split.images[indices], verbose=0)
+    expected = model_files.load(shipped_model, runtime="keras").model.predict(test_split.images[indices], verbose=0)
     np.testing.assert_allclose([r["probabilities"] for r in fashion], expected, rtol=0, atol=1e-5)
     for row in scores:
         assert len(row["probabilities"]) == 10 and abs(sum(row["probabilities"]) - 1) < 1e-4

@@ -15,7 +15,7 @@ from tests import samples
 
 @pytest.fixture(scope="module")
 def shipped(shipped_model):
-    return model_files.load(shipped_model)
+    return model_files.load(shipped_model, runtime="keras")  # its Keras model, to call Keras's own predict
 
 
 def test_shipped_model_reaches_the_accuracy_and_calibration_targets(shipped, test_split):
