@@ -21,7 +21,7 @@ from model.runtimes import model_files  # noqa: E402
 def main(folder: str, output: str, model_path: str = model_files.DEFAULT_MODEL_PATH) -> None:
     paths = sorted(glob.glob(os.path.join(folder, "**", "*.png"), recursive=True))
     images = np.stack([np.asarray(Image.open(path).convert("L")) for path in paths])
-    model = model_files.load(model_path).model
+    model = model_files.load(model_path, runtime="keras").model  # the script a TensorFlow user writes
     write_scores(paths, model.predict(images, batch_size=1024, verbose=0), output)
 
 

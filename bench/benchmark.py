@@ -285,7 +285,7 @@ def conversion(args) -> None:
 
     test = data.load_split("test")
     count = args.photo_sizes[1]
-    model = model_files.load(model_files.DEFAULT_MODEL_PATH).model
+    model = model_files.load(model_files.DEFAULT_MODEL_PATH, runtime="keras").model
 
     def small_photo(index):
         buffer = io.BytesIO()

@@ -29,7 +29,7 @@ def forward_rates(model_path: str, device: str, calls: int = 20) -> float:
     import tensorflow as tf
 
     with tf.device(device):
-        return _served_rate(model_files.load(model_path), calls)
+        return _served_rate(model_files.load(model_path, runtime="keras"), calls)
 
 
 def onnx_forward_rate(model_path: str, calls: int = 20) -> tuple:

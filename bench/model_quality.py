@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     test = data.load_split("test")
     photos, photo_labels = catalogue_set(test, args.photos)
-    loaded = {path: model_files.load(path) for path in args.models}
+    loaded = {path: model_files.load(path, runtime="keras") for path in args.models}  # compares Keras models
     rates = forward_cost({path: model.model for path, model in loaded.items()}, args.repeat, calls=20)
     print(f"{'model':44s} {'test acc':>8s} {'ECE':>7s} {'photos':>7s} {'params':>8s} {'img/s':>8s} {'train min':>9s}")
     on_photos = {}

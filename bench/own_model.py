@@ -100,7 +100,7 @@ def tfdata_worker(folder: str, output: str, model_path: str, antialias: str = "p
     resizes with antialiasing, as the fit recipe does (resize_with_pad's default does not)."""
     import tensorflow as tf
 
-    loaded = model_files.load(model_path)
+    loaded = model_files.load(model_path, runtime="keras")  # the script a TensorFlow user writes
     spec = card_spec.spec_from_card(loaded.card)
     height, width, _ = spec.input_shape
     scale, shift = SCALING[spec.input_range]

@@ -30,7 +30,7 @@ def to_pixels(path: str) -> np.ndarray:
 def main(folder: str, output: str, model_path: str = model_files.DEFAULT_MODEL_PATH) -> None:
     paths = sorted(glob.glob(os.path.join(folder, "**", "*.jpg"), recursive=True))
     images = np.stack([to_pixels(path) for path in paths])
-    model = model_files.load(model_path).model
+    model = model_files.load(model_path, runtime="keras").model  # the script a TensorFlow user writes
     write_scores(paths, model.predict(images, batch_size=1024, verbose=0), output)
 
 

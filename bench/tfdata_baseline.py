@@ -34,7 +34,7 @@ def main(folder: str, output: str, model_path: str = model_files.DEFAULT_MODEL_P
     import tensorflow as tf
 
     paths = sorted(glob.glob(os.path.join(folder, "**", "*.png"), recursive=True))
-    model = model_files.load(model_path).model
+    model = model_files.load(model_path, runtime="keras").model  # the script a TensorFlow user writes
     probabilities = predict(paths, lambda path: tf.io.decode_png(tf.io.read_file(path), channels=1)[..., 0], 1024,
                             model)
     write_scores(paths, probabilities, output)
