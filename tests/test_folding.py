@@ -3,6 +3,7 @@ shipped CNN and test images; models without anything to fold, or with nothing sa
 
 import keras
 import numpy as np
+import pytest
 
 from model.runtimes import folding, model_files
 from model.vocabulary import IMAGE_SHAPE, NUM_CLASSES
@@ -92,3 +93,31 @@ def test_a_wrong_fold_is_caught_by_the_few_rows_probe_and_the_model_served_as_it
     monkeypatch.setattr(folding, "_folded_weights", off_by_one_percent)
     assert folding._PROBE_ROWS <= 8
     assert folding.fold_batch_norms(model) is model
+
+
+def test_a_normalization_layer_is_served_as_a_fixed_rescaling_and_exports_to_onnx_with_one_input(test_split,
+                                                                                                   tmp_path):
+    """keras.applications' EfficientNet normalises inside the model: its Normalization layer's mean and variance are
+    variables, which Keras's ONNX export (tf2onnx) would leave as more graph inputs; served, it is a Rescaling with
+    the same per-channel scale and offset."""
+    pytest.importorskip("onnxruntime")
+    from model.runtimes import choosing, onnx_checks
+
+    pixels = np.repeat(test_split.images[:64, ..., None], 3, axis=-1).astype(np.float32)
+    pixels[..., 1] *= 0.5
+    norm = keras.layers.Normalization(axis=-1)
+    norm.adapt(pixels)
+    inputs = keras.Input(shape=(28, 28, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(norm(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(NUM_CLASSES, activation="softmax")(keras.layers.Flatten()(x)))
+    served = folding.fold_batch_norms(model)
+    assert "Normalization" not in _layer_types(served) and "Rescaling" in _layer_types(served)
+    np.testing.assert_allclose(np.asarray(served(pixels)), np.asarray(model(pixels)), rtol=0, atol=1e-6)
+    path = str(tmp_path / "normalised.onnx")
+    choosing.export_onnx(model, path)
+    checked = onnx_checks.check_file(path)  # one image input, or refused
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(checked.data, providers=["CPUExecutionProvider"])
+    found = session.run(None, {checked.input_name: pixels})[0]
+    np.testing.assert_allclose(found, np.asarray(model(pixels)), rtol=0, atol=1e-5)

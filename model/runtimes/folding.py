@@ -1,5 +1,5 @@
 """Folds batch normalisation into the layer before it, for serving: the same function with less work per image (and
-drops the augmentation layers, which do nothing at inference).
+drops the augmentation layers, which do nothing at inference, and makes a Normalization layer a fixed rescaling).
 
 At inference a BatchNormalization layer is a fixed scale and shift per channel, so it can be moved into the kernel and
 bias of the Conv2D or Dense layer that feeds it. That saves two passes over the largest activations (the first
@@ -19,13 +19,15 @@ _PROBE_ROWS = 4
 
 
 def fold_batch_norms(model):
-    """Returns a copy of `model` with every foldable BatchNormalization folded away and every augmentation layer
-    dropped, or `model` itself when there is none or the copy does not compute the same probabilities."""
+    """Returns a copy of `model` with every foldable BatchNormalization folded away, every augmentation layer dropped
+    and every Normalization a Rescaling, or `model` itself when there is none or the copy does not compute the same
+    probabilities."""
     import keras
 
     pairs = _foldable_pairs(model, keras)
     training_only = {layer.name for layer in model.layers if _training_only(layer, keras)}
-    if not pairs and not training_only:
+    normalizations = {layer.name: layer for layer in model.layers if _fixed_normalization(layer, keras)}
+    if not pairs and not training_only and not normalizations:
         return model
     folded_away = {norm.name: producer for producer, norm in pairs}
     producers = {producer.name: norm for producer, norm in pairs}
@@ -41,6 +43,8 @@ def fold_batch_norms(model):
             return FoldedAway(name=layer.name)
         if layer.name in producers:
             return type(layer).from_config({**layer.get_config(), "use_bias": True})
+        if layer.name in normalizations:
+            return _as_rescaling(layer, keras)
         return type(layer).from_config(layer.get_config())
 
     folded = keras.models.clone_model(model, clone_function=clone)
@@ -50,9 +54,23 @@ def fold_batch_norms(model):
         target = folded.get_layer(original.name)
         if original.name in producers:
             target.set_weights(_folded_weights(original, producers[original.name]))
-        elif original.name not in folded_away:
+        elif original.name not in folded_away and original.name not in normalizations:
             target.set_weights(original.get_weights())
     return folded if _same_function(model, folded) else model
+
+
+def _fixed_normalization(layer, keras) -> bool:
+    """A Normalization layer (keras.applications' EfficientNet has one) with its mean and variance set: at inference a
+    fixed scale and offset per channel. As variables, tf2onnx leaves them as inputs of the exported graph."""
+    return type(layer) is keras.layers.Normalization and not layer.invert and getattr(layer, "mean", None) is not None
+
+
+def _as_rescaling(layer, keras):
+    """The Rescaling layer that computes what the Normalization `layer` does: (x - mean) / max(sqrt(var), epsilon)."""
+    divisor = np.maximum(np.sqrt(np.asarray(layer.variance, np.float64)), keras.backend.epsilon())
+    scale = (1.0 / divisor).astype(np.float32)
+    offset = (-np.asarray(layer.mean, np.float64) / divisor).astype(np.float32)
+    return keras.layers.Rescaling(scale=scale, offset=offset, name=layer.name)
 
 
 def _training_only(layer, keras) -> bool:
