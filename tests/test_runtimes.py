@@ -281,3 +281,18 @@ def test_a_pytorch_export_scores_as_torch_does(test_split, tmp_path):
     with torch.no_grad():
         expected = torch.softmax(net(torch.from_numpy(pixels.reshape(50, 1, 28, 28))), dim=1).numpy()
     np.testing.assert_allclose(np.array([row["probabilities"] for row in rows]), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("file", ["../secret.onnx", "/etc/passwd", ".hidden.onnx", "sub/m.onnx", "m\u202e.onnx"])
+def test_a_card_naming_a_copy_outside_the_models_folder_is_refused_before_anything_is_read(recarded, tmp_path, file):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shutil.copy(recarded, folder / "m.keras")
+    written = json.loads(open(model_files.card_path_for(recarded)).read())
+    copies = [entry for entry in written["runtimes"] if "file" in entry]
+    assert copies, "the recarded model should list its ONNX copy"
+    for entry in copies:
+        entry["file"] = file
+    model_files.write_json_atomically(str(folder / "m.json"), written)
+    with pytest.raises(model_files.ModelFileError, match="runtimes must be a list"):
+        model_files.load(str(folder / "m.keras"))
