@@ -113,6 +113,8 @@ def test_a_normalization_layer_is_served_as_a_fixed_rescaling_and_exports_to_onn
     served = folding.fold_batch_norms(model)
     assert "Normalization" not in _layer_types(served) and "Rescaling" in _layer_types(served)
     np.testing.assert_allclose(np.asarray(served(pixels)), np.asarray(model(pixels)), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(folding.folded_call(model)(pixels)), np.asarray(served(pixels)), rtol=0,
+                               atol=1e-6)  # as the scorer serves it, with no copy
     path = str(tmp_path / "normalised.onnx")
     choosing.export_onnx(model, path)
     checked = onnx_checks.check_file(path)  # one image input, or refused
@@ -121,3 +123,58 @@ def test_a_normalization_layer_is_served_as_a_fixed_rescaling_and_exports_to_onn
     session = onnxruntime.InferenceSession(checked.data, providers=["CPUExecutionProvider"])
     found = session.run(None, {checked.input_name: pixels})[0]
     np.testing.assert_allclose(found, np.asarray(model(pixels)), rtol=0, atol=1e-5)
+
+
+def _serve(path):
+    from pipeline.scoring.served_model import ServedModel
+
+    return ServedModel(model_files.load(path, runtime="keras"))
+
+
+def test_the_scorer_checks_its_fold_by_the_known_answers_alone(shipped_model, test_split, monkeypatch):
+    """Serving skips folding's own eager comparison (0.44 s of MobileNetV3Small's start-up): the card's known answers
+    check the folded forward pass."""
+    def never(model, folded):
+        raise AssertionError("the scorer compared the fold eagerly")
+
+    monkeypatch.setattr(folding, "_same_function", never)
+    served = _serve(shipped_model)
+    expected = model_files.load(shipped_model, runtime="keras").model.predict(test_split.images[:300], verbose=0)
+    np.testing.assert_allclose(served.predict_rows(test_split.images[:300]), expected, rtol=0, atol=1e-5)
+
+
+def test_a_wrong_fold_fails_the_known_answers_and_the_scorer_serves_the_model_as_loaded(shipped_model, test_split,
+                                                                                      monkeypatch):
+    right = folding._folded_weights
+
+    def off_by_ten_percent(producer, norm):
+        kernel, bias = right(producer, norm)
+        return [kernel * 1.1, bias]
+
+    monkeypatch.setattr(folding, "_folded_weights", off_by_ten_percent)
+    wrongly_folded = folding.fold_batch_norms(model_files.load(shipped_model, runtime="keras").model, compare=False)
+    served = _serve(shipped_model)
+    model = model_files.load(shipped_model, runtime="keras").model
+    expected = model.predict(test_split.images[:300], verbose=0)
+    assert np.abs(wrongly_folded.predict(test_split.images[:300], verbose=0) - expected).max() > 1e-3
+    np.testing.assert_allclose(served.predict_rows(test_split.images[:300]), expected, rtol=0, atol=1e-5)
+
+
+def test_serving_folds_without_a_copy_and_computes_what_the_folded_copy_does(shipped_model, tiny_model_path,
+                                                                              test_split):
+    from model.training import architectures
+
+    models = [model_files.load(shipped_model, runtime="keras").model, _model_with(False, False)]
+    for name in architectures.ARCHITECTURES:
+        keras.utils.set_random_seed(1)
+        model = architectures.build(name, augment="shift-flip-erase", seed=1)
+        model(test_split.images[:64], training=True)  # moving statistics move off their start
+        models.append(model)
+    for model in models:
+        pixels = test_split.images[:256].astype(str(model.inputs[0].dtype))
+        call = folding.folded_call(model)
+        copy = folding.fold_batch_norms(model, compare=False)
+        assert call is not None and copy is not model
+        np.testing.assert_allclose(np.asarray(call(pixels)), np.asarray(copy(pixels, training=False)), rtol=0,
+                                   atol=1e-6)
+    assert folding.folded_call(model_files.load(tiny_model_path).model) is None  # nothing to fold

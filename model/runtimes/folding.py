@@ -5,7 +5,8 @@ At inference a BatchNormalization layer is a fixed scale and shift per channel, 
 bias of the Conv2D or Dense layer that feeds it. That saves two passes over the largest activations (the first
 convolution's output is 87 MB for 1,024 images): the shipped CNN scores 35-50% more images a second folded, and its
 probabilities move by at most ~1e-6. A layer is folded only when nothing else reads its output and it has no
-activation of its own; the folded model is checked against the original on a probe batch and not used if they differ.
+activation of its own; the folded model is checked against the original on a probe batch and not used if they differ,
+unless its caller checks it itself (the scorer: against the card's known answers, which a wrong fold cannot pass).
 """
 
 import numpy as np
@@ -18,10 +19,11 @@ TOLERANCE = 1e-4
 _PROBE_ROWS = 4
 
 
-def fold_batch_norms(model):
+def fold_batch_norms(model, compare: bool = True):
     """Returns a copy of `model` with every foldable BatchNormalization folded away, every augmentation layer dropped
-    and every Normalization a Rescaling, or `model` itself when there is none or the copy does not compute the same
-    probabilities."""
+    and every Normalization a Rescaling, or `model` itself when there is none or (with `compare`) the copy does not
+    compute the same probabilities. Without `compare` the caller must check the copy: the comparison runs both models
+    eagerly, 0.44 of the 0.8 s that folding MobileNetV3Small takes here."""
     import keras
 
     pairs = _foldable_pairs(model, keras)
@@ -56,7 +58,49 @@ def fold_batch_norms(model):
             target.set_weights(_folded_weights(original, producers[original.name]))
         elif original.name not in folded_away and original.name not in normalizations:
             target.set_weights(original.get_weights())
-    return folded if _same_function(model, folded) else model
+    return folded if not compare or _same_function(model, folded) else model
+
+
+def folded_call(model):
+    """The function fold_batch_norms(model, compare=False) computes, as a callable (inputs -> outputs at inference) over
+    `model`'s own layers: no copy of the model is built. Each folded pair's convolution or matrix product runs on the
+    folded weights (the same operations a folded copy runs), each folded-away layer passes its input on. None where
+    there is nothing to fold, or `model` is not a functional model (a subclassed one: fold_batch_norms copies it).
+
+    Copying MobileNetV3Small's 157 layers took 0.31 s here, 0.14 s of it making variables the copy then overwrites."""
+    import keras
+    from keras.src.models.functional import Functional, operation_fn
+
+    if not isinstance(model, Functional):
+        return None
+    pairs = _foldable_pairs(model, keras)
+    replaced = {layer.name: _passes_on for layer in model.layers if _training_only(layer, keras)}
+    replaced.update({layer.name: _as_rescaling(layer, keras) for layer in model.layers
+                     if _fixed_normalization(layer, keras)})
+    for producer, norm in pairs:
+        replaced[norm.name] = _passes_on
+        replaced[producer.name] = _folded_producer(producer, *_folded_weights(producer, norm), keras)
+    if not replaced:
+        return None
+
+    def call(inputs):
+        outputs = model._run_through_graph([inputs], operation_fn=lambda layer: replaced.get(layer.name) or
+                                           operation_fn(layer, training=False))
+        return outputs[0] if isinstance(outputs, (list, tuple)) and len(outputs) == 1 else outputs
+
+    return call
+
+
+def _passes_on(inputs, *args, **kwargs):
+    return inputs
+
+
+def _folded_producer(producer, kernel, bias, keras):
+    """What the Conv2D or Dense `producer` computes with the folded kernel and bias (its activation is linear)."""
+    kernel, bias = keras.ops.convert_to_tensor(kernel), keras.ops.convert_to_tensor(bias)
+    if isinstance(producer, keras.layers.Conv2D):
+        return lambda inputs, *args, **kwargs: producer.convolution_op(inputs, kernel) + bias
+    return lambda inputs, *args, **kwargs: keras.ops.matmul(inputs, kernel) + bias
 
 
 def _fixed_normalization(layer, keras) -> bool:

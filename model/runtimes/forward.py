@@ -22,6 +22,27 @@ def served_forward(model, spec: ModelSpec = FASHION_MNIST):
     return registry.runtime_of(model).forward(model, spec)
 
 
+def served_forward_checked(model, spec: ModelSpec, references: list, tolerance: float):
+    """The served forward pass, checked against a card's known answers (model.cards.known_answers.check, which raises
+    KnownAnswerError): the first of its runtime's forward passes that passes them (for a Keras model: batch norms
+    folded, then as loaded), or the first one's error. With no references, served_forward (checked by itself)."""
+    from model import recipes
+    from model.cards import known_answers as references_check
+
+    if not references:
+        return served_forward(model, spec)
+    first_error = None
+    for call_block in registry.runtime_of(model).checked_forwards(model, spec):
+        try:
+            references_check.check(references, lambda data: recipes.to_model_input(spec, data),
+                                   lambda pixels: predict_fixed_rows(call_block, pixels, spec.model_call_rows),
+                                   tolerance)
+            return call_block
+        except references_check.KnownAnswerError as error:
+            first_error = first_error or error
+    raise first_error
+
+
 def device(model) -> str:
     """Where `model` scores in this process: 'CPU', or the GPU ('GPU:0 NAME')."""
     return registry.runtime_of(model).device(model)

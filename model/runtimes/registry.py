@@ -66,6 +66,11 @@ class Runtime:
         """One block of exactly spec.model_call_rows uint8 rows -> float32 probabilities (numpy)."""
         raise NotImplementedError
 
+    def checked_forwards(self, model, spec):
+        """The forward passes that may serve `model`, fastest first, for a caller that checks each against the
+        card's known answers and serves the first that passes: a runtime can then skip checks of its own."""
+        yield self.forward(model, spec)
+
     def device(self, model) -> str:
         """Where the model scores: 'CPU', or the GPU."""
         return "CPU"
