@@ -296,3 +296,30 @@ def test_a_card_naming_a_copy_outside_the_models_folder_is_refused_before_anythi
     model_files.write_json_atomically(str(folder / "m.json"), written)
     with pytest.raises(model_files.ModelFileError, match="runtimes must be a list"):
         model_files.load(str(folder / "m.keras"))
+
+
+def test_carding_a_model_warns_of_no_retracing_of_its_own_forward_passes(tiny_model_path, tmp_path):
+    """model.card makes one forward pass per runtime it measures and per check, each traced once on purpose:
+    TensorFlow's "triggered tf.function retracing" warning about them is dropped, its other warnings kept."""
+    import logging
+
+    from model.runtimes.keras_runtime import compiled_forward
+
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    loaded = model_files.load(tiny_model_path, runtime="keras")
+    logger = logging.getLogger("tensorflow")
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        block = np.zeros((loaded.spec.model_call_rows,) + loaded.spec.pixel_shape, np.uint8)
+        for _ in range(8):  # TensorFlow warns from the fifth tracing among its recent calls
+            compiled_forward(loaded.model, loaded.spec)(block)
+        logger.warning("5 out of the last 5 calls to <function other> triggered tf.function retracing.")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["5 out of the last 5 calls to <function other> triggered tf.function retracing."]

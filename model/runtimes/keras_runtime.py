@@ -120,9 +120,29 @@ def compiled_forward(model, spec, call_model=None):
     # autograph=False: a plain model call has no Python control flow to convert, and converting it writes an
     # __autograph_generated_file*.py into the temporary folder that only TensorFlow's exit handler removes, which a
     # worker that leaves quickly (pipeline.scoring.worker_process, pipeline.score.main) never runs.
+    _quiet_about_retracing()
     forward = tf.function(call, autograph=False,
                           input_signature=[tf.TensorSpec((rows,) + spec.pixel_shape, tf.uint8)])
     return lambda block: forward(block).numpy()
+
+
+class _NotOurRetracing:
+    """Drops TensorFlow's "triggered tf.function retracing" warning about compiled_forward: each forward pass is its
+    own tf.function over one fixed block shape, traced once on purpose (model.card makes several, one per runtime
+    measured and check), which TensorFlow counts as retracing one function. Its warning about anything else stays."""
+
+    @staticmethod
+    def filter(record) -> bool:
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message and "compiled_forward.<locals>.call" in message)
+
+
+def _quiet_about_retracing() -> None:
+    import logging
+
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(kept, _NotOurRetracing) for kept in logger.filters):
+        logger.addFilter(_NotOurRetracing())
 
 
 RUNTIME = KerasRuntime()
