@@ -21,7 +21,7 @@ import dataclasses
 import os
 import sys
 
-from model import recipes
+from model import recipes, writing
 from model.cards import card_flags, card_spec
 from model.cli_types import help_texts, positive_int
 from model.recipes import fit_preprocessing
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
         card_path = model_files.card_path_for(args.model)
         if args.runtimes_only:
             card = _with_runtimes_chosen_again(args)
-            model_files.write_json_atomically(card_path, card)
+            writing.write_json_atomically(card_path, card)
             print(f"wrote {card_path}: runtimes " + ", ".join(
                 f"{entry['runtime']} {entry['images_per_second']:,} img/s" for entry in card["runtimes"]))
             return EXIT_OK
@@ -205,7 +205,7 @@ def main(argv=None) -> int:
     except (CardError, model_checks.ModelFileError, ValueError, OSError) as error:
         print(f"error: {visible(str(error))}", file=sys.stderr)
         return EXIT_USAGE
-    model_files.write_json_atomically(card_path, card)
+    writing.write_json_atomically(card_path, card)
     print(f"wrote {card_path}: {own.framework} model on {', '.join(entry['runtime'] for entry in runtimes)}, "
           f"{spec.num_classes} classes, input "
           f"{'x'.join(map(str, spec.input_shape))} "

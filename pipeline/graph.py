@@ -12,9 +12,8 @@ import apache_beam as beam
 from model.cards import card_spec
 
 from pipeline import options
-from pipeline.outputs import comparison, counts, errors, fingerprints, scores_output
+from pipeline.outputs import comparison, counts, errors, fingerprints, scores_output, sheet
 from pipeline.reading import matching, sources, tfrecords
-from pipeline.report import sheet
 from pipeline.scoring.candidate import CandidateModelHandler
 from pipeline.scoring.inference import ScoreImages
 from pipeline.scoring.model_handler import KerasModelHandler

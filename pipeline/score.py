@@ -27,8 +27,8 @@ from apache_beam.options.pipeline_options import (  # noqa: E402
     DirectOptions, PipelineOptions, PortableOptions, StandardOptions)
 
 from model.runtimes import model_files  # noqa: E402
-from pipeline import graph, options, preflight, progress, store_watch, timeline  # noqa: E402
-from pipeline.outputs import comparison, counts, housekeeping, labels, partitions, publish  # noqa: E402
+from pipeline import graph, options, preflight, progress, publish, store_watch, timeline  # noqa: E402
+from pipeline.outputs import comparison, counts, housekeeping, labels, partitions  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_ERROR_RATE, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 # Runners that hand the Python steps to SDK workers through Beam's job API (Spark, Flink, a job server).

@@ -23,7 +23,8 @@ from model.cards import card_spec
 from model.runtimes import model_files
 from pipeline import graph, options, score
 from pipeline.outputs import comparison, counts, labels
-from pipeline.report import report, sheet
+from model.input_hashes import shape_dtype_and_pixels_sha256
+from pipeline.report import report
 from tests.helpers import SAMPLE_INPUTS, partition, read_rows
 from tests.test_own_model import CLASSES as OTHER_CLASSES
 from tests.test_own_model import _plain_keras_model
@@ -146,7 +147,7 @@ def test_the_disagreements_are_shown_as_each_model_saw_them(runs):
     for row in kept:
         data = open(row["key"], "rb").read()
         for side, spec in specs.items():
-            assert row[f"{side}_input_sha256"] == sheet.input_sha256(recipes.to_model_input(spec, data))
+            assert row[f"{side}_input_sha256"] == shape_dtype_and_pixels_sha256(recipes.to_model_input(spec, data))
     page = open(os.path.join(runs["both"], report.REPORT), encoding="utf-8").read()
     section = page[page.index("<h2>Candidate model</h2>"):page.index("<h2>Accuracy on labelled inputs</h2>")]
     assert section.count("class='card pair'") == len(kept)
@@ -175,7 +176,7 @@ def test_a_candidate_of_another_size_colour_and_classes_scores_as_it_would_alone
     assert sum(amount for row in found["flips"].values() for amount in row.values()) == 55
     spec = card_spec.spec_described(found["model"])
     row = comparison.read_disagreements(both)[0]
-    assert row["candidate_input_sha256"] == sheet.input_sha256(
+    assert row["candidate_input_sha256"] == shape_dtype_and_pixels_sha256(
         recipes.to_model_input(spec, open(row["key"], "rb").read()))
     assert spec.pixel_shape == (48, 40, 3)
 

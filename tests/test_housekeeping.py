@@ -101,7 +101,7 @@ def test_a_report_lost_to_a_full_disk_is_not_advised_to_be_rebuilt_for_a_partiti
     import errno
 
     from pipeline.report import report
-    from pipeline.outputs import publish
+    from pipeline import publish
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

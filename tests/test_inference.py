@@ -108,7 +108,7 @@ def test_score_images_keeps_every_good_neighbour_of_a_bad_record(tiny_model_path
 def test_rows_follow_the_output_contract(tiny_model_path, test_split):
     loaded = model_files.load(tiny_model_path)
     probabilities = predict_fixed_rows(loaded.model.predict_on_batch, test_split.images[:5], MODEL_CALL_ROWS)
-    from pipeline.scoring.model_handler import ScoredBlock
+    from pipeline.records import ScoredBlock
 
     table = scores_output.to_table(ScoredBlock([f"k{i}" for i in range(5)], probabilities, []),
                                    scores_output.scores_schema(loaded.card), loaded.version,

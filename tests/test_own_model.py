@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import card, recipes
+from model import card, recipes, writing
 from model.cards import card_spec
 from model.runtimes import model_files
 from model.vocabulary import RECORD_KEY_RAW_PIXELS
@@ -216,7 +216,7 @@ def _altered_copy(path: str, folder, change) -> str:
     for name in model_files.copies(path, altered):
         shutil.copy(os.path.join(os.path.dirname(path), name), os.path.join(str(folder), name))
     change(altered)
-    model_files.write_json_atomically(model_files.card_path_for(target), altered)
+    writing.write_json_atomically(model_files.card_path_for(target), altered)
     return target
 
 

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from model import card
+from model import card, writing
 from model.cards import card_spec
 from model.runtimes import choosing, model_files, registry
 from pipeline import score, timeline
@@ -44,7 +44,7 @@ def recarded(shipped_model, tmp_path_factory) -> str:
     shutil.copy(model_files.card_path_for(shipped_model), model_files.card_path_for(path))
     written = json.loads(open(model_files.card_path_for(path)).read())
     written.pop("runtimes", None)
-    model_files.write_json_atomically(model_files.card_path_for(path), written)
+    writing.write_json_atomically(model_files.card_path_for(path), written)
     assert card.main([path, "--runtimes-only"]) == card.EXIT_OK
     return path
 
@@ -149,7 +149,7 @@ def test_a_runtime_the_card_does_not_list_for_a_keras_model_is_one_line(shipped_
     shutil.copy(shipped_model, folder / "m.keras")
     written = json.loads(open(model_files.card_path_for(shipped_model)).read())
     written.pop("runtimes", None)
-    model_files.write_json_atomically(str(folder / "m.json"), written)
+    writing.write_json_atomically(str(folder / "m.json"), written)
     with pytest.raises(model_files.ModelFileError, match="--runtime openvino: .* its card lists no onnx copy; card "
                                                          "it with `python -m model.card MODEL --runtime openvino`"):
         model_files.load(str(folder / "m.keras"), runtime="openvino")
@@ -293,7 +293,7 @@ def test_a_card_naming_a_copy_outside_the_models_folder_is_refused_before_anythi
     assert copies, "the recarded model should list its ONNX copy"
     for entry in copies:
         entry["file"] = file
-    model_files.write_json_atomically(str(folder / "m.json"), written)
+    writing.write_json_atomically(str(folder / "m.json"), written)
     with pytest.raises(model_files.ModelFileError, match="runtimes must be a list"):
         model_files.load(str(folder / "m.keras"))
 

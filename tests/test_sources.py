@@ -8,7 +8,7 @@ import time
 from apache_beam.io.localfilesystem import LocalFileSystem
 
 from pipeline.reading import sources
-from pipeline.outputs.errors import error_row
+from pipeline.records import error_row
 from tests import samples
 
 

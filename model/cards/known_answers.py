@@ -5,12 +5,12 @@ differs (another Pillow's or libjpeg's decoder, another TensorFlow, a broken wor
 """
 
 import base64
-import hashlib
 import io
 
 import numpy as np
 
 from model.cards.card_spec import ModelSpec
+from model.input_hashes import shape_and_pixels_sha256
 
 # Largest difference in any probability from the card's that still counts as the same model: thread counts, CPU
 # instruction sets and oneDNN's kernels move probabilities by ~1e-6; a different model or input scaling moves them by
@@ -53,17 +53,14 @@ def _pattern(size: tuple, mode: str) -> np.ndarray:
     return np.clip(np.rint(np.stack(planes, axis=-1)), 0, 255).astype(np.uint8)
 
 
-def input_sha256(pixels: np.ndarray) -> str:
-    return hashlib.sha256(f"{pixels.shape}|".encode() + np.ascontiguousarray(pixels).tobytes()).hexdigest()
-
-
 def make_references(spec: ModelSpec, preprocess, predict) -> list:
     """The card's known_answers: for each reference image, its bytes (base64), the hash of what `preprocess(bytes)`
     makes of it, and what `predict(pixels)` (N rows -> N probability rows) gives."""
     named = reference_images(spec)
     pixels = [preprocess(data) for _, data in named]
     probabilities = predict(np.stack(pixels))
-    return [{"what": name, "image_base64": base64.b64encode(data).decode("ascii"), "input_sha256": input_sha256(seen),
+    return [{"what": name, "image_base64": base64.b64encode(data).decode("ascii"),
+             "input_sha256": shape_and_pixels_sha256(seen),
              "probabilities": [float(value) for value in row]}
             for (name, data), seen, row in zip(named, pixels, probabilities)]
 
@@ -76,7 +73,7 @@ def check(references: list, preprocess, predict, tolerance: float = TOLERANCE) -
     pixels = []
     for number, reference in enumerate(references, 1):
         seen = preprocess(base64.b64decode(reference["image_base64"]))
-        if input_sha256(seen) != reference["input_sha256"]:
+        if shape_and_pixels_sha256(seen) != reference["input_sha256"]:
             raise KnownAnswerError(f"known-answer check failed: reference {number} ({reference['what']}) "
                                    "preprocesses to other pixels here than where the card was written (another "
                                    "Pillow or image decoder?); this worker would score differently from training")

@@ -15,6 +15,7 @@ from model.cards import card_spec
 from model.cards.model_checks import (MAX_CARD_BYTES, MAX_MODEL_BYTES, ModelFileError, check_archive,
                                       check_input, parse_card, read_model_file_bytes)
 from model.display import shortened, visible
+from model.writing import write_json_atomically
 from model.runtimes import forward, onnx_checks, registry
 from model.vocabulary import CLASS_NAMES, IMAGE_SHAPE, PREPROCESSING_VERSION
 
@@ -256,12 +257,3 @@ def output_width(model):
 def described(model) -> dict:
     """What a card records of the model itself: its content hash, size, and the runtime it was carded with."""
     return registry.runtime_of(model).describe(model)
-
-
-def write_json_atomically(path: str, payload: dict) -> None:
-    """Writes JSON to a temporary file and renames it, so readers never see half a file."""
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as stream:
-        json.dump(payload, stream, indent=2, sort_keys=False)
-        stream.write("\n")
-    os.replace(temporary, path)

@@ -8,6 +8,7 @@ commit is written atomically after all of them, and a resumed run first puts the
 """
 
 import csv
+import io
 import json
 import os
 import re
@@ -16,8 +17,8 @@ import time
 
 import keras
 
-from model.runtimes.model_files import write_json_atomically
 from model.training.data import file_sha256
+from model.writing import write_atomically, write_json_atomically
 
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
@@ -185,9 +186,9 @@ def _keep_history_rows(path: str, epochs: int) -> None:
         os.remove(path)
         return
     header, rows = _history_rows(path, epochs)
-    with open(path + ".tmp", "w", newline="", encoding="utf-8") as stream:
-        csv.writer(stream).writerows([header] + rows)
-    os.replace(path + ".tmp", path)
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows([header] + rows)
+    write_atomically(path, text.getvalue().encode("utf-8"))
 
 
 def _sha256_or_none(path: str):

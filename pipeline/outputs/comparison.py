@@ -17,8 +17,9 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.outputs import errors
-from pipeline.report import sheet
+from model.input_hashes import shape_dtype_and_pixels_sha256
+from pipeline import records
+from pipeline.outputs import sheet
 
 DISAGREEMENTS = "_disagreements.parquet"  # in a partition, beside _sheet.parquet
 KEPT = 12  # inputs the two models disagree on most, kept for the manifest and the report
@@ -34,7 +35,7 @@ SCHEMA = pa.schema([
     *[pa.field(f"{side}_{name}", kind, nullable=False) for side in ("model", "candidate") for name, kind in (
         ("label", pa.string()), ("confidence", pa.float32()), ("probabilities", pa.list_(pa.float32())),
         ("input_sha256", pa.string()))],
-    *[field for field in sheet.SCHEMA if field.name in sheet.Source._fields],
+    *[field for field in sheet.SCHEMA if field.name in records.Source._fields],
 ])
 
 
@@ -68,7 +69,7 @@ def _paired(scored, model_classes: tuple, candidate_classes: tuple) -> _Paired:
 def block_counts(scored, model_classes: tuple, candidate_classes: tuple):
     """Yields the (name, amount) pairs a scored block adds to the comparison."""
     theirs = scored.candidate
-    failed = [stage for model, candidate, stage in map(errors.failed_by, scored.errors) if candidate]
+    failed = [stage for model, candidate, stage in map(records.failed_by, scored.errors) if candidate]
     yield f"{GROUP}/scored", len(theirs.keys)
     yield f"{GROUP}/failed", len(failed)
     for stage, amount in collections.Counter(failed).items():
@@ -113,7 +114,7 @@ def disagreements(scored, inputs, model_classes: tuple, candidate_classes: tuple
                  inputs.candidate.pixels[candidate_at[key]])):
             row.update({f"{side}_label": label, f"{side}_confidence": float(probabilities.max()),
                         f"{side}_probabilities": [float(value) for value in probabilities],
-                        f"{side}_input_sha256": sheet.input_sha256(pixels)})
+                        f"{side}_input_sha256": shape_dtype_and_pixels_sha256(pixels)})
         found.append(dict(row, **sheet.source_fields(source)))
     return found
 

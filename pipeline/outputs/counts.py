@@ -12,25 +12,11 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipeline.outputs import errors
+from pipeline.records import (CANDIDATE_GROUPS, CLASS, DUPLICATE_KEYS, FAILED, FAILED_BY_STAGE,  # noqa: F401
+                              FAILED_BY_TYPE, LOW_CONFIDENCE, MATCHED, NAMESPACE, SCORED, SCORED_ON, SKIPPED,
+                              SKIPPED_BY_REASON, failed_by, member)
 
 COUNTS_FILE = "_counts.json"
-# The runner's counters (Beam Metrics) are named as the counts, under this namespace; RunInference's own metrics
-# (num_inferences, inference_batch_latency_micro_secs, load_model_latency_milli_secs, ...) share it.
-NAMESPACE = "fashion_scorer"
-
-# Counters: matched = scored + failed + skipped.
-MATCHED, SKIPPED, SCORED, FAILED, DUPLICATE_KEYS = "matched", "skipped", "scored", "failed", "duplicate_keys"
-# Groups, each counted by member.
-CLASS, LOW_CONFIDENCE = "class", "low_confidence"
-FAILED_BY_STAGE, FAILED_BY_TYPE, SKIPPED_BY_REASON = "failed_by_stage", "failed_by_type", "skipped_by_reason"
-SCORED_ON = "scored_on"  # by device: CPU, GPU:0 NAME
-CANDIDATE_GROUPS = "candidate"  # the prefix of the groups a candidate model's comparison counts (outputs.comparison)
-
-
-def member(group: str, name: str) -> str:
-    """The counter name of one member of a group: member(CLASS, "Bag") == "class/Bag"."""
-    return f"{group}/{name}"
 
 
 def listing_counts(met: int, skipped: dict, count_files: bool = True, repeated_keys: int = 0):
@@ -53,7 +39,7 @@ def block_counts(block, low_confidence: float, class_names: tuple, count_matched
     index = block.probabilities.argmax(axis=1)
     confident = block.probabilities.max(axis=1) >= low_confidence
     if count_matched:
-        yield MATCHED, len(block.keys) + sum(1 for row in block.errors if errors.failed_by(row)[0])
+        yield MATCHED, len(block.keys) + sum(1 for row in block.errors if failed_by(row)[0])
     yield SCORED, len(block.keys)
     if block.keys and block.device:
         yield member(SCORED_ON, block.device), len(block.keys)
@@ -61,7 +47,7 @@ def block_counts(block, low_confidence: float, class_names: tuple, count_matched
         yield member(CLASS, class_names[label]), int(amount)
     for label, amount in zip(*np.unique(index[~confident], return_counts=True)):
         yield member(LOW_CONFIDENCE, class_names[label]), int(amount)
-    failed = [row for row in block.errors if errors.failed_by(row)[0]]  # not those the candidate alone failed on
+    failed = [row for row in block.errors if failed_by(row)[0]]  # not those the candidate alone failed on
     yield FAILED, len(failed)
     for row in failed:
         yield member(FAILED_BY_STAGE, row["stage"]), 1

@@ -1,5 +1,5 @@
-"""Defines dead letters: the row that records an input which could not be scored, its Parquet schema, the folder of
-a partition that holds them, and their writer."""
+"""Defines dead letters as written: their Parquet schema, the folder of a partition that holds them, and their writer
+(the row itself, and its stages, are records every stage makes: pipeline.records)."""
 
 import apache_beam as beam
 import pyarrow as pa
@@ -7,11 +7,6 @@ import pyarrow as pa
 from pipeline.outputs import partitions
 
 FOLDER = "errors"  # in a partition, beside scores/
-
-# Where in the run an input failed.
-STAGES = ("read", "decode", "predict")
-# With a candidate model, the stage of a failure of one model alone says which (pipeline.scoring.candidate).
-MODEL_ONLY, CANDIDATE_ONLY = "model:", "candidate:"
 
 ERRORS_SCHEMA = pa.schema(
     [
@@ -21,21 +16,6 @@ ERRORS_SCHEMA = pa.schema(
         pa.field("error_message", pa.string(), nullable=False),
     ]
 )
-
-
-def error_row(key: str, stage: str, error_type: str, message: str) -> dict:
-    """One row of the `errors` table: which input, at which stage, what kind of error, and what exactly went wrong."""
-    return {"key": key, "stage": stage, "error_type": error_type, "error_message": message}
-
-
-def failed_by(row: dict) -> tuple:
-    """(whether the run's model failed on the input, whether the candidate did, the stage) of an error row."""
-    stage = row["stage"]
-    if stage.startswith(MODEL_ONLY):
-        return True, False, stage[len(MODEL_ONLY):]
-    if stage.startswith(CANDIDATE_ONLY):
-        return False, True, stage[len(CANDIDATE_ONLY):]
-    return True, True, stage
 
 
 class WriteErrors(beam.PTransform):

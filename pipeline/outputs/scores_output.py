@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from model.cards import card_spec
 from pipeline.outputs import partitions
-from pipeline.scoring.model_handler import ScoredBlock
+from pipeline.records import ScoredBlock
 
 FOLDER = "scores"  # in a partition
 CANDIDATE_FOLDER = "candidate"  # a candidate model's rows (--candidate_model), in the same schema

@@ -28,7 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from model.reading import lies_inside
 from pipeline.reading import globs
-from pipeline.outputs.errors import error_row
+from pipeline.records import error_row
 
 @dataclasses.dataclass(frozen=True)
 class Rules:

@@ -14,15 +14,15 @@ from apache_beam.io.filesystems import FileSystems
 # Local files are read as every command reads them (model.reading); a refusal's .reason is the row's error type.
 from model.reading import DEFAULT_MAX_FILE_BYTES, FileRefused, read_regular_file, too_large
 from pipeline.reading import object_reads
-from pipeline.outputs.errors import error_row
+from pipeline.records import error_row
 from pipeline.reading.listing import key_for
-from pipeline.report.sheet import Source
+from pipeline.records import Source
 
 _LIMIT_FLAG = "--max_file_bytes"  # named in a too-large file's message
 
 
 class ReadImageFiles:
-    """A unit -> (key, bytes, pipeline.report.sheet.Source) per file and the unit's error rows as they are.
+    """A unit -> (key, bytes, pipeline.records.Source) per file and the unit's error rows as they are.
 
     Local files are read one after the other: from the page cache that is ~100,000 files/s, and from this machine's
     disk threads did not help. Files on other filesystems (gs://, s3://, hdfs://) are read on `pool`'s threads: each

@@ -22,9 +22,9 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import options
-from pipeline.outputs.errors import error_row
+from pipeline.records import error_row
 from pipeline.reading.listing import key_for
-from pipeline.report.sheet import Source
+from pipeline.records import Source
 
 COMPRESSIONS = options.COMPRESSIONS
 _EXTENSIONS = {".gz": "gzip", ".gzip": "gzip", ".zlib": "zlib", ".zz": "zlib"}
@@ -33,7 +33,7 @@ _FOOTER = struct.Struct("<I")  # the masked CRC32C of the record's data
 
 
 class ReadTFRecordFiles:
-    """A unit of TFRecord files -> (key, payload, pipeline.report.sheet.Source) per Example, and the unit's error rows
+    """A unit of TFRecord files -> (key, payload, pipeline.records.Source) per Example, and the unit's error rows
     as they are."""
 
     def __init__(self, image_feature: str, key_feature: str, raw_feature: str, compression: str = "auto",

@@ -1,4 +1,4 @@
-"""Reads the report's pictures back: for each contact-sheet candidate (pipeline.report.sheet), the input from exactly
+"""Reads the report's pictures back: for each contact-sheet candidate (pipeline.outputs.sheet), the input from exactly
 where the run read it, as the model saw it and as a thumbnail of the original.
 
 Nothing here opens a name taken from a key. A local file is opened without blocking and read only if it is a regular
@@ -16,9 +16,11 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from model import reading
+from model.input_hashes import shape_dtype_and_pixels_sha256
 from model.cards.card_spec import ModelSpec
 from pipeline.reading import tfrecords
-from pipeline.report import page, sheet
+from pipeline.records import Source
+from pipeline.report import page
 
 MAX_IMAGE_BYTES = 64 << 20  # an image read back for the contact sheet; larger ones are noted, not read
 THUMBNAIL = 84  # pixels, the longer side of the original's thumbnail
@@ -37,7 +39,7 @@ def pictures(row: dict, spec: ModelSpec) -> tuple:
     try:
         payload = _payload(row)
         seen = _model_input(payload, spec)
-        if sheet.input_sha256(seen) != row["input_sha256"]:
+        if shape_dtype_and_pixels_sha256(seen) != row["input_sha256"]:
             raise Changed("changed since it was scored")
         original = _thumbnail(payload) if isinstance(payload, bytes) else _thumbnail_of_pixels(seen)
     except Changed as changed:
@@ -73,8 +75,8 @@ def _path(row: dict):
     return text
 
 
-def _source(path, row: dict) -> sheet.Source:
-    return sheet.Source(path, row["size"], row["modified"], row["record"], row["offset"], row["compression"],
+def _source(path, row: dict) -> Source:
+    return Source(path, row["size"], row["modified"], row["record"], row["offset"], row["compression"],
                         row["feature"], row["raw"])
 
 

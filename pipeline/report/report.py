@@ -1,7 +1,7 @@
 """Defines the run report, report.html in every published partition: the run, tonight's class mix against the
 previous nights (with a flag when a class's share moves beyond what they make usual), confidence, the least
 confident images as a contact sheet, and the failures. It reads the partition's Parquet, the earlier partitions'
-manifests and the contact sheet the run kept (pipeline.report.sheet: at most --images pictures, read back from where the
+manifests and the contact sheet the run kept (pipeline.outputs.sheet: at most --images pictures, read back from where the
 run read them by pipeline.report.pictures, never from a key); pipeline.report.page renders it.
 
     python -m pipeline.report OUTPUT/dt=YYYY-MM-DD [--history 14] [--images 24] [--to FILE]
@@ -25,8 +25,8 @@ from apache_beam.io.filesystems import FileSystems  # noqa: E402
 from model import display  # noqa: E402
 from model.cards import card_spec  # noqa: E402
 from pipeline import options, store_endpoints  # noqa: E402
-from pipeline.outputs import errors, labels, partitions, scores_output  # noqa: E402
-from pipeline.report import accuracy, candidate, page, pictures, sheet  # noqa: E402
+from pipeline.outputs import errors, labels, partitions, scores_output, sheet  # noqa: E402
+from pipeline.report import accuracy, candidate, page, pictures  # noqa: E402
 
 REPORT = "report.html"  # in a partition, written before _SUCCESS
 DEFAULT_HISTORY, DEFAULT_IMAGES = options.REPORT_HISTORY, options.REPORT_IMAGES
@@ -221,7 +221,7 @@ def _confidence_section(manifest: dict, nights: list, labels: np.ndarray, confid
 
 
 def _sheet_section(folder: str, count: int, spec: card_spec.ModelSpec) -> tuple:
-    """(heading, HTML) of the least confident predictions, from the candidates the run kept (pipeline.report.sheet)."""
+    """(heading, HTML) of the least confident predictions, from the candidates the run kept (pipeline.outputs.sheet)."""
     try:
         rows = partitions.read_table(FileSystems.join(folder, sheet.FILE)).to_pylist()
     except Exception:  # noqa: BLE001 - a partition written before the run kept candidates

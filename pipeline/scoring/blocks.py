@@ -8,7 +8,6 @@ Python's lock while it computes), the next one is read and decoded.
 """
 
 import bisect
-import dataclasses
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,7 @@ from model import recipes
 from model.cards.card_spec import ModelSpec
 from model.recipes import preprocessing
 from pipeline import timeline
-from pipeline.outputs.errors import error_row
+from pipeline.records import Block, error_row
 from pipeline.reading import object_reads
 from pipeline.scoring import worker_process
 
@@ -29,19 +28,6 @@ from pipeline.scoring import worker_process
 # Inputs are decoded in groups of up to a block's rows of files or this many bytes, whichever comes first, so a folder
 # of large photos never holds more than this much undecoded data per worker.
 GROUP_BYTES = 64 << 20
-
-
-@dataclasses.dataclass
-class Block:
-    """Decoded images and the error rows of the inputs read with them that could not be decoded."""
-
-    keys: list  # one per row of pixels
-    pixels: np.ndarray  # uint8 (len(keys), *spec.pixel_shape)
-    errors: list  # error rows (pipeline.outputs.errors.error_row)
-    sources: list = dataclasses.field(default_factory=list)  # where each row was read (pipeline.report.sheet.Source)
-    # With a candidate model: the same inputs as its card's recipe gave them (its keys are those it could decode,
-    # its errors those it alone could not; see pipeline.scoring.candidate).
-    candidate: "Block" = None
 
 
 class _Lane:

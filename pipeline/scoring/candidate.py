@@ -10,8 +10,8 @@ is in scores/, not in candidate/) or `model:predict` (it is in candidate/, not i
 from typing import Optional, Sequence
 
 from pipeline.outputs import comparison
-from pipeline.outputs.errors import CANDIDATE_ONLY, MODEL_ONLY
-from pipeline.scoring.model_handler import KerasModelHandler, ScoredBlock, score_block
+from pipeline.records import CANDIDATE_ONLY, MODEL_ONLY, ScoredBlock
+from pipeline.scoring.model_handler import KerasModelHandler, score_block
 from pipeline.scoring.served_model import ServedModel
 
 

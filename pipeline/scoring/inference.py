@@ -5,11 +5,11 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
 from model.cards.card_spec import ModelSpec
-from pipeline import progress
-from pipeline.outputs import errors
+from pipeline import progress, records
 from pipeline.reading import object_reads
 from pipeline.scoring.blocks import DecodeBlocks
-from pipeline.scoring.model_handler import KerasModelHandler, ScoredBlock
+from pipeline.records import ScoredBlock
+from pipeline.scoring.model_handler import KerasModelHandler
 
 
 class _ShowProgress(beam.DoFn):
@@ -23,7 +23,7 @@ class _ShowProgress(beam.DoFn):
 
     def process(self, block: ScoredBlock):
         # an input only a candidate failed on is also among the keys: counted once
-        self._progress.add(len(block.keys) + sum(1 for row in block.errors if errors.failed_by(row)[0]))
+        self._progress.add(len(block.keys) + sum(1 for row in block.errors if records.failed_by(row)[0]))
         yield block
 
 

@@ -5,35 +5,15 @@ Beam's stock TFModelHandlerNumpy needs tensorflow_hub, cannot load a Keras 3 mod
 fails a whole batch for one bad record; this handler does none of that.
 """
 
-import dataclasses
 from typing import Optional, Sequence
 
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
 from pipeline import timeline
-from pipeline.outputs import counts
-from pipeline.outputs.errors import error_row
-from pipeline.report import sheet
-from pipeline.scoring.blocks import Block
+from pipeline.outputs import sheet
+from pipeline.records import NAMESPACE, Block, ScoredBlock, error_row
 from pipeline.scoring.served_model import ServedModel, load_served_model, thread_settings
-
-
-@dataclasses.dataclass
-class ScoredBlock:
-    """A block's results: probabilities for the keys that scored, and an error row for every input that did not."""
-
-    keys: list
-    probabilities: np.ndarray  # float32 (len(keys), the model's number of classes)
-    errors: list  # the block's read and decode errors, then the records the model failed on
-    # The block's contact-sheet candidates (pipeline.report.sheet).
-    sheet: list = dataclasses.field(default_factory=list)
-    device: str = ""  # where the model scored it: CPU, or GPU:0 and the GPU's name
-    # With a candidate model (pipeline.scoring.candidate): the decoded block, kept until the candidate has scored its
-    # images; then the candidate's results and the block's inputs where the two disagree most.
-    inputs: Block = None
-    candidate: "ScoredBlock" = None
-    disagreements: list = dataclasses.field(default_factory=list)
 
 
 class KerasModelHandler(ModelHandler):
@@ -69,7 +49,7 @@ class KerasModelHandler(ModelHandler):
         return sum(block.pixels.nbytes for block in batch)
 
     def get_metrics_namespace(self) -> str:
-        return counts.NAMESPACE
+        return NAMESPACE
 
 
 def score_block(block: Block, predict, num_classes: int, device: str = "", for_sheet: bool = True) -> ScoredBlock:

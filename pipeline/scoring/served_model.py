@@ -12,6 +12,7 @@ import numpy as np
 from model.cards import known_answers, model_checks
 from model.runtimes import choosing, forward, model_files, onnx_checks, quiet, registry
 from model.training.data import file_sha256
+from model.writing import write_atomically
 from pipeline import timeline
 
 
@@ -137,7 +138,7 @@ def localize(model_uri: str) -> str:
             target = os.path.join(folder, *location.replace("\\", "/").split("/"))
             os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
             digests[location] = _copy(FileSystems, f"{source_folder}/{location}", target, budget)
-    _write_atomically(_digests_path(local_model), json.dumps(digests).encode())  # last: it vouches for every copy
+    write_atomically(_digests_path(local_model), json.dumps(digests).encode())  # last: it vouches for every copy
     return local_model
 
 
@@ -179,26 +180,16 @@ def _copy(file_systems, source: str, target: str, budget: list) -> str:
     """Copies one file through Beam's filesystems, within what is left of budget[0] bytes (ModelFileError past it);
     returns the sha256 of the bytes written."""
     digest = hashlib.sha256()
-    partial = f"{target}.{os.getpid()}.partial"
-    try:
-        with file_systems.open(source, compression_type="uncompressed") as reader, open(partial, "wb") as writer:
+
+    def chunks():
+        with file_systems.open(source, compression_type="uncompressed") as reader:
             for chunk in iter(lambda: reader.read(1 << 20), b""):
                 budget[0] -= len(chunk)
                 if budget[0] < 0:
                     raise model_checks.ModelFileError(f"{source}: refused, the model and its files hold more than "
                                                       f"{model_checks.MAX_MODEL_BYTES:,} bytes")
-                writer.write(chunk)
                 digest.update(chunk)
-    except BaseException:
-        if os.path.exists(partial):
-            os.remove(partial)
-        raise
-    os.replace(partial, target)  # Atomic, so a concurrent worker never loads half a file.
+                yield chunk
+
+    write_atomically(target, chunks())  # so a concurrent worker never loads half a file
     return digest.hexdigest()
-
-
-def _write_atomically(target: str, payload: bytes) -> None:
-    partial = f"{target}.{os.getpid()}.partial"  # this process's own, so concurrent workers never share one
-    with open(partial, "wb") as writer:
-        writer.write(payload)
-    os.replace(partial, target)

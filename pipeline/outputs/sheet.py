@@ -9,32 +9,17 @@ and modification time, and shows it only if it preprocesses to the same model in
 a link re-pointed since the run shows as changed, not as somebody else's picture.
 """
 
-import hashlib
-import typing
-
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
+from model.input_hashes import shape_dtype_and_pixels_sha256
 from pipeline import options
+from pipeline.records import Source
 
 FILE = "_sheet.parquet"  # in a partition; readers of the tables skip names that start with "_"
 SHEET_IMAGES = options.REPORT_IMAGES  # candidates a run keeps: the report shows up to this many
-
-
-class Source(typing.NamedTuple):
-    """Where one input was read: a file as listed (text, or bytes for a local name that is not UTF-8), its size and
-    modification time then, and for a TFRecord record its index and offset in the (decompressed) file."""
-
-    path: typing.Union[str, bytes]
-    size: int
-    modified: float
-    record: int = -1  # -1 for an image file
-    offset: int = -1
-    compression: str = "none"
-    feature: str = ""  # the Example feature that held the image
-    raw: bool = False  # the feature holds raw pixels, not an encoded image
 
 
 SCHEMA = pa.schema([
@@ -54,12 +39,6 @@ SCHEMA = pa.schema([
 ])
 
 
-def input_sha256(pixels: np.ndarray) -> str:
-    """The hash of one model input, its shape included."""
-    return hashlib.sha256(f"{pixels.shape}|{pixels.dtype}|".encode() + np.ascontiguousarray(pixels).tobytes()
-                          ).hexdigest()
-
-
 def candidates(keys: list, sources: list, pixels: np.ndarray, probabilities: np.ndarray, skip=(),
                count: int = SHEET_IMAGES) -> list:
     """Sheet rows for the `count` least confident rows of one scored block, leaving out the rows in `skip` (the
@@ -76,7 +55,7 @@ def candidates(keys: list, sources: list, pixels: np.ndarray, probabilities: np.
 def _row(key: str, source: Source, pixels: np.ndarray, probabilities: np.ndarray) -> dict:
     index = int(probabilities.argmax())
     return {"key": key, "label_index": index, "confidence": float(probabilities[index]),
-            "probabilities": [float(value) for value in probabilities], "input_sha256": input_sha256(pixels),
+            "probabilities": [float(value) for value in probabilities], "input_sha256": shape_dtype_and_pixels_sha256(pixels),
             **source_fields(source)}
 
 

@@ -1,4 +1,5 @@
-"""Publishes a run: names it, writes its manifest with the counts and checks, swaps the partition into place."""
+"""Publishes a run: names it, writes its manifest with the counts and checks, swaps the partition into place, writes
+its report. Above both the outputs it publishes and the report it writes (pipeline/outputs, pipeline/report)."""
 
 import dataclasses
 import datetime
