@@ -13,7 +13,7 @@ from model.cards import card_spec
 
 from pipeline import options
 from pipeline.outputs import comparison, counts, errors, fingerprints, scores_output, sheet
-from pipeline.reading import matching, sources, tfrecords
+from pipeline.reading import matching, sources, tables, tfrecords
 from pipeline.scoring.candidate import CandidateModelHandler
 from pipeline.scoring.inference import ScoreImages
 from pipeline.scoring.model_handler import KerasModelHandler
@@ -23,7 +23,14 @@ def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, vers
           candidate: tuple = None) -> None:
     """Adds the scoring graph to `pipeline`, writing scores/, errors/, _inputs/ and the counts file under `folder`
     (the run's staging folder); with a `candidate` (its card and version), also candidate/ and the disagreements."""
-    if config.inputs:
+    table_fields = []
+    if config.input_table:  # one input a table row; its files' tasks spread over the workers
+        table = tables.check(config.input_table, config.uri_column, config.keep_columns, config.uri_roots)
+        table_fields = table.output_fields()
+        matched = pipeline | "MatchTable" >> tables.MatchTable(table, config.files_per_chunk)
+        read = sources.ReadImageFiles(config.max_file_bytes, tables.local_roots(table.roots) or None,
+                                      config.reads_in_flight)
+    elif config.inputs:
         skip = (fingerprints.AlreadyScored(config.output, config.run_date, version, config.inputs)
                 if config.skip_scored else None)
         match = matching.MatchInputs(config.inputs, config.files_per_chunk, True, skip, config.output, version,
@@ -50,22 +57,22 @@ def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, vers
                                                    candidate_spec.class_names, **settings), candidate_spec)
     scored = matched.units | "Score" >> ScoreImages(handler, read, spec, config.max_pixels, config.decode_threads,
                                                    config.progress_seconds, config.reads_in_flight, scoring_candidate)
-    _ = scored | "WriteScores" >> scores_output.WriteScores(folder, card, version)
+    _ = scored | "WriteScores" >> scores_output.WriteScores(folder, card, version, table_fields=table_fields)
     pairs = [matched.counts, scored | "CountScored" >> beam.FlatMap(
-        counts.block_counts, config.low_confidence, spec.class_names, count_matched=not config.inputs)]
+        counts.block_counts, config.low_confidence, spec.class_names, count_matched=bool(config.input_tfrecords))]
     if candidate:
         _ = (scored
              | "CandidateRows" >> beam.Map(lambda block: block.candidate)
              | "WriteCandidate" >> scores_output.WriteScores(folder, candidate_card, candidate_version,
-                                                            scores_output.CANDIDATE_FOLDER))
+                                                            scores_output.CANDIDATE_FOLDER, table_fields))
         _ = scored | "WriteDisagreements" >> comparison.WriteDisagreements(folder)
         pairs.append(scored | "CountCompared" >> beam.FlatMap(comparison.block_counts, spec.class_names,
                                                               candidate_spec.class_names))
     _ = scored | "WriteSheet" >> sheet.WriteSheet(folder)
     _ = (scored
          | "ErrorRows" >> beam.FlatMap(lambda block: block.errors)
-         | "WriteErrors" >> errors.WriteErrors(folder))
-    if not config.inputs:  # Record keys come from a feature, so several records may carry the same one.
+         | "WriteErrors" >> errors.WriteErrors(folder, table_fields))
+    if config.input_tfrecords:  # Record keys come from a feature, so several records may carry the same one.
         pairs.append(scored | "CountDuplicateKeys" >> counts.CountDuplicateKeys())
     _ = (pairs
          | "AllCounts" >> beam.Flatten()

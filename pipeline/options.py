@@ -30,6 +30,10 @@ class ScoreConfig:
     max_error_rate: float = 0.05
     inputs: tuple = ()
     input_tfrecords: tuple = ()
+    input_table: str = ""  # a Parquet or CSV table of image URIs (pipeline.reading.tables)
+    uri_column: str = ""
+    keep_columns: tuple = ()
+    uri_roots: tuple = ()  # --uri_root: the prefixes a table's URIs must lie under (none: anywhere)
     model: str = DEFAULT_MODEL_PATH
     candidate_model: str = ""  # scored beside the model into candidate/, and compared with it
     labels: str = ""  # the truth for some inputs: each model's accuracy on them
@@ -89,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
                              "--input given again adds to the list")
     inputs.add_argument("--input_tfrecords", nargs="+", action="extend", default=[], metavar="GLOB",
                         help="TFRecord files of tf.train.Example")
+    inputs.add_argument("--input_table", default="", metavar="TABLE",
+                        help="a Parquet or CSV table (a file, a folder of files or a glob, any filesystem) that lists "
+                             "one image URI a row in --uri_column; each row is one input, its --keep_columns carried "
+                             "into its output row")
+    inputs.add_argument("--uri_column", default="", metavar="COLUMN",
+                        help="--input_table's column of image paths or URIs (relative ones: to the table file's "
+                             "folder)")
+    inputs.add_argument("--keep_columns", default="", metavar="A,B,C",
+                        help="--input_table's columns to carry into every output row (their types kept)")
+    inputs.add_argument("--uri_root", action="append", default=[], metavar="PREFIX",
+                        help="a folder or URI prefix --input_table's URIs must lie under (repeatable); a URI outside "
+                             "every root is an error row, never opened: give it for any table you did not write")
     inputs.add_argument("--image_feature", default=RECORD_KEY_IMAGE,
                         help="Example feature with the encoded image (PNG, JPEG, ...)")
     inputs.add_argument("--raw_feature", default=RECORD_KEY_RAW_PIXELS,
@@ -163,8 +179,16 @@ def parse(argv, today=datetime.date.today) -> tuple:
     gives the date a run without --run_date writes."""
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    if bool(args.input) == bool(args.input_tfrecords):
-        parser.error("give exactly one kind of input: --input (image files or folders) or --input_tfrecords")
+    if sum(map(bool, (args.input, args.input_tfrecords, args.input_table))) != 1:
+        parser.error("give exactly one kind of input: --input (image files or folders), --input_tfrecords or "
+                     "--input_table")
+    if bool(args.input_table) != bool(args.uri_column):
+        parser.error("--input_table and --uri_column go together: name the table and its column of image URIs")
+    if (args.keep_columns or args.uri_root) and not args.input_table:
+        parser.error("--keep_columns and --uri_root apply to --input_table only")
+    if args.skip_scored and args.input_table:
+        parser.error("--skip_scored works with --input image files only for now (a table's rows are scored every "
+                     "run)")
     if args.skip_scored and args.input_tfrecords:
         parser.error("--skip_scored works with --input image files only (TFRecords have no per-image fingerprint)")
     if args.model_copies and not args.share_model:
@@ -176,6 +200,9 @@ def parse(argv, today=datetime.date.today) -> tuple:
     values = {k: v for k, v in vars(args).items() if k in fields}
     config = ScoreConfig(**{**values, "run_date": args.run_date or today().isoformat(), "inputs": tuple(args.input),
                             "input_tfrecords": tuple(args.input_tfrecords), "model": _worker_path(args.model),
+                            "keep_columns": tuple(name.strip() for name in args.keep_columns.split(",") if name.strip()),
+                            "uri_roots": tuple(_worker_path(root) for root in args.uri_root),
+                            "input_table": _worker_path(args.input_table),
                             "candidate_model": _worker_path(args.candidate_model)})
     return config, beam_args
 

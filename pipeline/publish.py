@@ -41,7 +41,10 @@ def start_run(config, beam_options, model) -> RunInfo:
         "run_id": run_id,
         "run_date": config.run_date,
         "started_at": now.isoformat(),
-        "inputs": {"images": list(config.inputs), "tfrecords": list(config.input_tfrecords)},
+        "inputs": {"images": list(config.inputs), "tfrecords": list(config.input_tfrecords),
+                   **({"table": {"table": config.input_table, "uri_column": config.uri_column,
+                                 "keep_columns": list(config.keep_columns), "uri_roots": list(config.uri_roots)}}
+                      if config.input_table else {})},
         "skip_scored": config.skip_scored,
         "refuse_outside_links": config.refuse_outside_links,
         fingerprints.INDEX_FLAG: bool(config.inputs),  # _inputs: every file of the inputs scored tonight or before

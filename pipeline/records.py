@@ -12,9 +12,24 @@ import typing
 import numpy as np
 
 
+class TableRow(typing.NamedTuple):
+    """The row of an input table (--input_table) that named an input: the table file, the row's index in it (from 0),
+    and the columns the caller keeps, as (name, value) pairs in --keep_columns order."""
+
+    file: str
+    index: int
+    kept: tuple = ()
+
+
+def table_fields(table: TableRow) -> dict:
+    """A TableRow as an output row's columns: `table_row` (file and index) and each kept column by its name."""
+    return {"table_row": {"file": table.file, "index": table.index}, **dict(table.kept)}
+
+
 class Source(typing.NamedTuple):
     """Where one input was read: a file as listed (text, or bytes for a local name that is not UTF-8), its size and
-    modification time then, and for a TFRecord record its index and offset in the (decompressed) file."""
+    modification time then, and for a TFRecord record its index and offset in the (decompressed) file; for an input a
+    table named, that table's row."""
 
     path: typing.Union[str, bytes]
     size: int
@@ -24,6 +39,7 @@ class Source(typing.NamedTuple):
     compression: str = "none"
     feature: str = ""  # the Example feature that held the image
     raw: bool = False  # the feature holds raw pixels, not an encoded image
+    table: TableRow = None  # the table row that named the file (--input_table)
 
 
 @dataclasses.dataclass
@@ -54,6 +70,7 @@ class ScoredBlock:
     inputs: Block = None
     candidate: "ScoredBlock" = None
     disagreements: list = dataclasses.field(default_factory=list)
+    tables: list = None  # for inputs a table named: each key's TableRow (--input_table)
 
 
 # Where in the run an input failed.
@@ -62,9 +79,11 @@ STAGES = ("read", "decode", "predict")
 MODEL_ONLY, CANDIDATE_ONLY = "model:", "candidate:"
 
 
-def error_row(key: str, stage: str, error_type: str, message: str) -> dict:
-    """One row of the `errors` table: which input, at which stage, what kind of error, and what exactly went wrong."""
-    return {"key": key, "stage": stage, "error_type": error_type, "error_message": message}
+def error_row(key: str, stage: str, error_type: str, message: str, table: TableRow = None) -> dict:
+    """One row of the `errors` table: which input, at which stage, what kind of error, and what exactly went wrong;
+    for an input a table named, that row's table_row and kept columns too."""
+    row = {"key": key, "stage": stage, "error_type": error_type, "error_message": message}
+    return row if table is None else {**row, **table_fields(table)}
 
 
 def failed_by(row: dict) -> tuple:

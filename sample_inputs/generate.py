@@ -47,7 +47,18 @@ def main() -> None:
         writer = csv.writer(stream)
         writer.writerow(["path", "label_index", "label"])
         writer.writerows((path, label, CLASS_NAMES[label]) for path, label in rows)
-    print(f"wrote {len(rows)} labelled images, 2 broken files and 2 TFRecord files under {HERE}")
+    _write_catalogue([path for path, _ in rows] + ["images/broken/cut-in-half.png", "images/broken/notes.jpg"])
+    print(f"wrote {len(rows)} labelled images, 2 broken files, 2 TFRecord files and a catalogue under {HERE}")
+
+
+def _write_catalogue(paths: list) -> None:
+    """catalogue.csv: the images as a shop's catalogue lists them (--input_table), one per row with its product id and
+    title, by paths relative to this folder."""
+    with open(os.path.join(HERE, "catalogue.csv"), "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["image", "product_id", "title"])
+        writer.writerows((path, 10_000 + number, f"listing {number}: {os.path.basename(path)}")
+                         for number, path in enumerate(paths))
 
 
 def _write_broken(photo) -> None:

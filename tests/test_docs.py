@@ -58,7 +58,7 @@ def _check_python(argv: list) -> None:
         arguments = [("x" if previous.startswith("--") and "=" not in previous else None) if flag == "..." else flag
                      for previous, flag in zip(["", *flags], flags)]
         arguments = [flag for flag in arguments if flag is not None]
-        if "--input" not in arguments and "--input_tfrecords" not in arguments:
+        if not {"--input", "--input_tfrecords", "--input_table"} & set(arguments):
             arguments += ["--input", "x"]
         _, beam_args = options.parse(arguments + (["--output", "x"] if "--output" not in arguments else []))
         assert options.unknown_beam_flags(beam_args) == [], argv

@@ -22,9 +22,10 @@ class WriteErrors(beam.PTransform):
     """Error rows -> Parquet files in FOLDER under the given partition folder (an empty file when nothing failed, so
     readers always find the schema)."""
 
-    def __init__(self, partition: str):
+    def __init__(self, partition: str, table_fields: list = ()):
         super().__init__()
         self.partition = partition
+        self.schema = pa.schema(list(ERRORS_SCHEMA) + list(table_fields))  # an input table's columns after its own
 
     def expand(self, rows):
-        return rows | "WriteParquet" >> partitions.parquet_writer(self.partition, FOLDER, ERRORS_SCHEMA)
+        return rows | "WriteParquet" >> partitions.parquet_writer(self.partition, FOLDER, self.schema)

@@ -9,15 +9,16 @@ import pyarrow as pa
 
 from model.cards import card_spec
 from pipeline.outputs import partitions
-from pipeline.records import ScoredBlock
+from pipeline.records import ScoredBlock, table_fields
 
 FOLDER = "scores"  # in a partition
 CANDIDATE_FOLDER = "candidate"  # a candidate model's rows (--candidate_model), in the same schema
 
 
-def scores_schema(card: dict) -> pa.Schema:
-    """One row per scored input, `probabilities` in the card's class order; the file metadata carries the class names
-    and the whole model card."""
+def scores_schema(card: dict, table_fields: list = ()) -> pa.Schema:
+    """One row per scored input, `probabilities` in the card's class order, then `table_fields` (an input table's
+    table_row and kept columns, pipeline.reading.tables); the file metadata carries the class names and the whole
+    model card."""
     return pa.schema(
         [
             pa.field("key", pa.string(), nullable=False),
@@ -26,6 +27,7 @@ def scores_schema(card: dict) -> pa.Schema:
             pa.field("confidence", pa.float32(), nullable=False),
             pa.field("probabilities", pa.list_(pa.float32()), nullable=False),
             pa.field("model_version", pa.string(), nullable=False),
+            *table_fields,
         ],
         metadata={"class_names": json.dumps(list(card_spec.spec_from_card(card).class_names), ensure_ascii=False),
                   "model_card": json.dumps(card, sort_keys=True)},
@@ -47,18 +49,27 @@ def to_table(batch: ScoredBlock, schema: pa.Schema, version: str, labels: np.nda
         pa.ListArray.from_arrays(offsets, pa.array(probabilities.ravel())),
         pa.array([version] * count, type=pa.string()),
     ]
+    columns += table_columns(batch.tables, list(schema)[len(columns):], count)
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def table_columns(tables: list, fields, count: int) -> list:
+    """The columns of `fields` (table_row, then kept columns) for rows named by `tables` (their TableRows)."""
+    if not len(fields):
+        return []
+    rows = [table_fields(table) if table is not None else {} for table in (tables or [None] * count)]
+    return [pa.array([row.get(field.name) for row in rows], type=field.type) for field in fields]
 
 
 class WriteScores(beam.PTransform):
     """ScoredBlocks -> Parquet files (snappy) in `folder` (FOLDER, or CANDIDATE_FOLDER) under the given partition
     folder."""
 
-    def __init__(self, partition: str, card: dict, version: str, folder: str = FOLDER):
+    def __init__(self, partition: str, card: dict, version: str, folder: str = FOLDER, table_fields: list = ()):
         super().__init__()
         self.partition = partition
         self.folder = folder
-        self.schema = scores_schema(card)
+        self.schema = scores_schema(card, table_fields)
         self.version = version
         self.labels = np.array(card_spec.spec_from_card(card).class_names, dtype=object)
 

@@ -38,23 +38,24 @@ class ReadImageFiles:
 
     def __call__(self, unit, pool=None):
         files = [entry for entry in unit if not isinstance(entry, dict)]
-        remote = pool is not None and any(FileSystems.get_scheme(_text(path)) for path, _, _ in files)
+        remote = pool is not None and any(FileSystems.get_scheme(_text(entry[0])) for entry in files)
         results = iter(pool.map(self._read, files) if remote else map(self._read, files))
         for entry in unit:
             yield entry if isinstance(entry, dict) else next(results)
 
     def _read(self, entry):
-        path, size, modified = entry
+        path, size, modified, *named_by = entry  # a table's file entries end with the TableRow that named them
+        table = named_by[0] if named_by else None
         key = key_for(path)
         try:
             data = _read_whole(path, size, self.max_file_bytes, self.inside, self.in_flight)
-            return key, data, Source(path, size, modified)
+            return key, data, Source(path, size, modified, table=table)
         except FileRefused as refused:
-            return error_row(key, "read", refused.reason, str(refused))
+            return error_row(key, "read", refused.reason, str(refused), table)
         except OSError as error:
-            return error_row(key, "read", _read_error_type(error), error.strerror or str(error))
+            return error_row(key, "read", _read_error_type(error), error.strerror or str(error), table)
         except Exception as error:  # Any other filesystem failure: that file fails, not the run.
-            return error_row(key, "read", type(error).__name__, str(error))
+            return error_row(key, "read", type(error).__name__, str(error), table)
 
 
 def _read_whole(path, listed_size: int, limit: int, inside: tuple = None, in_flight: int = 1) -> bytes:

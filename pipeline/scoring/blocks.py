@@ -141,11 +141,11 @@ class _UnitDecoder:
             if isinstance(result, np.ndarray):
                 model.add(place, key, result, source)
             else:  # the model's error row: the input's one row when the candidate cannot decode it either
-                model.errors.append((place, _decode_error(key, result)))
+                model.errors.append((place, _decode_error(key, result, source)))
             if isinstance(candidate_result, np.ndarray):
                 candidate.add(place, key, candidate_result, source)
             elif candidate is not None and isinstance(result, np.ndarray):  # the candidate alone could not
-                candidate.errors.append((place, _decode_error(key, candidate_result)))
+                candidate.errors.append((place, _decode_error(key, candidate_result, source)))
 
     def _decoded(self, records: list, spec: ModelSpec) -> list:
         """Each record's pixels by `spec`'s recipe, or the error that stopped it."""
@@ -159,8 +159,9 @@ class _UnitDecoder:
         return results
 
 
-def _decode_error(key, result) -> dict:
-    return error_row(key, "decode", getattr(result, "reason", type(result).__name__), str(result))
+def _decode_error(key, result, source=None) -> dict:
+    return error_row(key, "decode", getattr(result, "reason", type(result).__name__), str(result),
+                     getattr(source, "table", None))
 
 
 def _checked_raw_pixels(pixels: np.ndarray, spec: ModelSpec):

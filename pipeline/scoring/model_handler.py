@@ -61,12 +61,14 @@ def score_block(block: Block, predict, num_classes: int, device: str = "", for_s
         return ScoredBlock([], np.zeros((0, num_classes), np.float32), list(block.errors), device=device, inputs=kept)
     probabilities, failed_rows = predict_isolating_failures(predict, block.pixels, num_classes)
     good = [row for row in range(len(block.keys)) if row not in failed_rows]
-    failures = [error_row(block.keys[row], "predict", type(error).__name__, str(error))
+    tables = [source.table if source is not None else None for source in block.sources] or [None] * len(block.keys)
+    failures = [error_row(block.keys[row], "predict", type(error).__name__, str(error), tables[row])
                 for row, error in sorted(failed_rows.items())]
     candidates = (sheet.candidates(block.keys, block.sources, block.pixels, probabilities, skip=failed_rows)
                   if for_sheet else [])
     return ScoredBlock([block.keys[row] for row in good], probabilities[good], list(block.errors) + failures,
-                       candidates, device, inputs=kept)
+                       candidates, device, inputs=kept,
+                       tables=[tables[row] for row in good] if any(tables) else None)
 
 
 def predict_isolating_failures(predict, pixels: np.ndarray, num_classes: int, offset: int = 0):
