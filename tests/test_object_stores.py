@@ -143,6 +143,34 @@ def test_objects_named_one_by_one_and_by_glob(store, test_split, tiny_model_path
     assert [row["key"] for row in rows] == [_url(store, f"named/{name}") for name in ("a1.png", "a2.png", "b1.png")]
 
 
+def test_a_table_in_a_bucket_with_relative_and_absolute_uris_and_a_root(store, test_split, tiny_model_path, tmp_path):
+    """--input_table in the bucket: relative URIs read against the table's folder there, absolute ones as given, a
+    missing object and one outside --uri_root as error rows with their kept columns; one output row per table row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = ["p1.png", "p2.png", "p3.png"]
+    _upload_pngs(store, "catalogue/images/", test_split.images[:3], names)
+    _upload_pngs(store, "private/", test_split.images[3:4], ["secret.png"])
+    uris = ["images/p1.png", _url(store, "catalogue/images/p2.png"), "images/p3.png", "images/gone.png",
+            _url(store, "private/secret.png"), "images/p1.png"]
+    buffer = pa.BufferOutputStream()
+    pq.write_table(pa.table({"url": uris, "sku": pa.array(range(len(uris)), pa.int64())}), buffer, row_group_size=2)
+    store.put(BUCKET, "catalogue/table.parquet", buffer.getvalue().to_pybytes())
+    output = str(tmp_path / "out")
+    assert _run(store, "--input_table", _url(store, "catalogue/table.parquet"), "--uri_column", "url",
+                "--keep_columns", "sku", "--uri_root", _url(store, "catalogue/"), "--output", output, "--model",
+                tiny_model_path, "--max_error_rate", "1") == score.EXIT_OK
+    scores = read_rows(os.path.join(partition(output), "scores"))
+    errors = read_rows(os.path.join(partition(output), "errors"))
+    assert sorted((row["sku"], row["key"]) for row in scores) == [
+        (0, _url(store, "catalogue/images/p1.png")), (1, _url(store, "catalogue/images/p2.png")),
+        (2, _url(store, "catalogue/images/p3.png")), (5, _url(store, "catalogue/images/p1.png"))]
+    assert sorted((row["sku"], row["error_type"]) for row in errors) == [(3, "missing"),
+                                                                         (4, "outside the allowed roots")]
+    assert {row["table_row"]["file"] for row in scores + errors} == {_url(store, "catalogue/table.parquet")}
+
+
 def test_tfrecords_and_the_model_and_a_candidate_from_a_bucket(store, shipped_model, tiny_model_path, tmp_path):
     folder = os.path.join(SAMPLE_INPUTS, "tfrecords")
     for name in os.listdir(folder):

@@ -218,3 +218,37 @@ def test_the_documented_catalogue_command_runs_as_written(tmp_path):
     assert (len(scores), len(errors), manifest["counts"]["matched"]) == (len(listed) - 2, 2, len(listed))
     expected = {os.path.join(REPO_ROOT, "sample_inputs", row["image"]): int(row["product_id"]) for row in listed}
     assert {row["key"]: row["product_id"] for row in scores + errors} == expected
+
+
+def test_two_worker_processes_give_the_same_rows(catalogue, tmp_path):
+    table = os.path.join(catalogue["folder"], "table.parquet")
+    found = {}
+    for name, extra in {"memory": [], "two-workers": ["--direct_running_mode=multi_processing",
+                                                      "--direct_num_workers=2", "--files_per_chunk", "3"]}.items():
+        output = str(tmp_path / name)
+        assert _score("--input_table", table, "--uri_column", "image", "--keep_columns", "product_id",
+                      "--output", output, *extra) == 0
+        scores, errors, manifest = _outputs(output)
+        found[name] = (sorted((row["table_row"]["index"], row["key"], row["product_id"], tuple(row["probabilities"]))
+                              for row in scores),
+                       sorted((row["table_row"]["index"], row["error_type"]) for row in errors), manifest["counts"])
+    assert found["memory"][:2] == found["two-workers"][:2]
+    assert found["memory"][2]["matched"] == found["two-workers"][2]["matched"] == len(catalogue["rows"])
+
+
+def test_hostile_uris_and_kept_values_are_shown_escaped_never_raw(catalogue, tmp_path, capfd):
+    hostile = ["\x1b[2J\x1b[31mred.png", "evil\u202egnp.exe", "../../etc/passwd"]
+    table = tmp_path / "table.parquet"
+    pq.write_table(pa.table({"image": hostile + [catalogue["good"][0]],
+                             "note": ["\x1b]0;title\x07", "\u202eright-to-left", "plain", "fine"]}), table)
+    output = str(tmp_path / "out")
+    assert _score("--input_table", str(table), "--uri_column", "image", "--keep_columns", "note",
+                  "--output", output) == 0
+    printed = capfd.readouterr()
+    page = open(os.path.join(partition(output), "report.html"), encoding="utf-8").read()
+    for text in (printed.out, printed.err, page):
+        assert "\x1b" not in text and "\u202e" not in text and "\x07" not in text
+    errors = _outputs(output)[1]
+    assert sorted(row["note"] for row in errors) == sorted(["\x1b]0;title\x07", "\u202eright-to-left", "plain"])
+    # stored as the table has them (data, read back as data); `[` makes the first URI a glob
+    assert sorted(row["error_type"] for row in errors) == ["missing", "missing", "not a file"]
