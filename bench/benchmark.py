@@ -1,7 +1,7 @@
 """Benchmarks the scorer against the scripts a user would write instead, side by side on this machine.
 
     python bench/benchmark.py                          # every section (about 20 minutes on 2 cores)
-    python bench/benchmark.py --only native photos     # some of: native tfrecords photos conversion scaling
+    python bench/benchmark.py --only native photos     # some of: native tfrecords table photos conversion scaling
                                                        # phases memory report scale (scale: a million files, long histories)
 
 Every run is a fresh process, so imports and start-up count, and starts with its input files in the page cache (see
@@ -196,6 +196,28 @@ def tfrecords(args) -> dict:
     files, shards = "pipeline, loose PNG files", "pipeline, PNG TFRecords (4 shards)"
     print(f"  TFRecords: steady {ratio(found, shards, files, 'steady'):.2f}x the loose files'; fixed cost "
           f"{found[shards]['fixed'] - found[files]['fixed']:+.2f} s")
+    return found
+
+
+def table(args) -> dict:
+    """The same native PNGs listed in a Parquet table (--input_table, a product id kept) against the folder given as
+    --input, one worker."""
+    small, large = args.sizes
+    folders = {size: datasets.pngs(size, args.cache) for size in (small, large)}
+    tables = {size: datasets.png_table(folders[size], args.cache) for size in (small, large)}
+    out = os.path.join(args.cache, "out")
+    ways = {
+        "pipeline, --input folder": lambda n: pipeline(["--input", folders[n]], f"{out}/folder", *ONE_WORKER),
+        "pipeline, --input_table": lambda n: pipeline(["--input_table", tables[n], "--uri_column", "image",
+                                                       "--keep_columns", "product_id"], f"{out}/table",
+                                                      *ONE_WORKER),
+    }
+    found = summarise(run_interleaved(ways, (small, large), args.repeat))
+    print_table(f"A table of PNGs against the same folder ({small:,} and {large:,} files, 1 worker)", found)
+    folder, listed = "pipeline, --input folder", "pipeline, --input_table"
+    print(f"  --input_table: steady {ratio(found, listed, folder, 'steady'):.2f}x the folder's; fixed cost "
+          f"{found[listed]['fixed']:.2f} s against {found[folder]['fixed']:.2f} s; CPU an image "
+          f"{ratio(found, listed, folder, 'cpu_per_item'):.2f}x")
     return found
 
 
@@ -397,7 +419,7 @@ def report(args) -> None:
           f"{args.repeat}; peak RSS {max(run[1] for run in runs) / 2**30:.2f} GiB")
 
 
-SECTIONS = {"native": native, "tfrecords": tfrecords, "photos": photos, "conversion": conversion,
+SECTIONS = {"native": native, "tfrecords": tfrecords, "table": table, "photos": photos, "conversion": conversion,
             "scaling": scaling, "phases": phases, "memory": memory, "scale": scale, "report": report}
 DEFAULT_SECTIONS = [name for name in SECTIONS if name != "scale"]
 

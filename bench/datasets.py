@@ -84,6 +84,20 @@ def accuracy(parquet: str) -> float:
     return float(np.mean(np.array(truth) == table.column("label_index").to_numpy()))
 
 
+def png_table(folder: str, cache: str) -> str:
+    """A Parquet table listing the PNGs of `folder` (image: absolute path, product_id: int64), made once."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def build(target):
+        paths = sorted(glob.glob(os.path.join(folder, "**", "*.png"), recursive=True))
+        pq.write_table(pa.table({"image": paths, "product_id": pa.array(range(len(paths)), pa.int64())}),
+                       os.path.join(target, "table.parquet"), row_group_size=4096)
+
+    return os.path.join(cached(os.path.join(cache, f"table-{os.path.basename(folder.rstrip('/'))}"), build),
+                        "table.parquet")
+
+
 def partition(output: str) -> str:
     found = glob.glob(os.path.join(output, "dt=*"))
     if len(found) != 1:

@@ -32,6 +32,12 @@ def read_regular_file(path, limit: int = DEFAULT_MAX_FILE_BYTES, limit_flag: str
     """The whole of a regular file of at most `limit` bytes. Raises FileRefused for anything else (`limit_flag` names
     the flag that sets the limit, for the message), or when `inside` (real folder or file paths) is given and the
     file opened lies in none of them; OSError when the file cannot be opened."""
+    return read_regular_file_and_status(path, limit, limit_flag, inside)[0]
+
+
+def read_regular_file_and_status(path, limit: int = DEFAULT_MAX_FILE_BYTES, limit_flag: str = "",
+                                 inside: tuple = None) -> tuple:
+    """(read_regular_file's bytes, the open file's os.stat_result): its size and modification time as read."""
     with opened_regular_file(path, inside) as (descriptor, status):
         if status.st_size > limit:
             raise FileRefused("too large", too_large(status.st_size, limit, limit_flag=limit_flag))
@@ -39,7 +45,7 @@ def read_regular_file(path, limit: int = DEFAULT_MAX_FILE_BYTES, limit_flag: str
         while True:
             chunk = os.read(descriptor, max(status.st_size + 1 - total, 1 << 16))
             if not chunk:
-                return b"".join(chunks)
+                return b"".join(chunks), status
             chunks.append(chunk)
             total += len(chunk)
             if total > limit:

@@ -23,7 +23,7 @@ def test_files_are_read_whole_and_refusals_are_error_rows(test_split, tmp_path):
     unit = [_entry(good[0]), (missing, 1, 0.0), listed_error, _entry(good[1])]
     read = list(sources.ReadImageFiles()(unit))
     assert read[0][:2] == (good[0], open(good[0], "rb").read()) and read[3][:2] == (good[1], open(good[1], "rb").read())
-    assert read[3][2] == (good[1], os.path.getsize(good[1]), 0.0, -1, -1, "none", "", False)  # where it was read
+    assert read[3][2] == (good[1], os.path.getsize(good[1]), 0.0, -1, -1, "none", "", False, None)  # where it was read
     assert (read[1]["key"], read[1]["stage"], read[1]["error_type"]) == (missing, "read", "gone")
     assert read[2] is listed_error
 

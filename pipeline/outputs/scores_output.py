@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from model.cards import card_spec
 from pipeline.outputs import partitions
-from pipeline.records import ScoredBlock, table_fields
+from pipeline.records import ScoredBlock
 
 FOLDER = "scores"  # in a partition
 CANDIDATE_FOLDER = "candidate"  # a candidate model's rows (--candidate_model), in the same schema
@@ -54,11 +54,17 @@ def to_table(batch: ScoredBlock, schema: pa.Schema, version: str, labels: np.nda
 
 
 def table_columns(tables: list, fields, count: int) -> list:
-    """The columns of `fields` (table_row, then kept columns) for rows named by `tables` (their TableRows)."""
+    """The columns of `fields` (table_row, then kept columns in order) for rows named by `tables` (their TableRows)."""
     if not len(fields):
         return []
-    rows = [table_fields(table) if table is not None else {} for table in (tables or [None] * count)]
-    return [pa.array([row.get(field.name) for row in rows], type=field.type) for field in fields]
+    tables = tables or [None] * count
+    where = pa.StructArray.from_arrays(
+        [pa.array([table.file if table else None for table in tables], pa.string()),
+         pa.array([table.index if table else None for table in tables], pa.int64())],
+        fields=list(fields[0].type), mask=pa.array([table is None for table in tables]))
+    kept = [pa.array([table.kept[at][1] if table else None for table in tables], type=field.type)
+            for at, field in enumerate(fields[1:])]
+    return [where, *kept]
 
 
 class WriteScores(beam.PTransform):

@@ -193,8 +193,12 @@ def classify(path: str, found=None, inside: tuple = None):
     a folder whose real target lies outside those paths is an error row, never read.
     """
     try:
-        is_link = found.is_symlink() if found is not None else os.path.islink(path)
-        status = found.stat() if found is not None else os.stat(path)  # both follow a link to its target
+        if found is not None:
+            is_link, status = found.is_symlink(), found.stat()  # stat follows a link to its target
+        else:  # one system call for what is not a link
+            status = os.lstat(path)
+            is_link = stat.S_ISLNK(status.st_mode)
+            status = os.stat(path) if is_link else status
     except OSError as error:
         if error.errno == errno.ENOENT and os.path.lexists(path):
             return error_row(key_for(path), "read", "dangling link", f"the link points to {os.readlink(path)!r}, "
