@@ -12,8 +12,8 @@ import apache_beam as beam
 from model.cards import card_spec
 
 from pipeline import options
-from pipeline.outputs import comparison, counts, errors, fingerprints, scores_output, sheet
-from pipeline.reading import matching, sources, tables, tfrecords
+from pipeline.outputs import comparison, counts, errors, scores_output, sheet
+from pipeline.reading import kinds
 from pipeline.scoring.candidate import CandidateModelHandler
 from pipeline.scoring.inference import ScoreImages
 from pipeline.scoring.model_handler import KerasModelHandler
@@ -23,28 +23,10 @@ def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, vers
           candidate: tuple = None) -> None:
     """Adds the scoring graph to `pipeline`, writing scores/, errors/, _inputs/ and the counts file under `folder`
     (the run's staging folder); with a `candidate` (its card and version), also candidate/ and the disagreements."""
-    table_fields = []
-    if config.input_table:  # one input a table row; its files' tasks spread over the workers
-        table = tables.check(config.input_table, config.uri_column, config.keep_columns, config.uri_roots)
-        table_fields = table.output_fields()
-        matched = pipeline | "MatchTable" >> tables.MatchTable(table, config.files_per_chunk)
-        read = sources.ReadImageFiles(config.max_file_bytes, tables.local_roots(table.roots) or None,
-                                      config.reads_in_flight)
-    elif config.inputs:
-        skip = (fingerprints.AlreadyScored(config.output, config.run_date, version, config.inputs)
-                if config.skip_scored else None)
-        match = matching.MatchInputs(config.inputs, config.files_per_chunk, True, skip, config.output, version,
-                                     refuse_outside_links=config.refuse_outside_links)
-        matched = pipeline | "MatchImages" >> match
-        # links checked again when read
-        read = sources.ReadImageFiles(config.max_file_bytes, match.rules.inside, config.reads_in_flight)
-        _ = matched.fingerprints | "WriteFingerprints" >> fingerprints.WriteFingerprints(folder)
-    else:  # One unit per TFRecord file, spread over the workers; its records are only counted once read.
-        matched = pipeline | "MatchTFRecords" >> matching.MatchInputs(
-            config.input_tfrecords, 1, False, output=config.output, spread=True,
-            refuse_outside_links=config.refuse_outside_links)
-        read = tfrecords.ReadTFRecordFiles(config.image_feature, config.key_feature, config.raw_feature,
-                                           config.compression, config.max_file_bytes)
+    inputs = kinds.of(config)  # what the run reads: image files, TFRecords or a table's rows
+    matched = inputs.match(pipeline, version, folder)
+    read = inputs.reader()
+    table_fields = inputs.output_fields()  # a table's table_row and kept columns, in every output row
     spec = card_spec.spec_from_card(card)
     settings = dict(share_across_processes=config.share_model, threads=config.model_threads,
                     copies=config.model_copies, require_gpu=config.require_gpu)
@@ -59,7 +41,7 @@ def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, vers
                                                    config.progress_seconds, config.reads_in_flight, scoring_candidate)
     _ = scored | "WriteScores" >> scores_output.WriteScores(folder, card, version, table_fields=table_fields)
     pairs = [matched.counts, scored | "CountScored" >> beam.FlatMap(
-        counts.block_counts, config.low_confidence, spec.class_names, count_matched=bool(config.input_tfrecords))]
+        counts.block_counts, config.low_confidence, spec.class_names, count_matched=inputs.counted_when_read)]
     if candidate:
         _ = (scored
              | "CandidateRows" >> beam.Map(lambda block: block.candidate)
@@ -72,7 +54,7 @@ def build(pipeline: beam.Pipeline, config: options.ScoreConfig, card: dict, vers
     _ = (scored
          | "ErrorRows" >> beam.FlatMap(lambda block: block.errors)
          | "WriteErrors" >> errors.WriteErrors(folder, table_fields))
-    if config.input_tfrecords:  # Record keys come from a feature, so several records may carry the same one.
+    if inputs.keys_may_repeat:  # e.g. TFRecords: a record's key is a feature, so several may carry the same one
         pairs.append(scored | "CountDuplicateKeys" >> counts.CountDuplicateKeys())
     _ = (pairs
          | "AllCounts" >> beam.Flatten()

@@ -12,7 +12,8 @@ from model.runtimes import model_files, registry
 from model.training.data import file_sha256
 from pipeline import store_endpoints
 from pipeline.outputs import labels
-from pipeline.reading import globs, listing, tables
+from pipeline.reading import globs, kinds, listing
+from pipeline.reading.inputs import InputError, NoInput
 from pipeline.scoring import served_model
 
 class PreflightError(ValueError):
@@ -40,11 +41,15 @@ class CheckedModel:
 def check(config) -> CheckedModel:
     """Checks the inputs, the model and the output; returns what it found of the model."""
     check_store_endpoints(named_paths(config))
-    for flag, patterns in (("--input", config.inputs), ("--input_tfrecords", config.input_tfrecords)):
-        for pattern in patterns:
-            check_input(flag, pattern)
-    if config.input_table:
-        check_table(config)
+    inputs = kinds.of(config)
+    for pattern in inputs.patterns():
+        check_input(inputs.flag, pattern)
+    try:
+        inputs.check()
+    except NoInput as error:
+        raise NoInputError(str(error)) from None
+    except InputError as error:
+        raise PreflightError(str(error)) from None
     card, digest = check_model(config.model)
     candidate = None
     if config.candidate_model:
@@ -55,17 +60,6 @@ def check(config) -> CheckedModel:
         candidate = CheckedModel(candidate_card, model_files.model_version(candidate_card), candidate_digest)
     check_output(config.output)
     return CheckedModel(card, model_files.model_version(card), digest, candidate)
-
-
-def check_table(config) -> tables.Table:
-    """The --input_table checked (its files, the URI and kept columns, their types); PreflightError (exit 2) or
-    NoInputError (exit 3: no file, no row) in one line."""
-    try:
-        return tables.check(config.input_table, config.uri_column, config.keep_columns, config.uri_roots)
-    except tables.EmptyTable as error:
-        raise NoInputError(str(error)) from None
-    except tables.TableError as error:
-        raise PreflightError(str(error)) from None
 
 
 def read_labels(config):
@@ -80,8 +74,7 @@ def read_labels(config):
 
 def named_paths(config) -> list:
     """Everything a run reads or writes by name: where its stores are."""
-    return [*config.inputs, *config.input_tfrecords, *([config.input_table] if config.input_table else []),
-            config.model, config.output,
+    return [*kinds.of(config).named(), config.model, config.output,
             *[path for path in (config.candidate_model, config.labels) if path]]
 
 

@@ -14,6 +14,7 @@ from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 from model.cards import card_spec
 from model.display import visible
 from pipeline.outputs import fingerprints, partitions
+from pipeline.reading import kinds
 from pipeline.report import accuracy, report
 
 
@@ -33,6 +34,7 @@ def start_run(config, beam_options, model) -> RunInfo:
     now = datetime.datetime.now(datetime.timezone.utc)
     run_id = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     final = partitions.partition_path(config.output, config.run_date)
+    inputs = kinds.of(config)
     runner = {"name": str(beam_options.view_as(StandardOptions).runner)}
     if runner["name"] == "FnApiRunner":  # Only the local runner has these; elsewhere they would mislead.
         direct = beam_options.view_as(DirectOptions)
@@ -41,13 +43,10 @@ def start_run(config, beam_options, model) -> RunInfo:
         "run_id": run_id,
         "run_date": config.run_date,
         "started_at": now.isoformat(),
-        "inputs": {"images": list(config.inputs), "tfrecords": list(config.input_tfrecords),
-                   **({"table": {"table": config.input_table, "uri_column": config.uri_column,
-                                 "keep_columns": list(config.keep_columns), "uri_roots": list(config.uri_roots)}}
-                      if config.input_table else {})},
+        "inputs": inputs.manifest(),
         "skip_scored": config.skip_scored,
         "refuse_outside_links": config.refuse_outside_links,
-        fingerprints.INDEX_FLAG: bool(config.inputs),  # _inputs: every file of the inputs scored tonight or before
+        fingerprints.INDEX_FLAG: inputs.fingerprinted,  # _inputs: every file of the inputs scored tonight or before
         "runner": runner,
         "model_threads": config.model_threads or "the runtime's default",
         "model": _described(config.model, model),

@@ -14,7 +14,9 @@ from apache_beam.io.filesystems import FileSystems
 # Local files are read as every command reads them (model.reading); a refusal's .reason is the row's error type.
 from model.reading import (DEFAULT_MAX_FILE_BYTES, FileRefused, read_regular_file, read_regular_file_and_status,
                            too_large)
-from pipeline.reading import object_reads
+from pipeline.outputs import fingerprints
+from pipeline.reading import matching, object_reads
+from pipeline.reading.inputs import Inputs
 from pipeline.records import error_row
 from pipeline.reading.listing import key_for
 from pipeline.records import Source
@@ -90,3 +92,32 @@ def _read_error_type(error: OSError) -> str:
     return {errno.ENOENT: "gone", errno.EACCES: "unreadable", errno.EPERM: "unreadable", errno.ELOOP: "link loop",
             errno.ENAMETOOLONG: "path too long", errno.EISDIR: "not a regular file"}.get(error.errno,
                                                                                       type(error).__name__)
+
+
+class ImageFiles(Inputs):
+    """--input: image files, folders (walked) and globs, on any filesystem; --skip_scored's fingerprints kept."""
+
+    flag, option = "--input", "inputs"
+    fingerprinted = True
+
+    def patterns(self) -> tuple:
+        return self.config.inputs
+
+    def _transform(self, version: str = None) -> matching.MatchInputs:
+        config = self.config
+        skip = (fingerprints.AlreadyScored(config.output, config.run_date, version, config.inputs)
+                if config.skip_scored and version is not None else None)
+        return matching.MatchInputs(config.inputs, config.files_per_chunk, True, skip, config.output, version,
+                                    refuse_outside_links=config.refuse_outside_links)
+
+    def match(self, pipeline, version: str, folder: str):
+        matched = pipeline | "MatchImages" >> self._transform(version)
+        _ = matched.fingerprints | "WriteFingerprints" >> fingerprints.WriteFingerprints(folder)
+        return matched
+
+    def reader(self):  # links checked again when read
+        config = self.config
+        return ReadImageFiles(config.max_file_bytes, self._transform().rules.inside, config.reads_in_flight)
+
+    def manifest(self) -> dict:
+        return {**super().manifest(), "images": list(self.config.inputs)}

@@ -12,6 +12,7 @@ their own; a CSV file is read by one worker, a block of rows at a time. No proce
 """
 
 import dataclasses
+import functools
 import os
 import posixpath
 import re
@@ -25,6 +26,8 @@ from model.display import visible
 from model.reading import lies_inside
 from pipeline import progress, timeline
 from pipeline.outputs import counts
+from pipeline.reading import sources
+from pipeline.reading.inputs import Inputs, InputError, NoInput
 from pipeline.reading.listing import key_for
 from pipeline.reading.matching import Matched
 from pipeline.records import TableRow, error_row
@@ -38,11 +41,11 @@ _GLOB = re.compile(r"[*?\[]")
 CSV_BLOCK_BYTES = 1 << 20  # a CSV file is parsed this much at a time
 
 
-class TableError(ValueError):
+class TableError(InputError):
     """A table that cannot be read as asked (exit 2): one line that says what to change."""
 
 
-class EmptyTable(TableError):
+class EmptyTable(TableError, NoInput):
     """The table names no file, or its files hold no row (exit 3)."""
 
 
@@ -356,3 +359,41 @@ class MatchTable(beam.PTransform):
                     "counts", main="units"))
         fingerprints = pipeline | "NoFingerprints" >> beam.Create([])
         return Matched(read.units, read.counts, fingerprints)
+
+
+class TableInputs(Inputs):
+    """--input_table: each row of a Parquet or CSV table one input, its kept columns carried (see above)."""
+
+    flag, option = "--input_table", "input_table"
+
+    def named(self) -> list:
+        return [self.config.input_table]
+
+    @functools.cached_property
+    def _checked(self) -> Table:
+        config = self.config
+        return check(config.input_table, config.uri_column, config.keep_columns, config.uri_roots)
+
+    def table(self) -> Table:
+        """The table checked (once: its files' metadata read)."""
+        return self._checked
+
+    def check(self) -> None:
+        self.table()
+
+    def match(self, pipeline, version: str, folder: str):
+        return pipeline | "MatchTable" >> MatchTable(self.table(), self.config.files_per_chunk)
+
+    def reader(self):
+        config = self.config
+        return sources.ReadImageFiles(config.max_file_bytes, local_roots(config.uri_roots) or None,
+                                      config.reads_in_flight)
+
+    def output_fields(self) -> list:
+        return self.table().output_fields()
+
+    def manifest(self) -> dict:
+        config = self.config
+        return {**super().manifest(), "table": {"table": config.input_table, "uri_column": config.uri_column,
+                                                "keep_columns": list(config.keep_columns),
+                                                "uri_roots": list(config.uri_roots)}}

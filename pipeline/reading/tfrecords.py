@@ -22,6 +22,8 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import options
+from pipeline.reading import matching
+from pipeline.reading.inputs import Inputs
 from pipeline.records import error_row
 from pipeline.reading.listing import key_for
 from pipeline.records import Source
@@ -223,3 +225,29 @@ def _masked_crc32c(data: bytes) -> int:
 
     crc = google_crc32c.value(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+class TFRecordFiles(Inputs):
+    """--input_tfrecords: TFRecord files of tf.train.Example, one unit a file, spread over the workers; a record's key
+    comes from a feature, so its records are counted as read and their keys may repeat."""
+
+    flag, option = "--input_tfrecords", "input_tfrecords"
+    counted_when_read = True
+    keys_may_repeat = True
+
+    def patterns(self) -> tuple:
+        return self.config.input_tfrecords
+
+    def match(self, pipeline, version: str, folder: str):
+        config = self.config
+        return pipeline | "MatchTFRecords" >> matching.MatchInputs(
+            config.input_tfrecords, 1, False, output=config.output, spread=True,
+            refuse_outside_links=config.refuse_outside_links)
+
+    def reader(self):
+        config = self.config
+        return ReadTFRecordFiles(config.image_feature, config.key_feature, config.raw_feature, config.compression,
+                                 config.max_file_bytes)
+
+    def manifest(self) -> dict:
+        return {**super().manifest(), "tfrecords": list(self.config.input_tfrecords)}

@@ -1,0 +1,55 @@
+"""Defines a run's inputs as an object, one class per kind (image files and folders: pipeline.reading.sources;
+TFRecord files: pipeline.reading.tfrecords; a table of URIs: pipeline.reading.tables), registered in
+pipeline.reading.kinds. Each kind knows what preflight checks of it, how it is matched and read in the graph, the
+columns it adds to every output row, how the manifest describes it, and how its counts are kept; graph, preflight and
+publishing ask it. The report reads a picture back from the place its sheet row records (pipeline.report.pictures),
+whatever kind read it. A new kind (WebDataset tar shards, say) is one class, in a module of its own, added to kinds."""
+
+
+class InputError(ValueError):
+    """An input that cannot be read as given (exit 2), in one line."""
+
+
+class NoInput(InputError):
+    """An input that holds nothing to score (exit 3)."""
+
+
+class Inputs:
+    """What every kind of input answers; `config` is the run's options.ScoreConfig."""
+
+    flag = ""  # the command-line flag that names it
+    option = ""  # the options.ScoreConfig field that holds it
+    counted_when_read = False  # matched is counted as the inputs are read (TFRecords: records), not as listed
+    keys_may_repeat = False  # two inputs may carry one key (TFRecords: the key is a feature): counted apart
+    fingerprinted = False  # the run writes _inputs/ (what --skip_scored reads)
+
+    def __init__(self, config):
+        self.config = config
+
+    def patterns(self) -> tuple:
+        """What preflight lists, each under `flag`, to see that it names something to score."""
+        return ()
+
+    def check(self) -> None:
+        """Checks of its own before any work; raises InputError or NoInput."""
+
+    def named(self) -> list:
+        """Every path it reads by name (where its stores are)."""
+        return list(self.patterns())
+
+    def match(self, pipeline, version: str, folder: str):
+        """Adds its matching to the graph; returns pipeline.reading.matching.Matched (fingerprints written under
+        `folder`, the staging folder, where the kind keeps them)."""
+        raise NotImplementedError
+
+    def reader(self):
+        """unit, pool -> (key, payload, records.Source) per input and the unit's error rows (the blocks' `read`)."""
+        raise NotImplementedError
+
+    def output_fields(self) -> list:
+        """Columns it adds to every row of scores/, candidate/ and errors/ (pyarrow fields)."""
+        return []
+
+    def manifest(self) -> dict:
+        """The manifest's `inputs`: every kind's key, this one's filled."""
+        return {"images": [], "tfrecords": []}
