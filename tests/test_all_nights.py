@@ -73,3 +73,50 @@ def test_pyspark_reads_every_night_as_one_table_with_the_date(nights, monkeypatc
         assert "probabilities" in found["scores"].columns
     finally:
         spark.stop()
+
+
+@pytest.fixture(scope="module")
+def table_nights(shipped_model, tmp_path_factory) -> str:
+    """Two nights of sample_inputs/catalogue.csv, the first keeping product_id, the second title."""
+    output = str(tmp_path_factory.mktemp("table-nights") / "scores")
+    for night, kept in (("2026-11-21", "product_id"), ("2026-11-22", "title")):
+        code = score.run(["--input_table", os.path.join(SAMPLE_INPUTS, "catalogue.csv"), "--uri_column", "image",
+                          "--keep_columns", kept, "--output", output, "--model", shipped_model, "--run_date", night,
+                          "--progress_seconds", "0", "--max_error_rate", "0.5"])
+        assert code == score.EXIT_OK
+    return output
+
+
+@pytest.mark.clock
+def test_nights_that_keep_other_table_columns_read_as_one_table_by_name(table_nights):
+    found = {}
+    exec(_readme_blocks()[0].replace('OUT = "out/scores"', f"OUT = {table_nights!r}"), found)
+    rows = found["scores"].to_pylist()
+    assert {"product_id", "title", "table_row", "dt"} <= set(found["scores"].schema.names)
+    first = [row for row in rows if row["dt"] == "2026-11-21"]
+    second = [row for row in rows if row["dt"] == "2026-11-22"]
+    assert len(first) == len(second) == 55
+    assert all(row["product_id"] is not None and row["title"] is None for row in first)
+    assert all(row["title"] is not None and row["product_id"] is None for row in second)
+    assert found["errors"].num_rows == 4 and {"product_id", "title"} <= set(found["errors"].schema.names)
+    assert sum(n for _, _, n in found["per_night"]) == 110
+
+
+def test_pyspark_reads_nights_that_keep_other_table_columns_by_name(table_nights, monkeypatch):
+    if shutil.which("java") is None:
+        pytest.skip("PySpark needs Java: apt-get install -y default-jre-headless (CI installs it)")
+    from pyspark.sql import SparkSession
+
+    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")  # loopback only
+    spark = (SparkSession.builder.master("local[1]").appName("table-nights").config("spark.ui.enabled", "false")
+             .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1").getOrCreate())
+    try:
+        found = {"spark": spark, "OUT": table_nights}
+        exec(_readme_blocks()[1], found)
+        scores = found["scores"]
+        assert {"product_id", "title"} <= set(scores.columns)
+        rows = scores.groupBy("dt").agg({"product_id": "count", "title": "count"}).collect()
+        assert {str(row["dt"]): (row["count(product_id)"], row["count(title)"]) for row in rows} == {
+            "2026-11-21": (55, 0), "2026-11-22": (0, 55)}
+    finally:
+        spark.stop()

@@ -17,10 +17,9 @@ INPUTS = [os.path.join(SAMPLE_INPUTS, "images", "fashion"), os.path.join(SAMPLE_
 CLIENT_TIMEOUT = 180
 
 
-def _score(output: str, model: str, env: dict, *beam_flags) -> None:
+def _score(output: str, model: str, env: dict, *beam_flags, inputs=("--input", *INPUTS)) -> None:
     """Runs `python -m pipeline.score` to completion (bounded) from outside the checkout, and requires success."""
-    command = [sys.executable, "-m", "pipeline.score", "--input", *INPUTS, "--output", output, "--model", model,
-               *beam_flags]
+    command = [sys.executable, "-m", "pipeline.score", *inputs, "--output", output, "--model", model, *beam_flags]
     result = subprocess.run(command, cwd=os.path.dirname(output), env=env, capture_output=True, text=True,
                             timeout=CLIENT_TIMEOUT)
     assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
@@ -71,3 +70,26 @@ def test_portable_job_api_run_matches_in_memory_run(tmp_path, tiny_model_path):
     assert compared[0] == compared[1] and compared[0]["compared"] == counts["scored"]
     broken = len(os.listdir(INPUTS[1]))
     assert (counts["matched"], counts["failed"]) == (sum(len(os.listdir(folder)) for folder in INPUTS), broken)
+
+
+def test_a_table_through_the_portable_job_api_matches_in_memory(tmp_path, tiny_model_path):
+    """sample_inputs/catalogue.csv (relative URIs, the two broken files among them) with its ids kept, through the
+    Job API: the same rows, table_row and kept columns included, and the same counts as in memory."""
+    servers_folder = tmp_path / "servers"
+    servers_folder.mkdir()
+    client_env = portable_servers.project_env(REPO_ROOT)
+    table = ["--input_table", os.path.join(SAMPLE_INPUTS, "catalogue.csv"), "--uri_column", "image",
+             "--keep_columns", "product_id,title", "--files_per_chunk", "16"]
+    portable, in_memory = str(tmp_path / "portable"), str(tmp_path / "in_memory")
+    with portable_servers.portable_servers(str(servers_folder), client_env, client_env) as (job_port, pool_port):
+        try:
+            _score(portable, tiny_model_path, client_env, *_portable_flags(job_port, pool_port), inputs=table)
+        except (AssertionError, subprocess.TimeoutExpired) as failure:
+            raise AssertionError(f"{failure}\n{log_tails(str(servers_folder))}") from failure
+    _score(in_memory, tiny_model_path, client_env, inputs=table)
+    for name in ("scores", "errors"):
+        assert read_rows(os.path.join(partition(portable), name)) == read_rows(os.path.join(partition(in_memory), name))
+    counts = _manifest_counts(portable)
+    assert counts == _manifest_counts(in_memory) and (counts["matched"], counts["failed"]) == (57, 2)
+    assert {row["product_id"] for row in read_rows(os.path.join(partition(portable), "scores"))} == set(
+        range(10_000, 10_055))
