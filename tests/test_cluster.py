@@ -139,6 +139,22 @@ def test_tfrecords_with_a_duplicate_key_and_the_runners_counters(cluster, test_s
     assert {name: on_cluster.counters.get(name, 0) for name in on_cluster.counts} == on_cluster.counts
 
 
+def test_a_table_of_images_with_its_columns_and_the_runners_counters(cluster, tmp_path):
+    """sample_inputs/catalogue.csv (relative URIs, the two broken files among them) with its ids kept, through the
+    scoring graph on the cluster: the same rows (table_row and kept columns included) and counts as on the local
+    runner, and the engine's counters equal them."""
+    argv = ["--input_table", os.path.join(SAMPLE_INPUTS, "catalogue.csv"), "--uri_column", "image",
+            "--keep_columns", "product_id,title", "--files_per_chunk", "8"]
+    on_cluster = run_graph(argv + cluster.submit_flags(), str(tmp_path / "cluster"))
+    local = run_graph(argv, str(tmp_path / "local"))
+    for name in ("scores", "errors"):
+        _assert_rows_equal(read_rows(os.path.join(on_cluster.folder, name)),
+                           read_rows(os.path.join(local.folder, name)))
+    assert on_cluster.counts == local.counts
+    assert (on_cluster.counts["matched"], on_cluster.counts["failed"]) == (57, 2)
+    assert {name: on_cluster.counters.get(name, 0) for name in on_cluster.counts} == on_cluster.counts
+
+
 @pytest.mark.parametrize("victim", ["engine worker", "SDK worker"])
 def test_a_worker_killed_mid_run_leaves_every_input_once_or_nothing(cluster, victim, test_split, tmp_path):
     """SIGKILL, by pid, once the first SDK worker has loaded the model: a Spark executor or a Flink TaskManager, or
