@@ -252,3 +252,14 @@ def test_hostile_uris_and_kept_values_are_shown_escaped_never_raw(catalogue, tmp
     assert sorted(row["note"] for row in errors) == sorted(["\x1b]0;title\x07", "\u202eright-to-left", "plain"])
     # stored as the table has them (data, read back as data); `[` makes the first URI a glob
     assert sorted(row["error_type"] for row in errors) == ["missing", "missing", "not a file"]
+
+
+def test_the_report_lists_a_failed_rows_table_row_and_kept_columns_beside_its_key(catalogue, tmp_path):
+    table = os.path.join(catalogue["folder"], "table.parquet")
+    output = str(tmp_path / "out")
+    assert _score("--input_table", table, "--uri_column", "image", "--keep_columns", "product_id,title",
+                  "--output", output) == 0
+    page = open(os.path.join(partition(output), "report.html"), encoding="utf-8").read()
+    missing = len(catalogue["good"]) + len(catalogue["photos"]) + 1  # the row naming images/gone.png
+    assert f"row {missing} of table.parquet; product_id={1000 + missing}, title=listing {missing}]" in page
+    assert "(no URI) [row" in page

@@ -249,14 +249,16 @@ def _failures_section(folder: str, manifest: dict) -> str:
     counts = manifest["counts"]
     if not counts["failed"]:
         return "<p class=ok>No input failed.</p>"
-    columns = ("key", "stage", "error_type", "error_message")
-    rows = partitions.read_table(FileSystems.join(folder, errors.FOLDER), list(columns))
+    table = manifest.get("inputs", {}).get("table")  # an --input_table run: its rows' places and kept columns too
+    kept = table["keep_columns"] if table else []
+    columns = ["key", "stage", "error_type", "error_message"] + (["table_row", *kept] if table else [])
+    rows = partitions.read_table(FileSystems.join(folder, errors.FOLDER), columns).to_pylist()
     examples = {}
-    for key, stage, error_type, message in sorted(zip(*(rows.column(name).to_pylist() for name in columns))):
-        found = examples.setdefault((stage, error_type), [0, [], message])
+    for row in sorted(rows, key=lambda row: (row["key"], (row.get("table_row") or {}).get("index", -1))):
+        found = examples.setdefault((row["stage"], row["error_type"]), [0, [], row["error_message"]])
         found[0] += 1
         if len(found[1]) < EXAMPLES:
-            found[1].append(key)
+            found[1].append(_with_table_row(row, kept))
     ordered = sorted(examples.items(), key=lambda item: -item[1][0])
     table = [(stage, error_type, f"{amount:,}") for (stage, error_type), (amount, _, _) in ordered]
     shown = [f"<div class=message>{page.esc(display.shortened(display.visible(message), 300))}</div>"
@@ -266,6 +268,17 @@ def _failures_section(folder: str, manifest: dict) -> str:
             "reason.</p>"
             + page.table(["stage", "type", "count", f"message (of the first) and examples (up to {EXAMPLES})"],
                          table, numeric={2}, html_column=shown))
+
+
+def _with_table_row(row: dict, kept: list) -> str:
+    """An error row's key as the report lists it: for an input a table named, with its row and kept columns beside
+    (shown escaped, as every key is)."""
+    where = row.get("table_row")
+    if where is None:
+        return row["key"]
+    beside = ", ".join(f"{name}={row.get(name)}" for name in kept)
+    return f"{row['key'] or '(no URI)'} [row {where['index']} of {where['file'].rsplit('/', 1)[-1]}" + (
+        f"; {beside}]" if beside else "]")
 
 
 def main(argv=None) -> int:
