@@ -1,6 +1,7 @@
 """Tests the README's lines that read every night as one table, run as written with the real clients: pyarrow's
 dataset, DuckDB and PySpark (a local Spark on loopback), on two real nights the scorer published."""
 
+import contextlib
 import os
 import re
 import shutil
@@ -33,6 +34,22 @@ def nights(shipped_model, tmp_path_factory) -> str:
     return output
 
 
+@contextlib.contextmanager
+def _local_spark(monkeypatch, name: str):
+    """A local Spark session on loopback (skipped without Java), stopped afterwards."""
+    if shutil.which("java") is None:
+        pytest.skip("PySpark needs Java: apt-get install -y default-jre-headless (CI installs it)")
+    from pyspark.sql import SparkSession
+
+    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")  # loopback only
+    spark = (SparkSession.builder.master("local[1]").appName(name).config("spark.ui.enabled", "false")
+             .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1").getOrCreate())
+    try:
+        yield spark
+    finally:
+        spark.stop()
+
+
 def _expected(output: str, table: str) -> dict:
     """{date: rows} of each night's table, read one partition at a time."""
     return {night: pq.read_table(os.path.join(output, f"dt={night}", table)).num_rows for night in NIGHTS}
@@ -58,21 +75,12 @@ def test_pyarrow_and_duckdb_read_every_night_as_one_table_with_the_date(nights):
 
 
 def test_pyspark_reads_every_night_as_one_table_with_the_date(nights, monkeypatch):
-    if shutil.which("java") is None:
-        pytest.skip("PySpark needs Java: apt-get install -y default-jre-headless (CI installs it)")
-    from pyspark.sql import SparkSession
-
-    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")  # loopback only
-    spark = (SparkSession.builder.master("local[1]").appName("all-nights").config("spark.ui.enabled", "false")
-             .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1").getOrCreate())
-    try:
+    with _local_spark(monkeypatch, "all-nights") as spark:
         found = {"spark": spark, "OUT": nights}
         exec(_readme_blocks()[1], found)
         rows = found["scores"].groupBy("dt").count().collect()
         assert {str(row["dt"]): row["count"] for row in rows} == _expected(nights, "scores")
         assert "probabilities" in found["scores"].columns
-    finally:
-        spark.stop()
 
 
 @pytest.fixture(scope="module")
@@ -103,14 +111,7 @@ def test_nights_that_keep_other_table_columns_read_as_one_table_by_name(table_ni
 
 
 def test_pyspark_reads_nights_that_keep_other_table_columns_by_name(table_nights, monkeypatch):
-    if shutil.which("java") is None:
-        pytest.skip("PySpark needs Java: apt-get install -y default-jre-headless (CI installs it)")
-    from pyspark.sql import SparkSession
-
-    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")  # loopback only
-    spark = (SparkSession.builder.master("local[1]").appName("table-nights").config("spark.ui.enabled", "false")
-             .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1").getOrCreate())
-    try:
+    with _local_spark(monkeypatch, "table-nights") as spark:
         found = {"spark": spark, "OUT": table_nights}
         exec(_readme_blocks()[1], found)
         scores = found["scores"]
@@ -118,5 +119,3 @@ def test_pyspark_reads_nights_that_keep_other_table_columns_by_name(table_nights
         rows = scores.groupBy("dt").agg({"product_id": "count", "title": "count"}).collect()
         assert {str(row["dt"]): (row["count(product_id)"], row["count(title)"]) for row in rows} == {
             "2026-11-21": (55, 0), "2026-11-22": (0, 55)}
-    finally:
-        spark.stop()

@@ -119,6 +119,20 @@ def test_two_nights_with_a_candidate_and_skip_scored_equal_a_local_run(cluster, 
     assert sdk_workers_left(cluster.processes["pool"]) == []
 
 
+def _graph_on_cluster_as_locally(cluster, argv: list, tmp_path):
+    """The scoring graph of `argv` run on the cluster and on the local runner: the same scores and errors (rows
+    equal), the same counts, and the engine's counters equal to those counts; returns the cluster's run."""
+    on_cluster = run_graph(argv + cluster.submit_flags(), str(tmp_path / "cluster"))
+    local = run_graph(argv, str(tmp_path / "local"))
+    for name in ("scores", "errors"):
+        _assert_rows_equal(read_rows(os.path.join(on_cluster.folder, name)),
+                           read_rows(os.path.join(local.folder, name)))
+    assert on_cluster.counts == local.counts
+    # A counter never added to (skipped: 0) is not reported: zero.
+    assert {name: on_cluster.counters.get(name, 0) for name in on_cluster.counts} == on_cluster.counts
+    return on_cluster
+
+
 def test_tfrecords_with_a_duplicate_key_and_the_runners_counters(cluster, test_split, tmp_path):
     """TFRecords (the sample file and one with two records of one name and a record that is no image) through the
     scoring graph on the cluster: the same tables and counts as on the local runner, and the counters the engine
@@ -128,15 +142,8 @@ def test_tfrecords_with_a_duplicate_key_and_the_runners_counters(cluster, test_s
         samples.example_bytes(samples.png_bytes(test_split.images[1]), filename="twice.png"),
         samples.example_bytes(b"not an image at all", filename="notes.png")])
     argv = ["--input_tfrecords", os.path.join(SAMPLE_INPUTS, "tfrecords", "test-images.tfrecord"), records]
-    on_cluster = run_graph(argv + cluster.submit_flags(), str(tmp_path / "cluster"))
-    local = run_graph(argv, str(tmp_path / "local"))
-    for name in ("scores", "errors"):
-        _assert_rows_equal(read_rows(os.path.join(on_cluster.folder, name)),
-                           read_rows(os.path.join(local.folder, name)))
-    assert on_cluster.counts == local.counts
+    on_cluster = _graph_on_cluster_as_locally(cluster, argv, tmp_path)
     assert on_cluster.counts["duplicate_keys"] == 1 and on_cluster.counts["failed"] >= 1
-    # A counter never added to (skipped: 0) is not reported: zero.
-    assert {name: on_cluster.counters.get(name, 0) for name in on_cluster.counts} == on_cluster.counts
 
 
 def test_a_table_of_images_with_its_columns_and_the_runners_counters(cluster, tmp_path):
@@ -145,14 +152,8 @@ def test_a_table_of_images_with_its_columns_and_the_runners_counters(cluster, tm
     runner, and the engine's counters equal them."""
     argv = ["--input_table", os.path.join(SAMPLE_INPUTS, "catalogue.csv"), "--uri_column", "image",
             "--keep_columns", "product_id,title", "--files_per_chunk", "8"]
-    on_cluster = run_graph(argv + cluster.submit_flags(), str(tmp_path / "cluster"))
-    local = run_graph(argv, str(tmp_path / "local"))
-    for name in ("scores", "errors"):
-        _assert_rows_equal(read_rows(os.path.join(on_cluster.folder, name)),
-                           read_rows(os.path.join(local.folder, name)))
-    assert on_cluster.counts == local.counts
+    on_cluster = _graph_on_cluster_as_locally(cluster, argv, tmp_path)
     assert (on_cluster.counts["matched"], on_cluster.counts["failed"]) == (57, 2)
-    assert {name: on_cluster.counters.get(name, 0) for name in on_cluster.counts} == on_cluster.counts
 
 
 @pytest.mark.parametrize("victim", ["engine worker", "SDK worker"])

@@ -257,11 +257,12 @@ def resolve(uri: str, table_file: str) -> str:
     if FileSystems.get_scheme(uri) is not None:
         scheme, rest = uri.split("://", 1)
         return f"{scheme}://{posixpath.normpath(rest)}" if rest else uri
-    if FileSystems.get_scheme(table_file) is not None and not uri.startswith("/"):
+    if uri.startswith("/"):  # a local path, whichever filesystem holds the table
+        return os.path.abspath(uri)
+    if FileSystems.get_scheme(table_file) is not None:
         scheme, rest = table_file.split("://", 1)
         return f"{scheme}://{posixpath.normpath(posixpath.join(posixpath.dirname(rest), uri))}"
-    base = os.path.dirname(table_file) if FileSystems.get_scheme(table_file) is None else "/"
-    return os.path.abspath(os.path.join(base, uri))
+    return os.path.abspath(os.path.join(os.path.dirname(table_file), uri))
 
 
 def local_roots(roots: tuple) -> tuple:
