@@ -263,3 +263,4 @@ def test_the_report_lists_a_failed_rows_table_row_and_kept_columns_beside_its_ke
     missing = len(catalogue["good"]) + len(catalogue["photos"]) + 1  # the row naming images/gone.png
     assert f"row {missing} of table.parquet; product_id={1000 + missing}, title=listing {missing}]" in page
     assert "(no URI) [row" in page
+    assert f"{table} (column image; kept: product_id, title)" in page  # the run's inputs, as the run section says

@@ -118,7 +118,10 @@ def _run_section(manifest: dict) -> str:
     counts = manifest["counts"]
     code, words, css = exit_status(manifest)
     rate_css = "bad" if manifest["error_rate_exceeded"] else "ok"
-    inputs = manifest["inputs"]["images"] or manifest["inputs"]["tfrecords"]
+    table = manifest["inputs"].get("table")
+    inputs = manifest["inputs"]["images"] or manifest["inputs"]["tfrecords"] or (
+        [f"{table['table']} (column {table['uri_column']}"
+         + (f"; kept: {', '.join(table['keep_columns'])})" if table["keep_columns"] else ")")] if table else [])
     facts = [("inputs", ", ".join(inputs)), ("model", f"{manifest['model']['version']} ({manifest['model']['path']})"),
              ("runner", manifest["runner"]["name"]), ("started", manifest["started_at"]),
              ("finished", manifest["finished_at"]), ("skip already scored", "yes" if manifest["skip_scored"] else "no")]
