@@ -264,3 +264,15 @@ def test_the_report_lists_a_failed_rows_table_row_and_kept_columns_beside_its_ke
     assert f"row {missing} of table.parquet; product_id={1000 + missing}, title=listing {missing}]" in page
     assert "(no URI) [row" in page
     assert f"{table} (column image; kept: product_id, title)" in page  # the run's inputs, as the run section says
+
+
+def test_a_table_whose_every_row_fails_writes_every_error_row(tmp_path):
+    table = tmp_path / "table.parquet"
+    pq.write_table(pa.table({"image": ["gone-1.png", None, "gone-2.png"], "row_id": [1, 2, 3]}), table)
+    output = str(tmp_path / "out")
+    assert _score("--input_table", str(table), "--uri_column", "image", "--keep_columns", "row_id",
+                  "--output", output) == score.EXIT_OK
+    scores, errors, manifest = _outputs(output)
+    assert scores == [] and sorted((row["row_id"], row["error_type"]) for row in errors) == [
+        (1, "missing"), (2, "no uri"), (3, "missing")]
+    assert (manifest["counts"]["matched"], manifest["counts"]["failed"]) == (3, 3)

@@ -61,7 +61,7 @@ def table_columns(tables: list, fields, count: int) -> list:
     where = pa.StructArray.from_arrays(
         [pa.array([table.file if table else None for table in tables], pa.string()),
          pa.array([table.index if table else None for table in tables], pa.int64())],
-        fields=list(fields[0].type), mask=pa.array([table is None for table in tables]))
+        fields=list(fields[0].type), mask=pa.array([table is None for table in tables], pa.bool_()))
     kept = [pa.array([table.kept[at][1] if table else None for table in tables], type=field.type)
             for at, field in enumerate(fields[1:])]
     return [where, *kept]
