@@ -2,7 +2,8 @@
 
     python bench/benchmark.py                          # every section (about 20 minutes on 2 cores)
     python bench/benchmark.py --only native photos     # some of: native tfrecords table photos conversion scaling
-                                                       # phases memory report scale (scale: a million files, long histories)
+                                                       # phases memory report scale bigtable (not by default: scale,
+                                                       # a million files and long histories; bigtable, 10 million rows)
 
 Every run is a fresh process, so imports and start-up count, and starts with its input files in the page cache (see
 warm_page_cache). Ways are interleaved and repeated (the median of --repeat runs is reported), and each way runs at
@@ -392,6 +393,36 @@ def scale(args) -> None:
               f"scored {counts['scored']:,}, skipped {counts['skipped']:,}", flush=True)
 
 
+def bigtable(args) -> None:
+    """Tables of 1 and 10 million rows naming 100,000 PNGs (`--only bigtable`; not in the default sections: ~40
+    minutes): two nights each with --skip_scored, 1% of the files touched between them, default workers, one run
+    each; peak RSS of the whole process tree."""
+    import glob
+    import json
+
+    folder = datasets.pngs(args.bigtable_files, args.cache)
+    files = sorted(glob.glob(os.path.join(folder, "**", "*.png"), recursive=True))
+    print(f"\nBig tables naming {args.bigtable_files:,} PNGs over and over (--skip_scored, default workers, one run "
+          "each)")
+    for rows in args.bigtable_rows:
+        table = datasets.big_png_table(folder, rows, args.cache)
+        output = os.path.join(args.cache, "out", f"bigtable-{rows}")
+        shutil.rmtree(output, ignore_errors=True)
+        for night in ("2026-01-01", "2026-01-02"):
+            if night != "2026-01-01":
+                for path in files[::100]:  # changed since: scored again, with every row that names them
+                    os.utime(path, (os.stat(path).st_atime, os.stat(path).st_mtime + 1))
+            warm_page_cache([folder])
+            seconds, rss, cpu = measure_with_cpu(pipeline(
+                ["--input_table", table, "--uri_column", "image", "--keep_columns", "product_id,title,listed_at"],
+                output, "--skip_scored", "--run_date", night))
+            with open(os.path.join(output, f"dt={night}", "manifest.json"), encoding="utf-8") as stream:
+                counts = json.load(stream)["counts"]
+            print(f"  {rows:>10,} rows, {night}: {seconds:7.1f} s ({rows / seconds:,.0f} rows/s), CPU {cpu:7.1f} s, "
+                  f"peak RSS {rss / 2**30:.2f} GiB; scored {counts['scored']:,}, skipped {counts['skipped']:,}, "
+                  f"failed {counts['failed']:,}", flush=True)
+
+
 def memory(args) -> None:
     out = os.path.join(args.cache, "out")
     print("\nMemory (pipeline, 1 worker, one run each)")
@@ -420,8 +451,9 @@ def report(args) -> None:
 
 
 SECTIONS = {"native": native, "tfrecords": tfrecords, "table": table, "photos": photos, "conversion": conversion,
-            "scaling": scaling, "phases": phases, "memory": memory, "scale": scale, "report": report}
-DEFAULT_SECTIONS = [name for name in SECTIONS if name != "scale"]
+            "scaling": scaling, "phases": phases, "memory": memory, "scale": scale, "bigtable": bigtable,
+            "report": report}
+DEFAULT_SECTIONS = [name for name in SECTIONS if name not in ("scale", "bigtable")]
 
 
 def main(argv=None) -> None:
@@ -434,6 +466,8 @@ def main(argv=None) -> None:
     parser.add_argument("--scale_nights", type=int, default=30)
     parser.add_argument("--scale_new", type=int, default=10_000)
     parser.add_argument("--scale_year_nights", type=int, default=365)
+    parser.add_argument("--bigtable_files", type=int, default=100_000)
+    parser.add_argument("--bigtable_rows", type=int, nargs="+", default=(1_000_000, 10_000_000))
     parser.add_argument("--repeat", type=int, default=3, help="runs per way and size, interleaved; median reported")
     parser.add_argument("--cache", default="/tmp/fashion-bench", help="where inputs are generated once and reused")
     args = parser.parse_args(argv)

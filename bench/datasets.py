@@ -98,6 +98,35 @@ def png_table(folder: str, cache: str) -> str:
                         "table.parquet")
 
 
+def big_png_table(folder: str, rows: int, cache: str) -> str:
+    """A Parquet table of `rows` rows naming the PNGs of `folder` over and over, in no order (row i names file
+    i * 7919 mod the file count), beside a product id, a title and a timestamp; row groups of 131,072 rows, as a
+    warehouse export might write them. Made once, a million rows at a time."""
+    import datetime
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def build(target):
+        paths = np.array(sorted(glob.glob(os.path.join(folder, "**", "*.png"), recursive=True)), dtype=object)
+        schema = pa.schema([("image", pa.string()), ("product_id", pa.int64()), ("title", pa.string()),
+                            ("listed_at", pa.timestamp("s"))])
+        with pq.ParquetWriter(os.path.join(target, "table.parquet"), schema) as writer:
+            for start in range(0, rows, 1_000_000):
+                index = np.arange(start, min(start + 1_000_000, rows), dtype=np.int64)
+                listed = datetime.datetime(2026, 1, 1) + datetime.timedelta(seconds=1)
+                writer.write_table(pa.table({
+                    "image": pa.array(paths[(index * 7919) % len(paths)], pa.string()),
+                    "product_id": pa.array(index),
+                    "title": pa.array([f"listing {i}" for i in index], pa.string()),
+                    "listed_at": pa.array(np.full(len(index), np.datetime64(listed, "s")), pa.timestamp("s")),
+                }, schema=schema), row_group_size=131_072)
+
+    name = f"bigtable-{rows}-{os.path.basename(folder.rstrip('/'))}"
+    return os.path.join(cached(os.path.join(cache, name), build), "table.parquet")
+
+
 def partition(output: str) -> str:
     found = glob.glob(os.path.join(output, "dt=*"))
     if len(found) != 1:

@@ -186,11 +186,9 @@ def parse(argv, today=datetime.date.today) -> tuple:
         parser.error("--input_table and --uri_column go together: name the table and its column of image URIs")
     if (args.keep_columns or args.uri_root) and not args.input_table:
         parser.error("--keep_columns and --uri_root apply to --input_table only")
-    if args.skip_scored and args.input_table:
-        parser.error("--skip_scored works with --input image files only for now (a table's rows are scored every "
-                     "run)")
     if args.skip_scored and args.input_tfrecords:
-        parser.error("--skip_scored works with --input image files only (TFRecords have no per-image fingerprint)")
+        parser.error("--skip_scored works with --input image files and --input_table only (TFRecords have no "
+                     "per-image fingerprint)")
     if args.model_copies and not args.share_model:
         parser.error("--model_copies only applies with --share_model")
     unknown = unknown_beam_flags(beam_args)

@@ -71,7 +71,7 @@ def test_lookup_skips_exactly_what_the_whole_history_in_one_set_skipped(tmp_path
         history[date] = (rows, failed, complete)
         _write(output, date, rows, failed, complete, manifest_version)
     expected = _reference(history, "2026-11-10", version)  # the run's own date does not count
-    lookup = fingerprints.AlreadyScored(output, "2026-11-10", version, ["/data/images"])
+    lookup = fingerprints.AlreadyScored(output, "2026-11-10", version, {"images": ["/data/images"]})
     ordered = sorted(files)
     found = set()
     for start in range(0, len(ordered), matching.LOOKUP_BATCH // 8):
@@ -79,12 +79,35 @@ def test_lookup_skips_exactly_what_the_whole_history_in_one_set_skipped(tmp_path
         runs = lookup.scored_by([k for k, _, _ in batch], [s for _, s, _ in batch], [m for _, _, m in batch])
         found.update(entry for entry, run in zip(batch, runs) if run is not None)
     assert found == expected & set(files) and 500 < len(found) < len(files)
-    new_model = fingerprints.AlreadyScored(output, "2026-11-10", "9.9.9+new", ["/data/images"])
+    new_model = fingerprints.AlreadyScored(output, "2026-11-10", "9.9.9+new", {"images": ["/data/images"]})
     assert not new_model.scored_by([k for k, _, _ in ordered[:100]], [s for _, s, _ in ordered[:100]],
                               [m for _, _, m in ordered[:100]]).any()
 
 
 def test_lookup_with_no_history_skips_nothing(tmp_path):
-    lookup = fingerprints.AlreadyScored(str(tmp_path / "nothing-yet"), "2026-11-10", "1.0.0+abc", ["/a.png"])
+    lookup = fingerprints.AlreadyScored(str(tmp_path / "nothing-yet"), "2026-11-10", "1.0.0+abc",
+                                        {"images": ["/a.png"]})
     assert lookup.scored_by(["/a.png"], [1], [2.0]).tolist() == [None]
     assert isinstance(lookup.scored_by([], [], []), np.ndarray)
+
+
+def test_row_groups_asked_again_are_kept_in_memory_within_the_budget(tmp_path, monkeypatch):
+    """A table's batches come in no order, so each asks every row group: one asked twice is kept (the lookup then
+    answers with the partition's file gone), and none is kept past the budget."""
+    output, version = str(tmp_path / "out"), "1.0.0+abc"
+    rows = [(f"/data/{index:05d}.png", 100 + index, 1.7e9, version) for index in range(2800)]
+    _write(output, "2026-11-01", rows, set(), True, version)
+    keys = [f"/data/{index:05d}.png" for index in range(0, 2800, 7)]  # every row group asked
+    ask = [keys, [100 + int(key[6:11]) for key in keys], [1.7e9] * len(keys)]
+    lookup = fingerprints.AlreadyScored(output, "2026-11-10", version, {"images": ["/data"]})
+    assert all(lookup.scored_by(*ask))
+    assert all(lookup.scored_by(*ask))  # asked twice: kept
+    os.remove(os.path.join(output, "dt=2026-11-01", "_inputs", "part-0.parquet"))
+    assert all(lookup.scored_by(*ask))
+    monkeypatch.setattr(fingerprints, "KEPT_BYTES", 0)
+    nothing_kept = fingerprints.AlreadyScored(output, "2026-11-10", version, {"images": ["/data"]})
+    _write(output, "2026-11-02", rows, set(), True, version)
+    assert all(nothing_kept.scored_by(*ask)) and all(nothing_kept.scored_by(*ask))
+    os.remove(os.path.join(output, "dt=2026-11-02", "_inputs", "part-0.parquet"))
+    with pytest.raises(FileNotFoundError):  # read again each time
+        nothing_kept.scored_by(*ask)

@@ -266,6 +266,43 @@ def test_the_report_lists_a_failed_rows_table_row_and_kept_columns_beside_its_ke
     assert f"{table} (column image; kept: product_id, title)" in page  # the run's inputs, as the run section says
 
 
+def test_skip_scored_skips_the_rows_whose_file_an_earlier_night_scored_as_it_is(catalogue, tmp_path):
+    """Nightly runs over a growing table with --skip_scored: a row is skipped when its file's path, size and
+    modification time were scored by this model version before (both rows of a file listed twice), a new or touched
+    file is scored, a broken one is tried again; each night's index carries the files it skipped forward."""
+    folder = tmp_path / "images"
+    shutil.copytree(os.path.join(catalogue["folder"], "images", "fashion"), folder)
+    images = sorted(str(path) for path in folder.glob("*.png"))
+    broken = shutil.copy(os.path.join(catalogue["folder"], "images", "broken", "cut-in-half.png"), folder / "cut.png")
+    table, output = tmp_path / "table.parquet", str(tmp_path / "out")
+
+    def night(date: str, uris: list) -> dict:
+        pq.write_table(pa.table({"image": uris, "row_id": list(range(len(uris)))}), table)
+        assert score.run(["--progress_seconds", "0", "--max_error_rate", "1", "--input_table", str(table),
+                          "--uri_column", "image", "--keep_columns", "row_id", "--output", output, "--skip_scored",
+                          "--run_date", date]) == score.EXIT_OK
+        found = os.path.join(output, f"dt={date}")
+        manifest = json.loads(open(os.path.join(found, "manifest.json"), encoding="utf-8").read())
+        return {"counts": manifest["counts"], "indexed": manifest["inputs_indexed"],
+                "scored": sorted(row["key"] for row in read_rows(os.path.join(found, "scores"))),
+                "failed": sorted(row["key"] for row in read_rows(os.path.join(found, "errors")))}
+
+    first_uris = images[:6] + [str(broken), images[0]]
+    first = night("2026-03-01", first_uris)
+    assert first["scored"] == sorted(images[:6] + [images[0]]) and first["failed"] == [str(broken)]
+    assert first["indexed"]
+    index = read_rows(os.path.join(output, "dt=2026-03-01", "_inputs"))
+    assert sorted(row["key"] for row in index) == sorted(images[:6] + [str(broken)])  # one row a file
+    os.utime(images[1], (os.stat(images[1]).st_atime, os.stat(images[1]).st_mtime + 5))  # touched: scored again
+    second = night("2026-03-02", first_uris + images[6:9])
+    assert second["scored"] == sorted([images[1]] + images[6:9]) and second["failed"] == [str(broken)]
+    counts = second["counts"]
+    assert (counts["matched"], counts["skipped"], counts["scored"], counts["failed"]) == (11, 6, 4, 1)
+    assert counts["skipped_by_reason"] == {"already scored": 6} and counts["invariant_holds"]
+    third = night("2026-03-03", first_uris + images[6:9])  # night 2's index answers for night 1's files too
+    assert (third["counts"]["skipped"], third["scored"], third["failed"]) == (10, [], [str(broken)])
+
+
 def test_a_table_whose_every_row_fails_writes_every_error_row(tmp_path):
     table = tmp_path / "table.parquet"
     pq.write_table(pa.table({"image": ["gone-1.png", None, "gone-2.png"], "row_id": [1, 2, 3]}), table)

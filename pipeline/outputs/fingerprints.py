@@ -42,6 +42,8 @@ SCHEMA = pa.schema(
     ]
 )
 _MATCHED = ["key", "size_bytes", "modified"]
+# Row groups of fingerprints a worker keeps in memory once asked twice (see _Partition._rows_of), at most.
+KEPT_BYTES = 128 << 20
 # What a run's manifest says when its _inputs index its inputs; runs before this kept only the files they read.
 INDEX_FLAG = "inputs_indexed"
 
@@ -74,9 +76,9 @@ class WriteFingerprints(beam.PTransform):
 class AlreadyScored:
     """Answers, batch by batch, which listed files earlier partitions scored (picklable; reads on the worker)."""
 
-    def __init__(self, output: str, run_date: str, model_version: str, inputs: list):
+    def __init__(self, output: str, run_date: str, model_version: str, inputs: dict):
         self.output, self.run_date, self.model_version = output, run_date, model_version
-        self.inputs = list(inputs)
+        self.inputs = dict(inputs)  # what a manifest's `inputs` holds when its run read these inputs (see same_inputs)
         self._history = None
 
     def __getstate__(self):
@@ -138,8 +140,9 @@ class _History:
     """The earlier complete partitions whose fingerprints can matter (other dates, the same model version), newest
     finished first, and which runs' scores are still there to rely on."""
 
-    def __init__(self, output: str, run_date: str, model_version: str, inputs: list):
+    def __init__(self, output: str, run_date: str, model_version: str, inputs: dict):
         self.partitions = []
+        budget = [KEPT_BYTES]  # shared by the partitions
         for date, folder in partitions.complete_partitions(output).items():
             if date == run_date:
                 continue  # this date is being replaced whole, so its rows cannot be relied on
@@ -149,7 +152,8 @@ class _History:
                 manifest = {}
             version = manifest.get("model", {}).get("version")
             if version is None or version == model_version:  # no manifest: its rows say their version
-                self.partitions.append(_Partition(folder, run_identity(manifest, date), manifest, inputs))
+                self.partitions.append(_Partition(folder, run_identity(manifest, date), manifest, inputs,
+                                                  budget))
         self.partitions.sort(key=lambda partition: (partition.finished or 0.0, partition.run), reverse=True)
         self.runs = pa.array(sorted(partition.run for partition in self.partitions), pa.string())
 
@@ -182,12 +186,13 @@ class _Partition:
     """One earlier partition: when its run began and finished, whether it indexes this run's inputs, its fingerprint
     files with each row group's key range (read when first asked) and its failures (likewise)."""
 
-    def __init__(self, folder: str, run: str, manifest: dict, inputs: list):
+    def __init__(self, folder: str, run: str, manifest: dict, inputs: dict, budget: list):
         self.folder, self.run = folder, run
+        self.kept, self.asked, self.budget = {}, {}, budget  # row groups kept in memory (budget: bytes left)
         self.started, self.finished = _moment(manifest.get("started_at")), _moment(manifest.get("finished_at"))
         self.indexes_inputs = bool(manifest.get(INDEX_FLAG) and self.started is not None
                                    and self.finished is not None
-                                   and (manifest.get("inputs") or {}).get("images") == inputs)
+                                   and same_inputs(manifest.get("inputs") or {}, inputs))
         self._groups = self._failed = None
 
     @property
@@ -213,16 +218,33 @@ class _Partition:
         for path, group, lowest, highest in self.groups:
             if lowest is None or _any_between(sorted_keys, lowest, highest):
                 wanted.setdefault(path, []).append(group)
-        pieces = []
-        for path, groups in wanted.items():
-            rows = _read_row_groups(path, groups)
-            keep = pc.and_(pc.is_in(rows["key"], value_set=keys), pc.equal(rows["model_version"], model_version))
-            pieces.append(rows.filter(keep).select(_MATCHED + ["scored_by_run"]))
+        pieces = [rows.filter(pc.is_in(rows["key"], value_set=keys))
+                  for path, groups in wanted.items() for rows in self._rows_of(path, groups, model_version)]
         if not pieces:
             return SCHEMA.empty_table().select(_MATCHED + ["scored_by_run"])
         found = pa.concat_tables(pieces)
         failed = self.failed_keys()
         return found.filter(pc.invert(pc.is_in(found["key"], value_set=failed))) if len(failed) else found
+
+    def _rows_of(self, path: str, groups: list, model_version: str) -> list:
+        """Each row group's fingerprints under this model version. A row group asked for a second time is kept, while
+        the budget lasts: a folder's sorted batches ask each row group about once, but a table's rows come in no
+        order, so each of its batches may ask them all."""
+        missing = [group for group in groups if (path, group) not in self.kept]
+        read = dict(zip(missing, _read_row_groups(path, missing))) if missing else {}
+        found = []
+        for group in groups:
+            rows = self.kept.get((path, group))
+            if rows is None:
+                rows = read[group]
+                rows = rows.filter(pc.equal(rows["model_version"], model_version)).select(
+                    _MATCHED + ["scored_by_run"])
+                asked = self.asked[(path, group)] = self.asked.get((path, group), 0) + 1
+                if asked > 1 and rows.nbytes <= self.budget[0]:
+                    self.kept[(path, group)] = rows
+                    self.budget[0] -= rows.nbytes
+            found.append(rows)
+        return found
 
     def failed_keys(self) -> pa.Array:
         """Keys this partition failed on (read once: failures are few next to the files read)."""
@@ -235,27 +257,40 @@ class _Partition:
         return self._failed
 
 
+def same_inputs(described: dict, identity: dict) -> bool:
+    """Whether a manifest's `inputs` describe the inputs `identity` names: each of its entries equal there (an entry
+    that is a dict: each of its own entries), e.g. {"images": [...]} for files, or a table's file and URI column."""
+    for name, value in identity.items():
+        if isinstance(value, dict):
+            found = described.get(name)
+            if not isinstance(found, dict) or any(found.get(part) != wanted for part, wanted in value.items()):
+                return False
+        elif described.get(name) != value:
+            return False
+    return True
+
+
 def _any_between(keys: np.ndarray, low: str, high: str) -> bool:
     """Whether one of `keys` (sorted) lies in [low, high]."""
     at = int(np.searchsorted(keys, low))
     return at < len(keys) and keys[at] <= high
 
 
-def _read_row_groups(path: str, groups: list) -> pa.Table:
-    """The row groups' fingerprints (an older partition's, which name no run, as read by its own run)."""
+def _read_row_groups(path: str, groups: list) -> list:
+    """Each row group's fingerprints (an older partition's, which name no run, as read by its own run)."""
     if FileSystems.get_scheme(path) is None:  # a local file: Arrow's own reader, a third of the time
-        rows = _read_from(pq.ParquetFile(path), groups)
+        found = _read_from(pq.ParquetFile(path), groups)
     else:
         with FileSystems.open(path, compression_type="uncompressed") as stream:
-            rows = _read_from(pq.ParquetFile(stream), groups)
-    if "scored_by_run" not in rows.column_names:
-        rows = rows.append_column("scored_by_run", pa.nulls(rows.num_rows, pa.string()))
-    return rows
+            found = _read_from(pq.ParquetFile(stream), groups)
+    return [rows if "scored_by_run" in rows.column_names
+            else rows.append_column("scored_by_run", pa.nulls(rows.num_rows, pa.string())) for rows in found]
 
 
-def _read_from(parquet: pq.ParquetFile, groups: list) -> pa.Table:
+def _read_from(parquet: pq.ParquetFile, groups: list) -> list:
     present = set(parquet.schema_arrow.names)
-    return parquet.read_row_groups(groups, columns=[name for name in SCHEMA.names if name in present])
+    columns = [name for name in SCHEMA.names if name in present]
+    return [parquet.read_row_group(group, columns=columns) for group in groups]
 
 
 def _parquet_files(folder: str) -> list:

@@ -50,6 +50,11 @@ class Inputs:
         """Columns it adds to every row of scores/, candidate/ and errors/ (pyarrow fields)."""
         return []
 
+    def identity(self) -> dict:
+        """What an earlier manifest's `inputs` holds when its run read these same inputs (so that its _inputs index
+        them: pipeline.outputs.fingerprints); a fingerprinted kind's."""
+        return {}
+
     def manifest(self) -> dict:
         """The manifest's `inputs`: every kind's key, this one's filled."""
         return {"images": [], "tfrecords": []}

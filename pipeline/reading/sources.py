@@ -105,7 +105,7 @@ class ImageFiles(Inputs):
 
     def _transform(self, version: str = None) -> matching.MatchInputs:
         config = self.config
-        skip = (fingerprints.AlreadyScored(config.output, config.run_date, version, config.inputs)
+        skip = (fingerprints.AlreadyScored(config.output, config.run_date, version, self.identity())
                 if config.skip_scored and version is not None else None)
         return matching.MatchInputs(config.inputs, config.files_per_chunk, True, skip, config.output, version,
                                     refuse_outside_links=config.refuse_outside_links)
@@ -119,5 +119,8 @@ class ImageFiles(Inputs):
         config = self.config
         return ReadImageFiles(config.max_file_bytes, self._transform().rules.inside, config.reads_in_flight)
 
+    def identity(self) -> dict:
+        return {"images": list(self.config.inputs)}
+
     def manifest(self) -> dict:
-        return {**super().manifest(), "images": list(self.config.inputs)}
+        return {**super().manifest(), **self.identity()}

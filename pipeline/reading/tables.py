@@ -9,6 +9,11 @@ outside every allowed root is one error row with its kept columns: never dropped
 
 Tables stream: a Parquet file is read a row group at a time, its row groups spread over the workers as tasks of
 their own; a CSV file is read by one worker, a block of rows at a time. No process holds a whole table.
+
+With --skip_scored, a row is skipped when its file (resolved URI, size and modification time) is scored as it is now
+by this model version in an earlier partition, as a folder's file is (pipeline.outputs.fingerprints): each row's
+local file is stat'ed as it is listed, and the run's _inputs index the files its rows named. Only such a run writes
+_inputs: without --skip_scored a table's local files are first looked at when they are read.
 """
 
 import dataclasses
@@ -16,6 +21,7 @@ import functools
 import os
 import posixpath
 import re
+import stat
 import typing
 
 import apache_beam as beam
@@ -25,8 +31,8 @@ from apache_beam.io.filesystems import FileSystems
 from model.display import visible
 from model.reading import lies_inside
 from pipeline import progress, timeline
-from pipeline.outputs import counts
-from pipeline.reading import sources
+from pipeline.outputs import counts, fingerprints
+from pipeline.reading import matching, sources
 from pipeline.reading.inputs import Inputs, InputError, NoInput
 from pipeline.reading.listing import key_for
 from pipeline.reading.matching import Matched
@@ -39,6 +45,7 @@ OUTPUT_COLUMNS = ("key", "label", "label_index", "confidence", "probabilities", 
 TABLE_ROW = pa.field("table_row", pa.struct([pa.field("file", pa.string()), pa.field("index", pa.int64())]))
 _GLOB = re.compile(r"[*?\[]")
 CSV_BLOCK_BYTES = 1 << 20  # a CSV file is parsed this much at a time
+REMEMBERED_KEYS = 200_000  # with --skip_scored: keys a worker remembers having written fingerprints for
 
 
 class TableError(InputError):
@@ -301,65 +308,122 @@ def _remote_inside(uri: str, roots: tuple) -> bool:
 
 
 class _ReadTasks(beam.DoFn):
-    """Tasks -> units of up to unit_size entries (a file to read with its table row, or an error row), and the
-    counts: every row is matched."""
+    """Tasks -> units of up to unit_size entries (a file to read with its table row, or an error row), the counts
+    (every row is matched) and, with --skip_scored, fingerprint tables: rows whose file an earlier partition scored
+    as it is now (`already_scored`) are counted as skipped and carried forward, as a folder's files are."""
 
-    def __init__(self, table: Table, unit_size: int):
+    def __init__(self, table: Table, unit_size: int, already_scored=None, version: str = None):
         self.table, self.unit_size = table, unit_size
+        self.already_scored, self.version = already_scored, version
         self.real_roots = None
 
     def setup(self):
         self.real_roots = local_roots(self.table.roots)
+        self.written = set()  # keys this worker has written fingerprints for (up to REMEMBERED_KEYS)
 
     def process(self, task: Task):
         timeline.mark("listing files")
-        unit, rows = [], 0
+        # Rows are looked up in the history a sorted batch at a time, as a folder's files are.
+        batch_size = matching.LOOKUP_BATCH if self.already_scored is not None else self.unit_size
+        batch, rows = [], 0
         try:
             for index, uri, kept, problem in task_rows(task, self.table):
                 table_row = TableRow(task.file, index, kept)
                 if problem:
-                    unit.append(error_row(key_for(uri or ""), "read", "not UTF-8", problem, table_row))
+                    batch.append(error_row(key_for(uri or ""), "read", "not UTF-8", problem, table_row))
                 else:
-                    unit.append(entry_for(uri, table_row, task.file, self.table.roots, self.real_roots))
+                    batch.append(entry_for(uri, table_row, task.file, self.table.roots, self.real_roots))
                 rows += 1
-                if len(unit) == self.unit_size:
-                    yield from self._flush(unit)
-                    unit = []
+                if len(batch) == batch_size:
+                    yield from self._flush(batch)
+                    batch = []
         except Exception as error:  # a file that stops parsing part way: the rest of it is one error row
             rows += 1
-            unit.append(error_row(key_for(task.file), "read", "unreadable table", f"the table's rows from "
-                                  f"{task.first + rows - 1} on cannot be read ({type(error).__name__}: "
-                                  f"{str(error).splitlines()[0] if str(error) else ''})",
-                                  TableRow(task.file, task.first + rows - 1, tuple((f.name, None)
-                                                                                   for f in self.table.kept))))
-        yield from self._flush(unit)
+            batch.append(error_row(key_for(task.file), "read", "unreadable table", f"the table's rows from "
+                                   f"{task.first + rows - 1} on cannot be read ({type(error).__name__}: "
+                                   f"{str(error).splitlines()[0] if str(error) else ''})",
+                                   TableRow(task.file, task.first + rows - 1, tuple((f.name, None)
+                                                                                    for f in self.table.kept))))
+        yield from self._flush(batch)
         progress.listed(0, task_done=True)
 
-    def _flush(self, unit: list):
-        if not unit:
+    def _flush(self, batch: list):
+        if not batch:
             return
-        yield beam.pvalue.TaggedOutput("counts", (counts.MATCHED, len(unit)))
-        progress.listed(len(unit))
-        yield unit
+        skipped = {}
+        if self.already_scored is not None:
+            batch, fingerprint_table, carried = self._look_up(batch)
+            if carried:
+                skipped["already scored"] = carried
+            if fingerprint_table is not None:
+                yield beam.pvalue.TaggedOutput("fingerprints", fingerprint_table)
+        for pair in counts.listing_counts(len(batch) + sum(skipped.values()), skipped):
+            yield beam.pvalue.TaggedOutput("counts", pair)
+        progress.listed(len(batch))
+        for start in range(0, len(batch), self.unit_size):
+            yield batch[start:start + self.unit_size]
+
+    def _look_up(self, batch: list) -> tuple:
+        """(the batch less the rows whose file is scored as it is now, the fingerprints of its files, how many rows
+        were left out). A local file is stat'ed here (a table run without --skip_scored leaves that to the read); one
+        that cannot be is left for the read to fail on, with its reason."""
+        files = {}  # key -> (size, modified) of each file the batch names, once however many rows name it
+        for at, entry in enumerate(batch):
+            if isinstance(entry, dict):
+                continue
+            path, size, modified, table_row = entry
+            if size is None:
+                try:
+                    status = os.stat(path)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(status.st_mode):
+                    continue
+                size, modified = status.st_size, status.st_mtime
+                batch[at] = (path, size, modified, table_row)
+            files.setdefault(key_for(path), (size, modified))
+        if not files:
+            return batch, None, 0
+        keys = sorted(files)
+        sizes, modified = [files[key][0] for key in keys], [files[key][1] for key in keys]
+        scored_by = self.already_scored.scored_by(keys, sizes, modified)
+        carried = {key for key, run in zip(keys, scored_by) if run is not None}
+        kept = [entry for entry in batch if isinstance(entry, dict) or entry[1] is None
+                or key_for(entry[0]) not in carried]
+        return kept, self._fingerprints(keys, sizes, modified, scored_by), len(batch) - len(kept)
+
+    def _fingerprints(self, keys: list, sizes: list, modified: list, scored_by) -> pa.Table:
+        """The fingerprints of the files this worker has not written yet (a table may name one file in many rows:
+        its index keeps one row for it, not one per table row), or None."""
+        new = [at for at, key in enumerate(keys) if key not in self.written]
+        if len(self.written) + len(new) > REMEMBERED_KEYS:
+            self.written.clear()  # memory stays bounded; a file named again later is written again, harmlessly
+        self.written.update(keys[at] for at in new)
+        if not new:
+            return None
+        return fingerprints.table([keys[at] for at in new], [sizes[at] for at in new],
+                                  [modified[at] for at in new], self.version, [scored_by[at] for at in new])
 
 
 class MatchTable(beam.PTransform):
     """A checked Table -> Matched(units, counts, fingerprints): its files' tasks spread over the workers, each read
-    as it streams into units that flow straight on to scoring."""
+    as it streams into units that flow straight on to scoring. With `already_scored` (--skip_scored), rows whose file
+    is scored as it is now are left out and every file's fingerprint is kept (under `version`)."""
 
-    def __init__(self, table: Table, unit_size: int = 256):
+    def __init__(self, table: Table, unit_size: int = 256, already_scored=None, version: str = None):
         super().__init__()
         self.table, self.unit_size = table, unit_size
+        self.already_scored, self.version = already_scored, version
 
     def expand(self, pipeline):
         read = (pipeline
                 | "TableFiles" >> beam.Create(list(self.table.files))
                 | "PlanTableTasks" >> beam.ParDo(_PlanTasks())
                 | "SpreadTableTasks" >> beam.Reshuffle()
-                | "ReadTableTasks" >> beam.ParDo(_ReadTasks(self.table, self.unit_size)).with_outputs(
-                    "counts", main="units"))
-        fingerprints = pipeline | "NoFingerprints" >> beam.Create([])
-        return Matched(read.units, read.counts, fingerprints)
+                | "ReadTableTasks" >> beam.ParDo(_ReadTasks(self.table, self.unit_size, self.already_scored,
+                                                            self.version))
+                .with_outputs("counts", "fingerprints", main="units"))
+        return Matched(read.units, read.counts, read.fingerprints)
 
 
 class TableInputs(Inputs):
@@ -382,8 +446,21 @@ class TableInputs(Inputs):
     def check(self) -> None:
         self.table()
 
+    @property
+    def fingerprinted(self) -> bool:  # only with --skip_scored are the rows' files stat'ed as they are listed
+        return self.config.skip_scored
+
+    def identity(self) -> dict:  # the same table file(s) and URI column: its kept columns and roots may change
+        return {"table": {"table": self.config.input_table, "uri_column": self.config.uri_column}}
+
     def match(self, pipeline, version: str, folder: str):
-        return pipeline | "MatchTable" >> MatchTable(self.table(), self.config.files_per_chunk)
+        config = self.config
+        skip = (fingerprints.AlreadyScored(config.output, config.run_date, version, self.identity())
+                if config.skip_scored and version is not None else None)
+        matched = pipeline | "MatchTable" >> MatchTable(self.table(), config.files_per_chunk, skip, version)
+        if skip is not None:
+            _ = matched.fingerprints | "WriteFingerprints" >> fingerprints.WriteFingerprints(folder)
+        return matched
 
     def reader(self):
         config = self.config
