@@ -35,7 +35,7 @@ SCHEMA = pa.schema([
     *[pa.field(f"{side}_{name}", kind, nullable=False) for side in ("model", "candidate") for name, kind in (
         ("label", pa.string()), ("confidence", pa.float32()), ("probabilities", pa.list_(pa.float32())),
         ("input_sha256", pa.string()))],
-    *[field for field in sheet.SCHEMA if field.name in records.Source._fields],
+    *sheet.SOURCE_COLUMNS,
 ])
 
 

@@ -22,12 +22,9 @@ FILE = "_sheet.parquet"  # in a partition; readers of the tables skip names that
 SHEET_IMAGES = options.REPORT_IMAGES  # candidates a run keeps: the report shows up to this many
 
 
-SCHEMA = pa.schema([
-    pa.field("key", pa.string(), nullable=False),
-    pa.field("label_index", pa.int32(), nullable=False),
-    pa.field("confidence", pa.float32(), nullable=False),
-    pa.field("probabilities", pa.list_(pa.float32()), nullable=False),
-    pa.field("input_sha256", pa.string(), nullable=False),
+# Where an input was read (pipeline.records.Source), as columns; for an input a table named, also its table_row and
+# its kept columns as text (name, value) pairs, which the report shows beside the key (null for other inputs).
+SOURCE_COLUMNS = [
     pa.field("path", pa.binary(), nullable=False),
     pa.field("size", pa.int64(), nullable=False),
     pa.field("modified", pa.float64(), nullable=False),
@@ -36,6 +33,16 @@ SCHEMA = pa.schema([
     pa.field("compression", pa.string(), nullable=False),
     pa.field("feature", pa.string(), nullable=False),
     pa.field("raw", pa.bool_(), nullable=False),
+    pa.field("table_row", pa.struct([pa.field("file", pa.string()), pa.field("index", pa.int64())])),
+    pa.field("kept", pa.list_(pa.struct([pa.field("name", pa.string()), pa.field("value", pa.string())]))),
+]
+SCHEMA = pa.schema([
+    pa.field("key", pa.string(), nullable=False),
+    pa.field("label_index", pa.int32(), nullable=False),
+    pa.field("confidence", pa.float32(), nullable=False),
+    pa.field("probabilities", pa.list_(pa.float32()), nullable=False),
+    pa.field("input_sha256", pa.string(), nullable=False),
+    *SOURCE_COLUMNS,
 ])
 
 
@@ -60,11 +67,14 @@ def _row(key: str, source: Source, pixels: np.ndarray, probabilities: np.ndarray
 
 
 def source_fields(source: Source) -> dict:
-    """A Source as a row's columns (SCHEMA's), its path as bytes."""
+    """A Source as a row's columns (SOURCE_COLUMNS), its path as bytes."""
     path = source.path if isinstance(source.path, bytes) else source.path.encode("utf-8", "surrogateescape")
+    table = source.table
     return {"path": path, "size": int(source.size), "modified": float(source.modified), "record": source.record,
             "offset": source.offset, "compression": source.compression, "feature": source.feature,
-            "raw": source.raw}
+            "raw": source.raw, "table_row": {"file": table.file, "index": table.index} if table else None,
+            "kept": [{"name": name, "value": None if value is None else str(value)} for name, value in table.kept]
+            if table else None}
 
 
 def order(row: dict) -> tuple:

@@ -86,7 +86,7 @@ def _disagreements(folder: str, spec, candidate_spec, version: str, candidate_ve
                          f"<div class=pred>{side} {page.esc(name)}: {page.esc(row[f'{side}_label'])} · "
                          f"{row[f'{side}_confidence']:.1%}</div>"
                          f"{page.probability_bars(row[f'{side}_probabilities'], side_spec.class_names)}</div>")
-        cards.append(f"<div class='card pair'>{page.key_text(row['key'])}<div class=sides>{''.join(sides)}</div>"
+        cards.append(f"<div class='card pair'>{page.keyed_card_head(row)}<div class=sides>{''.join(sides)}</div>"
                      "</div>")
     return (f"<p>The {len(rows)} inputs they disagree on most (both surest of different labels): each as the model "
             "saw it (with the original) and as the candidate saw it, by its own card's recipe.</p>"

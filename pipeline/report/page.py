@@ -34,6 +34,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .card img.seen { image-rendering: pixelated; width: 84px; height: 84px; background: #000; }
 .card .key { font-size: 11px; color: #5b6475; overflow-wrap: anywhere; margin: 6px 0 4px; }
 .example { font-size: 12px; overflow-wrap: anywhere; }
+.card .table-row { font-size: 11px; color: #2f3747; overflow-wrap: anywhere; margin: 0 0 4px; }
 .message { font-size: 12px; color: #8a1c1c; margin-bottom: 4px; overflow-wrap: anywhere; }
 .card .pred { font-weight: 600; }
 .bars { margin-top: 6px; } .bar { display: flex; align-items: center; font-size: 11px; height: 15px; }
@@ -74,6 +75,23 @@ def key_text(key: str, css: str = "key") -> str:
     shown = esc(display.shortened(key)).replace("/", "/<wbr>")
     title = f" title='{esc(key)}'" if display.is_shortened(key) else ""
     return f"<div class={css}{title}>{shown}</div>"
+
+
+def keyed_card_head(row: dict) -> str:
+    """A picture card's key line (key_text) and, for an input a table named, a line with its table row and kept
+    columns (a sheet or disagreement row's table_row and kept pairs: pipeline.outputs.sheet)."""
+    where = row.get("table_row")
+    if where is None:
+        return key_text(row["key"])
+    pairs = [(pair["name"], pair["value"]) for pair in row.get("kept") or []]
+    return key_text(row["key"]) + key_text(table_row_text(where, pairs), "table-row")
+
+
+def table_row_text(where: dict, kept: list) -> str:
+    """Which table row named an input and the columns it kept: `row 3 of table.parquet; product_id=1003, title=..`
+    (`where`: its table_row, `kept`: (name, value) pairs; a null value shown as null). Escape it as a key."""
+    beside = ", ".join(f"{name}={'null' if value is None else value}" for name, value in kept)
+    return f"row {where['index']} of {where['file'].rsplit('/', 1)[-1]}" + (f"; {beside}" if beside else "")
 
 
 def tiles(items: list) -> str:

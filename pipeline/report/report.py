@@ -237,7 +237,7 @@ def _sheet_section(folder: str, count: int, spec: card_spec.ModelSpec) -> tuple:
     for row in rows:
         seen, original = pictures.pictures(row, spec)
         label = spec.class_names[row["label_index"]]
-        cards.append(f"<div class=card><div class=pics>{seen}{original}</div>{page.key_text(row['key'])}"
+        cards.append(f"<div class=card><div class=pics>{seen}{original}</div>{page.keyed_card_head(row)}"
                      f"<div class=pred>{page.esc(label)} · {row['confidence']:.1%}</div>"
                      f"{page.probability_bars(row['probabilities'], spec.class_names)}</div>")
     height, width, _ = spec.input_shape
@@ -279,9 +279,7 @@ def _with_table_row(row: dict, kept: list) -> str:
     where = row.get("table_row")
     if where is None:
         return row["key"]
-    beside = ", ".join(f"{name}={row.get(name)}" for name in kept)
-    return f"{row['key'] or '(no URI)'} [row {where['index']} of {where['file'].rsplit('/', 1)[-1]}" + (
-        f"; {beside}]" if beside else "]")
+    return f"{row['key'] or '(no URI)'} [{page.table_row_text(where, [(name, row.get(name)) for name in kept])}]"
 
 
 def main(argv=None) -> int:
