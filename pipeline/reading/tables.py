@@ -28,7 +28,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from model.display import visible
+from model.display import shortened, visible
 from model.reading import lies_inside
 from pipeline import progress, timeline
 from pipeline.outputs import counts, fingerprints
@@ -210,48 +210,89 @@ class _PlanTasks(beam.DoFn):
 
 
 def task_rows(task: Task, table: Table):
-    """(index, URI or None, kept (name, value) pairs, or an error text) for each row of a task, streamed."""
+    """(index, URI or None, kept (name, value) pairs, None or (error type, message)) for each row of a task,
+    streamed."""
     names = (table.uri_column, *table.kept_names)
+    if task.group < 0:
+        yield from _csv_rows(task, table, names)
+        return
+    import pyarrow.parquet as pq
+
     with FileSystems.open(task.file, compression_type="uncompressed") as stream:
-        if task.group >= 0:
-            import pyarrow.parquet as pq
-
-            batches = pq.ParquetFile(stream).iter_batches(row_groups=[task.group], columns=list(names))
-        else:
-            import pyarrow.csv as pcsv
-
-            types = {field.name: (pa.binary() if pa.types.is_string(field.type) else field.type)
-                     for field in table.kept}
-            batches = pcsv.open_csv(stream, read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-                                    convert_options=pcsv.ConvertOptions(
-                                        include_columns=list(names),
-                                        column_types={**types, table.uri_column: pa.binary()}))
         index = task.first
-        kept_names = names[1:]
-        for batch in batches:
+        for batch in pq.ParquetFile(stream).iter_batches(row_groups=[task.group], columns=list(names)):
             columns = [batch.column(name).to_pylist() for name in names]
-            if task.group >= 0:  # Parquet: text arrives decoded
-                for uri, *kept in zip(*columns):
-                    yield index, uri, tuple(zip(kept_names, kept)), None
-                    index += 1
-                continue
-            for values in zip(*columns):
-                yield (index, *_decoded_row(values, names))
+            for uri, *kept in zip(*columns):  # Parquet: text arrives decoded, values typed
+                yield index, uri, tuple(zip(names[1:], kept)), None
                 index += 1
 
 
-def _decoded_row(values: tuple, names: tuple) -> tuple:
-    """(URI or None, kept pairs, error text or None) of one row: CSV text arrives as bytes and is decoded here."""
+def _csv_rows(task: Task, table: Table, names: tuple):
+    """A CSV file's rows, its text read as bytes and decoded row by row. Its kept columns take the types Arrow
+    inferred from its first block; where a later block holds a value that is not of its column's type, the file is
+    read again from that block's first row with every kept column as text, and each value converted alone, so that
+    only the rows with such a value fail (`bad value`), not the rest of the file."""
+    import pyarrow.csv as pcsv
+
+    typed = {field.name: field.type for field in table.kept if not pa.types.is_string(field.type)}
+    index, by_value = 0, False
+    while True:
+        types = {name: pa.binary() for name in names} if by_value else {
+            **{name: typed.get(name, pa.binary()) for name in names[1:]}, names[0]: pa.binary()}
+        try:
+            with FileSystems.open(task.file, compression_type="uncompressed") as stream:
+                batches = pcsv.open_csv(stream, read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+                                        convert_options=pcsv.ConvertOptions(include_columns=list(names),
+                                                                            column_types=types, check_utf8=False))
+                seen = 0  # rows of the file passed, this reading
+                for batch in batches:
+                    rows = list(zip(*(batch.column(name).to_pylist() for name in names)))
+                    for values in rows[max(index - seen, 0):]:
+                        yield (index, *_decoded_row(values, names, typed if by_value else {}))
+                        index += 1
+                    seen += len(rows)
+            return
+        except pa.ArrowInvalid as error:
+            if by_value or "conversion error" not in str(error):
+                raise
+            by_value = True
+
+
+# What Arrow's CSV reader reads as null (pyarrow.csv.ConvertOptions().null_values).
+_CSV_NULLS = frozenset(("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "N/A",
+                        "NA", "NULL", "NaN", "n/a", "nan", "null"))
+
+
+def _decoded_row(values: tuple, names: tuple, convert: dict) -> tuple:
+    """(URI or None, kept pairs, None or (error type, message)) of one CSV row: text arrives as bytes and is decoded
+    here; a kept column named in `convert` is converted to its type here too."""
     decoded, problem = [], None
     for name, value in zip(names, values):
         if isinstance(value, bytes):
             try:
                 value = value.decode("utf-8")
             except UnicodeDecodeError:
-                problem = problem or f"the column {visible(name)!r} is not UTF-8 in this row"
+                problem = problem or ("not UTF-8", f"the column {visible(name)!r} is not UTF-8 in this row")
                 value = value.decode("utf-8", "backslashreplace")
+            else:
+                if name in convert:
+                    value, bad = _converted(value, convert[name])
+                    if bad:
+                        problem = problem or ("bad value", f"the column {visible(name)!r} holds "
+                                              f"{visible(shortened(bad, 60))!r}, not {convert[name]} as the "
+                                              "table's first rows do")
         decoded.append(value)
     return decoded[0], tuple(zip(names[1:], decoded[1:])), problem
+
+
+def _converted(text: str, kind: pa.DataType) -> tuple:
+    """(the CSV value `text` as a value of `kind`, or None with the text when it is not one)."""
+    if text in _CSV_NULLS:
+        return None, None
+    try:
+        return pa.array([text], pa.string()).cast(kind)[0].as_py(), None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None, text
 
 
 def resolve(uri: str, table_file: str) -> str:
@@ -330,7 +371,7 @@ class _ReadTasks(beam.DoFn):
             for index, uri, kept, problem in task_rows(task, self.table):
                 table_row = TableRow(task.file, index, kept)
                 if problem:
-                    batch.append(error_row(key_for(uri or ""), "read", "not UTF-8", problem, table_row))
+                    batch.append(error_row(key_for(uri or ""), "read", *problem, table_row))
                 else:
                     batch.append(entry_for(uri, table_row, task.file, self.table.roots, self.real_roots))
                 rows += 1
