@@ -254,7 +254,7 @@ def test_hostile_uris_and_kept_values_are_shown_escaped_never_raw(catalogue, tmp
     assert sorted(row["error_type"] for row in errors) == ["missing", "missing", "not a file"]
 
 
-def test_the_report_lists_a_failed_rows_table_row_and_kept_columns_beside_its_key(catalogue, tmp_path):
+def test_the_report_shows_each_table_rows_place_and_kept_columns_beside_its_key(catalogue, tmp_path):
     table = os.path.join(catalogue["folder"], "table.parquet")
     output = str(tmp_path / "out")
     assert _score("--input_table", table, "--uri_column", "image", "--keep_columns", "product_id,title",
@@ -264,6 +264,11 @@ def test_the_report_lists_a_failed_rows_table_row_and_kept_columns_beside_its_ke
     assert f"row {missing} of table.parquet; product_id={1000 + missing}, title=listing {missing}]" in page
     assert "(no URI) [row" in page
     assert f"{table} (column image; kept: product_id, title)" in page  # the run's inputs, as the run section says
+    scored = [index for index, uri in enumerate(catalogue["uris"]) if index < missing - 1 or index == len(
+        catalogue["uris"]) - 1]  # the contact sheet: every scored row's card says which row and its kept columns
+    for index in scored:
+        assert f"<div class=table-row>row {index} of table.parquet; product_id={1000 + index}, title=listing {index}" \
+               f"</div>" in page
 
 
 def test_skip_scored_skips_the_rows_whose_file_an_earlier_night_scored_as_it_is(catalogue, tmp_path):
@@ -313,3 +318,30 @@ def test_a_table_whose_every_row_fails_writes_every_error_row(tmp_path):
     assert scores == [] and sorted((row["row_id"], row["error_type"]) for row in errors) == [
         (1, "missing"), (2, "no uri"), (3, "missing")]
     assert (manifest["counts"]["matched"], manifest["counts"]["failed"]) == (3, 3)
+
+
+def test_a_csv_value_of_another_type_than_the_first_rows_fails_its_row_alone(catalogue, tmp_path, monkeypatch):
+    """Arrow infers a CSV's column types from its first block; a later value that is not of that type (`12a` in an
+    int64 column) fails its own row (`bad value`), and every row after it is still read and scored."""
+    from pipeline.reading import tables
+
+    monkeypatch.setattr(tables, "CSV_BLOCK_BYTES", 256)  # a few rows a block: the odd values come in later blocks
+    good = catalogue["good"]
+    ids = ["1", "2", "3", "4", "5", "12a", "7", "NA", "3.5", "10", "11", "12"]
+    table = tmp_path / "table.csv"
+    with open(table, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["image", "product_id", "title"])
+        for row, product_id in enumerate(ids):
+            writer.writerow([good[row % len(good)], product_id, f"listing {row}"])
+    output = str(tmp_path / "out")
+    assert _score("--input_table", str(table), "--uri_column", "image", "--keep_columns", "product_id,title",
+                  "--output", output) == score.EXIT_OK
+    scores, errors, manifest = _outputs(output)
+    assert sorted((row["table_row"]["index"], row["product_id"], row["title"]) for row in scores) == [
+        (row, None if value == "NA" else int(value), f"listing {row}") for row, value in enumerate(ids)
+        if value not in ("12a", "3.5")]
+    assert sorted((row["table_row"]["index"], row["error_type"], row["title"]) for row in errors) == [
+        (5, "bad value", "listing 5"), (8, "bad value", "listing 8")]
+    assert "holds '12a', not int64" in [row for row in errors if row["table_row"]["index"] == 5][0]["error_message"]
+    assert manifest["counts"]["matched"] == len(ids) and manifest["counts"]["invariant_holds"]
