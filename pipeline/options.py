@@ -122,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the partition this run writes, YYYY-MM-DD (default: today, by this machine's clock "
                              "in its time zone); a rerun replaces it whole")
     parser.add_argument("--skip_scored", **SWITCH,
-                        help="skip image files (same path, size and modification time) that this model version "
-                             "scored in earlier complete partitions")
+                        help="skip image files (and table rows naming them) that this model version scored, with "
+                             "the same path, size and modification time, in earlier complete partitions")
     parser.add_argument("--refuse_outside_links", **SWITCH,
                         help="a link to a file outside every local input is an error row (`link outside the "
                              "inputs`), never read; by default links to files are followed wherever they point")

@@ -26,6 +26,14 @@ def table_fields(table: TableRow) -> dict:
     return {"table_row": {"file": table.file, "index": table.index}, **dict(table.kept)}
 
 
+def table_row_text(where: dict, kept: list) -> str:
+    """Which table row named an input and the columns it kept, as the report lists them beside its key: `row 3 of
+    table.parquet; product_id=1003, title=..` (`where`: its table_row, `kept`: (name, value) pairs; a null value
+    reads null). Escape it as a key."""
+    beside = ", ".join(f"{name}={'null' if value is None else value}" for name, value in kept)
+    return f"row {where['index']} of {where['file'].rsplit('/', 1)[-1]}" + (f"; {beside}" if beside else "")
+
+
 class Source(typing.NamedTuple):
     """Where one input was read: a file as listed (text, or bytes for a local name that is not UTF-8), its size and
     modification time then, and for a TFRecord record its index and offset in the (decompressed) file; for an input a

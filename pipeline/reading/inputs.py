@@ -22,6 +22,7 @@ class Inputs:
     counted_when_read = False  # matched is counted as the inputs are read (TFRecords: records), not as listed
     keys_may_repeat = False  # two inputs may carry one key (TFRecords: the key is a feature): counted apart
     fingerprinted = False  # the run writes _inputs/ (what --skip_scored reads)
+    manifest_key = ""  # its entry in the manifest's `inputs`, filled for a run of this kind
 
     def __init__(self, config):
         self.config = config
@@ -58,3 +59,25 @@ class Inputs:
     def manifest(self) -> dict:
         """The manifest's `inputs`: every kind's key, this one's filled."""
         return {"images": [], "tfrecords": []}
+
+    # What a published partition's report asks, of the manifest's `inputs` (pipeline.reading.kinds.in_manifest).
+
+    @classmethod
+    def in_manifest(cls, inputs: dict) -> bool:
+        """Whether a manifest's `inputs` describe a run of this kind."""
+        return bool(cls.manifest_key and inputs.get(cls.manifest_key))
+
+    @classmethod
+    def manifest_words(cls, inputs: dict) -> str:
+        """What the run read, as the report's run section says it."""
+        return ", ".join(inputs.get(cls.manifest_key) or [])
+
+    @classmethod
+    def error_columns(cls, inputs: dict) -> list:
+        """Columns of errors/, beyond the key and the error, that the report lists with a failed input."""
+        return []
+
+    @classmethod
+    def listed_key(cls, row: dict, inputs: dict) -> str:
+        """A failed input as the report lists it (`row`: its errors/ row, error_columns included); escaped there."""
+        return row["key"]

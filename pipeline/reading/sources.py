@@ -99,6 +99,7 @@ class ImageFiles(Inputs):
 
     flag, option = "--input", "inputs"
     fingerprinted = True
+    manifest_key = "images"
 
     def patterns(self) -> tuple:
         return self.config.inputs

@@ -36,7 +36,7 @@ from pipeline.reading import matching, sources
 from pipeline.reading.inputs import Inputs, InputError, NoInput
 from pipeline.reading.listing import key_for
 from pipeline.reading.matching import Matched
-from pipeline.records import TableRow, error_row
+from pipeline.records import TableRow, error_row, table_row_text
 
 KINDS = {".parquet": "parquet", ".parq": "parquet", ".pq": "parquet", ".csv": "csv"}
 # Columns every output row has; a kept column may not take one of these names.
@@ -471,6 +471,7 @@ class TableInputs(Inputs):
     """--input_table: each row of a Parquet or CSV table one input, its kept columns carried (see above)."""
 
     flag, option = "--input_table", "input_table"
+    manifest_key = "table"
 
     def named(self) -> list:
         return [self.config.input_table]
@@ -510,6 +511,24 @@ class TableInputs(Inputs):
 
     def output_fields(self) -> list:
         return self.table().output_fields()
+
+    @classmethod
+    def manifest_words(cls, inputs: dict) -> str:
+        table = inputs["table"]
+        kept = f"; kept: {', '.join(table['keep_columns'])}" if table["keep_columns"] else ""
+        return f"{table['table']} (column {table['uri_column']}{kept})"
+
+    @classmethod
+    def error_columns(cls, inputs: dict) -> list:
+        return ["table_row", *inputs["table"]["keep_columns"]]
+
+    @classmethod
+    def listed_key(cls, row: dict, inputs: dict) -> str:  # with its table row and kept columns beside
+        where = row.get("table_row")
+        if where is None:
+            return row["key"]
+        kept = [(name, row.get(name)) for name in inputs["table"]["keep_columns"]]
+        return f"{row['key'] or '(no URI)'} [{table_row_text(where, kept)}]"
 
     def manifest(self) -> dict:
         config = self.config

@@ -234,6 +234,7 @@ class TFRecordFiles(Inputs):
     flag, option = "--input_tfrecords", "input_tfrecords"
     counted_when_read = True
     keys_may_repeat = True
+    manifest_key = "tfrecords"
 
     def patterns(self) -> tuple:
         return self.config.input_tfrecords

@@ -4,6 +4,7 @@ scripts and nothing fetched, so it opens from a bucket or a laptop alike. pipeli
 import html
 
 from model import display
+from pipeline import records
 
 _STYLE = """
 body { font: 14px/1.45 -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: #1d2330; margin: 0;
@@ -84,14 +85,7 @@ def keyed_card_head(row: dict) -> str:
     if where is None:
         return key_text(row["key"])
     pairs = [(pair["name"], pair["value"]) for pair in row.get("kept") or []]
-    return key_text(row["key"]) + key_text(table_row_text(where, pairs), "table-row")
-
-
-def table_row_text(where: dict, kept: list) -> str:
-    """Which table row named an input and the columns it kept: `row 3 of table.parquet; product_id=1003, title=..`
-    (`where`: its table_row, `kept`: (name, value) pairs; a null value shown as null). Escape it as a key."""
-    beside = ", ".join(f"{name}={'null' if value is None else value}" for name, value in kept)
-    return f"row {where['index']} of {where['file'].rsplit('/', 1)[-1]}" + (f"; {beside}" if beside else "")
+    return key_text(row["key"]) + key_text(records.table_row_text(where, pairs), "table-row")
 
 
 def tiles(items: list) -> str:

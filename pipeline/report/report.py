@@ -26,6 +26,7 @@ from model import display  # noqa: E402
 from model.cards import card_spec  # noqa: E402
 from pipeline import options, store_endpoints  # noqa: E402
 from pipeline.outputs import errors, labels, partitions, scores_output, sheet  # noqa: E402
+from pipeline.reading import kinds  # noqa: E402
 from pipeline.report import accuracy, candidate, page, pictures  # noqa: E402
 
 REPORT = "report.html"  # in a partition, written before _SUCCESS
@@ -118,11 +119,8 @@ def _run_section(manifest: dict) -> str:
     counts = manifest["counts"]
     code, words, css = exit_status(manifest)
     rate_css = "bad" if manifest["error_rate_exceeded"] else "ok"
-    table = manifest["inputs"].get("table")
-    inputs = manifest["inputs"]["images"] or manifest["inputs"]["tfrecords"] or (
-        [f"{table['table']} (column {table['uri_column']}"
-         + (f"; kept: {', '.join(table['keep_columns'])})" if table["keep_columns"] else ")")] if table else [])
-    facts = [("inputs", ", ".join(inputs)), ("model", f"{manifest['model']['version']} ({manifest['model']['path']})"),
+    inputs = kinds.in_manifest(manifest["inputs"]).manifest_words(manifest["inputs"])
+    facts = [("inputs", inputs), ("model", f"{manifest['model']['version']} ({manifest['model']['path']})"),
              ("runner", manifest["runner"]["name"]), ("started", manifest["started_at"]),
              ("finished", manifest["finished_at"]), ("skip already scored", "yes" if manifest["skip_scored"] else "no")]
     if counts.get("scored_on"):
@@ -252,16 +250,16 @@ def _failures_section(folder: str, manifest: dict) -> str:
     counts = manifest["counts"]
     if not counts["failed"]:
         return "<p class=ok>No input failed.</p>"
-    table = manifest.get("inputs", {}).get("table")  # an --input_table run: its rows' places and kept columns too
-    kept = table["keep_columns"] if table else []
-    columns = ["key", "stage", "error_type", "error_message"] + (["table_row", *kept] if table else [])
+    inputs = manifest.get("inputs", {})
+    kind = kinds.in_manifest(inputs)  # e.g. a table run lists each failed row's place and kept columns too
+    columns = ["key", "stage", "error_type", "error_message", *kind.error_columns(inputs)]
     rows = partitions.read_table(FileSystems.join(folder, errors.FOLDER), columns).to_pylist()
     examples = {}
     for row in sorted(rows, key=lambda row: (row["key"], (row.get("table_row") or {}).get("index", -1))):
         found = examples.setdefault((row["stage"], row["error_type"]), [0, [], row["error_message"]])
         found[0] += 1
         if len(found[1]) < EXAMPLES:
-            found[1].append(_with_table_row(row, kept))
+            found[1].append(kind.listed_key(row, inputs))
     ordered = sorted(examples.items(), key=lambda item: -item[1][0])
     table = [(stage, error_type, f"{amount:,}") for (stage, error_type), (amount, _, _) in ordered]
     shown = [f"<div class=message>{page.esc(display.shortened(display.visible(message), 300))}</div>"
@@ -271,15 +269,6 @@ def _failures_section(folder: str, manifest: dict) -> str:
             "reason.</p>"
             + page.table(["stage", "type", "count", f"message (of the first) and examples (up to {EXAMPLES})"],
                          table, numeric={2}, html_column=shown))
-
-
-def _with_table_row(row: dict, kept: list) -> str:
-    """An error row's key as the report lists it: for an input a table named, with its row and kept columns beside
-    (shown escaped, as every key is)."""
-    where = row.get("table_row")
-    if where is None:
-        return row["key"]
-    return f"{row['key'] or '(no URI)'} [{page.table_row_text(where, [(name, row.get(name)) for name in kept])}]"
 
 
 def main(argv=None) -> int:
