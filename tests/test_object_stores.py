@@ -15,6 +15,7 @@ import pytest
 
 from model.runtimes import model_files
 from pipeline import score
+from pipeline.outputs import partitions
 from pipeline.report import report
 from tests import samples
 from tests.helpers import REPO_ROOT, SAMPLE_INPUTS, partition, read_rows
@@ -98,7 +99,7 @@ def _by_name(rows) -> dict:
     return {row["key"].rsplit("/", 1)[-1]: (row["label"], np.asarray(row["probabilities"])) for row in rows}
 
 
-def test_two_nights_over_a_growing_bucket_prefix(store, test_split, tiny_model_path, tmp_path):
+def test_two_nights_over_a_growing_bucket_prefix(store, test_split, tiny_model_path, tmp_path, monkeypatch):
     names = [f"item-{i:03d}.png" for i in range(40)]
     _upload_pngs(store, "nightly/", test_split.images[:30], names[:30])
     output, nightly = _url(store, "scores"), _url(store, "nightly/")
@@ -131,6 +132,10 @@ def test_two_nights_over_a_growing_bucket_prefix(store, test_split, tiny_model_p
     assert page.count("<img class='seen'") == 10 and "cannot be read" not in page  # read back from the bucket
     assert report.main([f"{output}/dt={DATE}", "--to", str(tmp_path / "rebuilt.html"), *store.flags]) == 0
     assert open(tmp_path / "rebuilt.html", encoding="utf-8").read().count("<img class='seen'") == 10
+    monkeypatch.setattr(partitions, "WHOLE_READ_BYTES", 0)  # each Parquet file read by ranged reads, as a big one is
+    assert report.main([f"{output}/dt={DATE}", "--to", str(tmp_path / "ranged.html"), *store.flags]) == 0
+    assert (tmp_path / "ranged.html").read_text(encoding="utf-8") == (tmp_path / "rebuilt.html").read_text(
+        encoding="utf-8")
 
 
 def test_objects_named_one_by_one_and_by_glob(store, test_split, tiny_model_path, tmp_path):

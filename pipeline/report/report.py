@@ -253,14 +253,10 @@ def _failures_section(folder: str, manifest: dict) -> str:
     inputs = manifest.get("inputs", {})
     kind = kinds.in_manifest(inputs)  # e.g. a table run lists each failed row's place and kept columns too
     columns = ["key", "stage", "error_type", "error_message", *kind.error_columns(inputs)]
-    rows = partitions.read_table(FileSystems.join(folder, errors.FOLDER), columns).to_pylist()
-    examples = {}
-    for row in sorted(rows, key=lambda row: (row["key"], (row.get("table_row") or {}).get("index", -1))):
-        found = examples.setdefault((row["stage"], row["error_type"]), [0, [], row["error_message"]])
-        found[0] += 1
-        if len(found[1]) < EXAMPLES:
-            found[1].append(kind.listed_key(row, inputs))
-    ordered = sorted(examples.items(), key=lambda item: -item[1][0])
+    examples = _failure_examples(partitions.read_table(FileSystems.join(folder, errors.FOLDER), columns))
+    examples = {group: (amount, [kind.listed_key(row, inputs) for row in rows], rows[0]["error_message"])
+                for group, (amount, rows) in examples.items()}
+    ordered = sorted(examples.items(), key=lambda item: (-item[1][0], item[0]))
     table = [(stage, error_type, f"{amount:,}") for (stage, error_type), (amount, _, _) in ordered]
     shown = [f"<div class=message>{page.esc(display.shortened(display.visible(message), 300))}</div>"
              + "".join(page.key_text(key, "example") for key in keys) for _, (_, keys, message) in ordered]
@@ -269,6 +265,25 @@ def _failures_section(folder: str, manifest: dict) -> str:
             "reason.</p>"
             + page.table(["stage", "type", "count", f"message (of the first) and examples (up to {EXAMPLES})"],
                          table, numeric={2}, html_column=shown))
+
+
+def _failure_examples(found) -> dict:
+    """{(stage, error_type): (rows, the first EXAMPLES rows by key and table row, as dicts)} of the errors/ table
+    `found`, counted and sorted by Arrow: a night may fail millions of inputs (a table whose every URI is wrong), and
+    only a few become Python rows."""
+    import pyarrow.compute as pc
+
+    order = [("key", "ascending")]
+    if "table_row" in found.column_names:
+        found = found.append_column("_index", pc.fill_null(pc.struct_field(found["table_row"], "index"), -1))
+        order.append(("_index", "ascending"))
+    examples = {}
+    for group in found.group_by(["stage", "error_type"]).aggregate([([], "count_all")]).to_pylist():
+        rows = found.filter(pc.and_(pc.equal(found["stage"], group["stage"]),
+                                    pc.equal(found["error_type"], group["error_type"])))
+        first = rows.take(pc.sort_indices(rows, sort_keys=order)[:EXAMPLES])
+        examples[(group["stage"], group["error_type"])] = (group["count_all"], first.to_pylist())
+    return examples
 
 
 def main(argv=None) -> int:
