@@ -168,3 +168,26 @@ def test_the_report_renders_in_chromium(test_split, shipped_model, tmp_path):
     assert pixels.shape == (2400, 1280) and pixels.std() > 20  # a page, not a blank one
     dark_rows = (pixels < 128).mean(axis=1)
     assert (dark_rows > 0.01).sum() > 400  # text, charts and pictures all the way down
+
+
+@pytest.mark.parametrize("count", [1, 2, 7_777, 20_000])
+def test_tonights_confidence_is_gathered_a_batch_at_a_time_and_equals_numpys(tmp_path, count):
+    """The confidence section's counts, histograms and median, gathered over row batches of several files, equal
+    numpy's over the whole night at once (the median exactly, for odd and even counts, ties included)."""
+    import pyarrow as pa
+
+    generator = np.random.default_rng(count)
+    labels = generator.integers(0, 10, count).astype(np.int32)
+    confidence = np.round(generator.uniform(0.1, 1.0, count), 3).astype(np.float32)  # rounded: many ties
+    folder = tmp_path / "scores"
+    folder.mkdir()
+    for part, rows in enumerate(np.array_split(np.arange(count), 3)):
+        pq.write_table(pa.table({"label_index": labels[rows], "confidence": confidence[rows]}),
+                       folder / f"part-{part}.parquet", row_group_size=1000)
+    found = report.Confidence.of(str(folder), 10, 0.6)
+    assert found.median == float(np.median(confidence))
+    edges = np.linspace(0.0, 1.0, report.BINS + 1)
+    for index in range(10):
+        mine = confidence[labels == index]
+        assert found.predicted[index] == len(mine) and found.below[index] == int((mine < 0.6).sum())
+        assert found.histograms[index].tolist() == np.histogram(mine, bins=edges)[0].tolist()

@@ -86,6 +86,20 @@ def read_table(path: str, columns: list = None):
     return pa.concat_tables(tables)
 
 
+def iter_batches(path: str, columns: list):
+    """The record batches of a folder of part-*.parquet files (or one file), `columns` only, one at a time: what a
+    pass over a night's rows holds is one batch, however many rows the night has."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = [path] if path.endswith(".parquet") else sorted(
+        m.path for m in FileSystems.match([FileSystems.join(path, "*.parquet")])[0].metadata_list)
+    for name in files:
+        local = FileSystems.get_scheme(name) is None
+        with (pa.OSFile(name) if local else FileSystems.open(name, compression_type="uncompressed")) as stream:
+            yield from pq.ParquetFile(stream).iter_batches(columns=columns)
+
+
 def complete_partitions(output: str) -> dict:
     """{run date: partition path} for every partition under `output` that has its _SUCCESS marker."""
     found = FileSystems.match([FileSystems.join(output, "dt=*", SUCCESS)])[0].metadata_list

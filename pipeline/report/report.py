@@ -14,6 +14,7 @@ one percentage point. Flags need at least MIN_NIGHTS earlier nights with scores.
 
 import datetime
 import sys
+import typing
 
 from pipeline import console  # first: it quiets Beam before Beam is imported
 
@@ -63,11 +64,10 @@ def build(folder: str, manifest: dict, output: str, run_date: str, history: int 
           images: int = DEFAULT_IMAGES) -> str:
     """The report's HTML for the run whose files are in `folder` (a partition, or its staging folder) and whose
     earlier nights are the complete partitions under `output` before `run_date`."""
-    scores = partitions.read_table(FileSystems.join(folder, scores_output.FOLDER), ["label_index", "confidence"])
-    labels = scores.column("label_index").to_numpy()
-    confidence = scores.column("confidence").to_numpy()
     nights = _earlier_nights(output, run_date, history)
     spec = card_spec.spec_described(manifest["model"])
+    tonight = Confidence.of(FileSystems.join(folder, scores_output.FOLDER), spec.num_classes,
+                            manifest["low_confidence_threshold"])
     earlier = (f"against the {len(nights)} previous night{'s' if len(nights) != 1 else ''}" if nights
                else "(no earlier nights yet)")
     failed = manifest["counts"]["failed"]
@@ -81,7 +81,7 @@ def build(folder: str, manifest: dict, output: str, run_date: str, history: int 
                          accuracy.section(measured, accuracy.labelled_nights(output, run_date, history))))
     sections += [
                 (f"Class mix {earlier}", _mix_section(manifest, nights, history)),
-                ("Confidence", _confidence_section(manifest, nights, labels, confidence, spec.class_names)),
+                ("Confidence", _confidence_section(manifest, nights, tonight, spec.class_names)),
                 _sheet_section(folder, images, spec)]
     counts = manifest["counts"]
     subtitle = (f"{run_date} · {counts['scored']:,} images scored · model {manifest['model']['version']} · "
@@ -193,8 +193,59 @@ def _sensitivity_note(scored: int, classes: int) -> str:
             f"to {SENSITIVE_SHIFT:.0%}.</p>")
 
 
-def _confidence_section(manifest: dict, nights: list, labels: np.ndarray, confidence: np.ndarray,
-                        class_names: tuple) -> str:
+class Confidence(typing.NamedTuple):
+    """Tonight's confidences as the report shows them, gathered a batch of rows at a time (a night may hold tens of
+    millions): per predicted class, how many, how many below the threshold and a histogram of BINS bins over [0, 1];
+    and the median confidence."""
+
+    predicted: np.ndarray  # (classes,)
+    below: np.ndarray  # (classes,)
+    histograms: np.ndarray  # (classes, BINS)
+    median: float
+
+    @classmethod
+    def of(cls, scores: str, classes: int, threshold: float) -> "Confidence":
+        edges = np.linspace(0.0, 1.0, BINS + 1)
+        predicted, below = np.zeros(classes, np.int64), np.zeros(classes, np.int64)
+        histograms, fine = np.zeros((classes, BINS), np.int64), np.zeros(_MEDIAN_BINS, np.int64)
+        for labels, confidence in _confidences(scores):
+            predicted += np.bincount(labels, minlength=classes)[:classes]
+            below += np.bincount(labels[confidence < threshold], minlength=classes)[:classes]
+            for index in np.unique(labels[labels < classes]):
+                histograms[index] += np.histogram(confidence[labels == index], bins=edges)[0]
+            fine += np.bincount(_fine_bin(confidence), minlength=_MEDIAN_BINS)
+        return cls(predicted, below, histograms, _median(scores, fine))
+
+
+_MEDIAN_BINS = 1 << 16  # the median's first pass counts confidences in this many bins; its second reads one or two
+
+
+def _confidences(scores: str):
+    for batch in partitions.iter_batches(scores, ["label_index", "confidence"]):
+        yield (batch.column("label_index").to_numpy(zero_copy_only=False).astype(np.int64),
+               batch.column("confidence").to_numpy(zero_copy_only=False))
+
+
+def _fine_bin(confidence: np.ndarray) -> np.ndarray:
+    return np.clip((confidence.astype(np.float64) * _MEDIAN_BINS).astype(np.int64), 0, _MEDIAN_BINS - 1)
+
+
+def _median(scores: str, fine: np.ndarray) -> float:
+    """The exact median (numpy's: the mean of the two middle values of an even count), in two passes: the bins that
+    hold the middle ranks are found from `fine`, and only their values are kept on the second pass."""
+    count = int(fine.sum())
+    if not count:
+        return 0.0
+    ranks = sorted({(count - 1) // 2, count // 2})
+    before = np.concatenate([[0], np.cumsum(fine)])
+    wanted = sorted({int(np.searchsorted(before, rank, side="right")) - 1 for rank in ranks})
+    kept = [confidence[np.isin(_fine_bin(confidence), wanted)] for _, confidence in _confidences(scores)]
+    values = np.sort(np.concatenate(kept))
+    first = int(before[wanted[0]])
+    return float(np.mean([values[rank - first] for rank in ranks], dtype=np.float32))
+
+
+def _confidence_section(manifest: dict, nights: list, tonight_confidence: Confidence, class_names: tuple) -> str:
     counts = manifest["counts"]
     threshold = manifest["low_confidence_threshold"]
     tonight = counts["low_confidence"] / max(counts["scored"], 1)
@@ -204,19 +255,16 @@ def _confidence_section(manifest: dict, nights: list, labels: np.ndarray, confid
     usual_text = f"usual {usual[0]:.1%} – {usual[1]:.1%}" if usual else "no usual range yet"
     head = (page.tiles([(f"{tonight:.1%}", f"below {threshold:.0%} confidence tonight ({usual_text})",
                                 "bad" if outside else ""),
-                               (f"{float(np.median(confidence)) if len(confidence) else 0:.1%}",
-                                "median confidence", "")])
+                               (f"{tonight_confidence.median:.1%}", "median confidence", "")])
             + f"<div class='panel{' flag' if outside else ''}' style='max-width:260px'><div class=value>share below "
               f"{threshold:.0%}, previous nights and tonight</div>{page.share_chart(shares, tonight, usual)}"
               "</div>")
     panels = []
-    edges = np.linspace(0.0, 1.0, BINS + 1)
     for index, name in enumerate(class_names):
-        mine = confidence[labels == index]
-        histogram = np.histogram(mine, bins=edges)[0].tolist()
         panels.append(f"<div class=panel><div class=name>{page.esc(name)}</div><div class=value>"
-                      f"{len(mine):,} predicted · {int((mine < threshold).sum()):,} below {threshold:.0%}</div>"
-                      f"{page.histogram(histogram, marker=threshold)}</div>")
+                      f"{int(tonight_confidence.predicted[index]):,} predicted · "
+                      f"{int(tonight_confidence.below[index]):,} below {threshold:.0%}</div>"
+                      f"{page.histogram(tonight_confidence.histograms[index].tolist(), marker=threshold)}</div>")
     return (head + "<p class=note>Confidence (the top probability) per predicted class; the dashed line is "
             f"--low_confidence {threshold}.</p><div class=grid>" + "".join(panels) + "</div>")
 
