@@ -261,8 +261,9 @@ def test_the_report_shows_each_table_rows_place_and_kept_columns_beside_its_key(
                   "--output", output) == 0
     page = open(os.path.join(partition(output), "report.html"), encoding="utf-8").read()
     missing = len(catalogue["good"]) + len(catalogue["photos"]) + 1  # the row naming images/gone.png
-    assert f"row {missing} of table.parquet; product_id={1000 + missing}, title=listing {missing}]" in page
-    assert "(no URI) [row" in page
+    assert (f"/<wbr>gone.png</div><div class=example-row>row {missing} of table.parquet; "
+            f"product_id={1000 + missing}, title=listing {missing}</div>") in page  # a failed row: its row under it
+    assert "<div class=example>(no URI)</div><div class=example-row>row " in page
     assert f"{table} (column image; kept: product_id, title)" in page  # the run's inputs, as the run section says
     scored = [index for index, uri in enumerate(catalogue["uris"]) if index < missing - 1 or index == len(
         catalogue["uris"]) - 1]  # the contact sheet: every scored row's card says which row and its kept columns

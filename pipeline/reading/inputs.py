@@ -78,6 +78,7 @@ class Inputs:
         return []
 
     @classmethod
-    def listed_key(cls, row: dict, inputs: dict) -> str:
-        """A failed input as the report lists it (`row`: its errors/ row, error_columns included); escaped there."""
-        return row["key"]
+    def listed_lines(cls, row: dict, inputs: dict) -> list:
+        """A failed input as the report lists it, in lines (`row`: its errors/ row, error_columns included): its key,
+        then anything shown under it; each escaped there."""
+        return [row["key"]]

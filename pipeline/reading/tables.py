@@ -523,12 +523,12 @@ class TableInputs(Inputs):
         return ["table_row", *inputs["table"]["keep_columns"]]
 
     @classmethod
-    def listed_key(cls, row: dict, inputs: dict) -> str:  # with its table row and kept columns beside
+    def listed_lines(cls, row: dict, inputs: dict) -> list:  # with its table row and kept columns under the key
         where = row.get("table_row")
         if where is None:
-            return row["key"]
+            return [row["key"]]
         kept = [(name, row.get(name)) for name in inputs["table"]["keep_columns"]]
-        return f"{row['key'] or '(no URI)'} [{table_row_text(where, kept)}]"
+        return [row["key"] or "(no URI)", table_row_text(where, kept)]
 
     def manifest(self) -> dict:
         config = self.config

@@ -35,6 +35,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .card img.seen { image-rendering: pixelated; width: 84px; height: 84px; background: #000; }
 .card .key { font-size: 11px; color: #5b6475; overflow-wrap: anywhere; margin: 6px 0 4px; }
 .example { font-size: 12px; overflow-wrap: anywhere; }
+.example-row { font-size: 11px; color: #5b6475; overflow-wrap: anywhere; margin: 0 0 3px 12px; }
 .card .table-row { font-size: 11px; color: #2f3747; overflow-wrap: anywhere; margin: 0 0 4px; }
 .message { font-size: 12px; color: #8a1c1c; margin-bottom: 4px; overflow-wrap: anywhere; }
 .card .pred { font-weight: 600; }

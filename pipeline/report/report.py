@@ -302,12 +302,13 @@ def _failures_section(folder: str, manifest: dict) -> str:
     kind = kinds.in_manifest(inputs)  # e.g. a table run lists each failed row's place and kept columns too
     columns = ["key", "stage", "error_type", "error_message", *kind.error_columns(inputs)]
     examples = _failure_examples(partitions.read_table(FileSystems.join(folder, errors.FOLDER), columns))
-    examples = {group: (amount, [kind.listed_key(row, inputs) for row in rows], rows[0]["error_message"])
+    examples = {group: (amount, [kind.listed_lines(row, inputs) for row in rows], rows[0]["error_message"])
                 for group, (amount, rows) in examples.items()}
     ordered = sorted(examples.items(), key=lambda item: (-item[1][0], item[0]))
     table = [(stage, error_type, f"{amount:,}") for (stage, error_type), (amount, _, _) in ordered]
     shown = [f"<div class=message>{page.esc(display.shortened(display.visible(message), 300))}</div>"
-             + "".join(page.key_text(key, "example") for key in keys) for _, (_, keys, message) in ordered]
+             + "".join(page.key_text(key, "example") + "".join(page.key_text(line, "example-row") for line in under)
+                       for key, *under in listed) for _, (_, listed, message) in ordered]
     by_stage = ", ".join(f"{amount:,} at {stage}" for stage, amount in sorted(counts["failed_by_stage"].items()))
     return (f"<p class=bad>{counts['failed']:,} inputs failed ({by_stage}); every one is a row in errors/ with its "
             "reason.</p>"
