@@ -200,7 +200,7 @@ class _Partition:
         """(path, row group, lowest key, highest key) of each row group of the fingerprints."""
         if self._groups is None:
             self._groups = []
-            for path in _parquet_files(FileSystems.join(self.folder, FOLDER)):
+            for path in partitions.parquet_files(FileSystems.join(self.folder, FOLDER)):
                 with FileSystems.open(path, compression_type="uncompressed") as stream:
                     metadata = pq.ParquetFile(stream).metadata
                 for group in range(metadata.num_row_groups):
@@ -250,7 +250,7 @@ class _Partition:
         """Keys this partition failed on (read once: failures are few next to the files read)."""
         if self._failed is None:
             keys = []
-            for path in _parquet_files(FileSystems.join(self.folder, errors.FOLDER)):
+            for path in partitions.parquet_files(FileSystems.join(self.folder, errors.FOLDER)):
                 with FileSystems.open(path, compression_type="uncompressed") as stream:
                     keys.append(pq.read_table(stream, columns=["key"]).column("key").combine_chunks())
             self._failed = pa.concat_arrays(keys) if keys else pa.array([], pa.string())
@@ -291,7 +291,3 @@ def _read_from(parquet: pq.ParquetFile, groups: list) -> list:
     present = set(parquet.schema_arrow.names)
     columns = [name for name in SCHEMA.names if name in present]
     return [parquet.read_row_group(group, columns=columns) for group in groups]
-
-
-def _parquet_files(folder: str) -> list:
-    return sorted(m.path for m in FileSystems.match([FileSystems.join(folder, "*.parquet")])[0].metadata_list)

@@ -65,17 +65,12 @@ def read_table(path: str, columns: list = None):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if path.endswith(".parquet"):
-        files = [path]
-    else:
-        files = sorted(m.path for m in FileSystems.match([FileSystems.join(path, "*.parquet")])[0].metadata_list)
     tables = []
-    for name in files:
-        if FileSystems.get_scheme(name) is None:
-            with pa.OSFile(name) as stream:
+    for name in parquet_files(path):
+        with _opened(name) as stream:
+            if FileSystems.get_scheme(name) is None:
                 tables.append(pq.read_table(stream, columns=columns))
-            continue
-        with FileSystems.open(name, compression_type="uncompressed") as stream:
+                continue
             head = stream.read(WHOLE_READ_BYTES + 1)
             if len(head) <= WHOLE_READ_BYTES:
                 tables.append(pq.read_table(pa.BufferReader(head), columns=columns))
@@ -89,15 +84,27 @@ def read_table(path: str, columns: list = None):
 def iter_batches(path: str, columns: list):
     """The record batches of a folder of part-*.parquet files (or one file), `columns` only, one at a time: what a
     pass over a night's rows holds is one batch, however many rows the night has."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    files = [path] if path.endswith(".parquet") else sorted(
-        m.path for m in FileSystems.match([FileSystems.join(path, "*.parquet")])[0].metadata_list)
-    for name in files:
-        local = FileSystems.get_scheme(name) is None
-        with (pa.OSFile(name) if local else FileSystems.open(name, compression_type="uncompressed")) as stream:
+    for name in parquet_files(path):
+        with _opened(name) as stream:
             yield from pq.ParquetFile(stream).iter_batches(columns=columns)
+
+
+def parquet_files(path: str) -> list:
+    """A Parquet file itself, or the part-*.parquet files of a folder (sorted)."""
+    if path.endswith(".parquet"):
+        return [path]
+    return sorted(m.path for m in FileSystems.match([FileSystems.join(path, "*.parquet")])[0].metadata_list)
+
+
+def _opened(name: str):
+    """A Parquet file open for reading: a local one by Arrow, any other through Beam's filesystems."""
+    import pyarrow as pa
+
+    if FileSystems.get_scheme(name) is None:
+        return pa.OSFile(name)
+    return FileSystems.open(name, compression_type="uncompressed")
 
 
 def complete_partitions(output: str) -> dict:

@@ -16,7 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from model.input_hashes import shape_dtype_and_pixels_sha256
 from pipeline import options
-from pipeline.records import Source
+from pipeline.records import Source, table_fields
 
 FILE = "_sheet.parquet"  # in a partition; readers of the tables skip names that start with "_"
 SHEET_IMAGES = options.REPORT_IMAGES  # candidates a run keeps: the report shows up to this many
@@ -72,7 +72,7 @@ def source_fields(source: Source) -> dict:
     table = source.table
     return {"path": path, "size": int(source.size), "modified": float(source.modified), "record": source.record,
             "offset": source.offset, "compression": source.compression, "feature": source.feature,
-            "raw": source.raw, "table_row": {"file": table.file, "index": table.index} if table else None,
+            "raw": source.raw, "table_row": table_fields(table)["table_row"] if table else None,
             "kept": [{"name": name, "value": None if value is None else str(value)} for name, value in table.kept]
             if table else None}
 

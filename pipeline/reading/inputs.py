@@ -5,6 +5,8 @@ columns it adds to every output row, how the manifest describes it, and how its 
 publishing ask it. The report reads a picture back from the place its sheet row records (pipeline.report.pictures),
 whatever kind read it. A new kind (WebDataset tar shards, say) is one class, in a module of its own, added to kinds."""
 
+from pipeline.outputs import fingerprints
+
 
 class InputError(ValueError):
     """An input that cannot be read as given (exit 2), in one line."""
@@ -55,6 +57,14 @@ class Inputs:
         """What an earlier manifest's `inputs` holds when its run read these same inputs (so that its _inputs index
         them: pipeline.outputs.fingerprints); a fingerprinted kind's."""
         return {}
+
+    def already_scored(self, version: str):
+        """With --skip_scored, the lookup of what earlier partitions scored of these inputs under `version`; else
+        None."""
+        config = self.config
+        if not config.skip_scored or version is None:
+            return None
+        return fingerprints.AlreadyScored(config.output, config.run_date, version, self.identity())
 
     def manifest(self) -> dict:
         """The manifest's `inputs`: every kind's key, this one's filled."""

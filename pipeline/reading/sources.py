@@ -106,9 +106,8 @@ class ImageFiles(Inputs):
 
     def _transform(self, version: str = None) -> matching.MatchInputs:
         config = self.config
-        skip = (fingerprints.AlreadyScored(config.output, config.run_date, version, self.identity())
-                if config.skip_scored and version is not None else None)
-        return matching.MatchInputs(config.inputs, config.files_per_chunk, True, skip, config.output, version,
+        return matching.MatchInputs(config.inputs, config.files_per_chunk, True, self.already_scored(version),
+                                    config.output, version,
                                     refuse_outside_links=config.refuse_outside_links)
 
     def match(self, pipeline, version: str, folder: str):

@@ -409,6 +409,7 @@ class _ReadTasks(beam.DoFn):
         were left out). A local file is stat'ed here (a table run without --skip_scored leaves that to the read); one
         that cannot be is left for the read to fail on, with its reason."""
         files = {}  # key -> (size, modified) of each file the batch names, once however many rows name it
+        keyed = {}  # position in the batch -> key, for each row whose file was looked at
         for at, entry in enumerate(batch):
             if isinstance(entry, dict):
                 continue
@@ -422,16 +423,17 @@ class _ReadTasks(beam.DoFn):
                     continue
                 size, modified = status.st_size, status.st_mtime
                 batch[at] = (path, size, modified, table_row)
-            files.setdefault(key_for(path), (size, modified))
+            keyed[at] = key_for(path)
+            files.setdefault(keyed[at], (size, modified))
         if not files:
             return batch, None, 0
         keys = sorted(files)
         sizes, modified = [files[key][0] for key in keys], [files[key][1] for key in keys]
         scored_by = self.already_scored.scored_by(keys, sizes, modified)
         carried = {key for key, run in zip(keys, scored_by) if run is not None}
-        kept = [entry for entry in batch if isinstance(entry, dict) or entry[1] is None
-                or key_for(entry[0]) not in carried]
-        return kept, self._fingerprints(keys, sizes, modified, scored_by), len(batch) - len(kept)
+        skipped = {at for at, key in keyed.items() if key in carried}
+        kept = [entry for at, entry in enumerate(batch) if at not in skipped]
+        return kept, self._fingerprints(keys, sizes, modified, scored_by), len(skipped)
 
     def _fingerprints(self, keys: list, sizes: list, modified: list, scored_by) -> pa.Table:
         """The fingerprints of the files this worker has not written yet (a table may name one file in many rows:
@@ -497,8 +499,7 @@ class TableInputs(Inputs):
 
     def match(self, pipeline, version: str, folder: str):
         config = self.config
-        skip = (fingerprints.AlreadyScored(config.output, config.run_date, version, self.identity())
-                if config.skip_scored and version is not None else None)
+        skip = self.already_scored(version)
         matched = pipeline | "MatchTable" >> MatchTable(self.table(), config.files_per_chunk, skip, version)
         if skip is not None:
             _ = matched.fingerprints | "WriteFingerprints" >> fingerprints.WriteFingerprints(folder)
