@@ -240,7 +240,8 @@ def test_hostile_uris_and_kept_values_are_shown_escaped_never_raw(catalogue, tmp
     hostile = ["\x1b[2J\x1b[31mred.png", "evil\u202egnp.exe", "../../etc/passwd"]
     table = tmp_path / "table.parquet"
     pq.write_table(pa.table({"image": hostile + [catalogue["good"][0]],
-                             "note": ["\x1b]0;title\x07", "\u202eright-to-left", "plain", "fine"]}), table)
+                             "note": ["\x1b]0;title\x07", "\u202eright-to-left", "plain",
+                                      "<script>alert(1)</script>\u202e"]}), table)  # the scored row's card line
     output = str(tmp_path / "out")
     assert _score("--input_table", str(table), "--uri_column", "image", "--keep_columns", "note",
                   "--output", output) == 0
@@ -248,6 +249,7 @@ def test_hostile_uris_and_kept_values_are_shown_escaped_never_raw(catalogue, tmp
     page = open(os.path.join(partition(output), "report.html"), encoding="utf-8").read()
     for text in (printed.out, printed.err, page):
         assert "\x1b" not in text and "\u202e" not in text and "\x07" not in text
+    assert "<script>" not in page and "note=&lt;script&gt;alert(1)&lt;/" in page  # the card line, escaped
     errors = _outputs(output)[1]
     assert sorted(row["note"] for row in errors) == sorted(["\x1b]0;title\x07", "\u202eright-to-left", "plain"])
     # stored as the table has them (data, read back as data); `[` makes the first URI a glob
